@@ -1,0 +1,55 @@
+"""Shared test fixtures: locating the official MLS test vectors.
+
+``MLS_TEST_VECTORS`` names the vectors directory (default ``../shared/mls-vectors``
+next to the checkout).  Outside CI, a missing directory skips the vector tests
+with the reason; under ``CI=true`` it is a hard failure, so CI can never pass
+without running them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.conformance.registry import case_id, detect_kind
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS_DIR = Path(os.environ.get("MLS_TEST_VECTORS", ROOT.parent / "shared" / "mls-vectors"))
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def vector_cases(filename: str) -> list[Any]:
+    """pytest params for every case of one vector file, with readable ids.
+
+    Called at collection time.  A missing file yields one param that skips (or,
+    in CI, fails) with the reason, so the absence is always visible.
+    """
+    path = VECTORS_DIR / filename
+    if not path.is_file():
+        reason = f"MLS test vectors not found at {path} (set MLS_TEST_VECTORS)"
+        marks = [pytest.mark.skip(reason=reason)] if not IN_CI else []
+        return [pytest.param(_Missing(reason), id="vectors-missing", marks=marks)]
+    cases = json.loads(path.read_text())
+    kind = detect_kind(cases) or filename
+    return [pytest.param(case, id=case_id(kind, i, case)) for i, case in enumerate(cases)]
+
+
+class _Missing:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def run_vector(verifier: Any, case: Any) -> None:
+    """Run one vector case; an unsupported suite is a named skip."""
+    from protocol.errors import UnsupportedError
+
+    if isinstance(case, _Missing):
+        pytest.fail(case.reason)
+    try:
+        verifier.run(case)
+    except UnsupportedError as exc:
+        pytest.skip(f"unsupported: {exc}")
