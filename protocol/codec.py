@@ -33,7 +33,7 @@ MAX_VARINT = (1 << 30) - 1
 class Reader:
     """A cursor over immutable bytes that reads TLS-PL values."""
 
-    __slots__ = ("_data", "_pos", "_end")
+    __slots__ = ("_data", "_end", "_pos")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._data = bytes(data)

@@ -1,0 +1,381 @@
+"""The public ratchet tree (RFC 9420 §4.1, §7): nodes, resolution, tree and
+parent hashes, validation, and the membership operations of §12.1.
+
+Theory of operation
+-------------------
+``RatchetTree.nodes`` always has ``node_width(n_leaves)`` entries, ``None``
+for blank nodes, with ``n_leaves`` a power of two (the tree is full, §7.7).
+Leaves sit at even indices, parents at odd ones; the constructor enforces
+both, so the rest of the module can index without re-checking.  Only the
+``ratchet_tree`` extension form (:meth:`to_nodes`) strips trailing blanks.
+
+The tree is a plain mutable value: group logic works on a :meth:`copy` and
+swaps it in only when a whole commit has validated, which is what makes
+commit processing atomic.  Private keys are not held here; TreeKEM
+(:mod:`protocol.mls.treekem`) keeps them beside the tree.
+
+Tree hashes (§7.8) are memoised per node; every mutation goes through
+:meth:`_set`, which drops the memo of the node and its ancestors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from protocol.codec import Writer
+from protocol.errors import CryptoError
+from protocol.mls import tree_math as tm
+from protocol.mls.crypto import CipherSuite
+from protocol.mls.errors import InvalidMessage, UnknownMember
+from protocol.mls.tree_structs import (
+    LeafNode,
+    LeafNodeSource,
+    Node,
+    NodeType,
+    ParentNode,
+    strip_blank_tail,
+)
+
+# Extension types every client supports without listing them (RFC 9420 §7.2).
+DEFAULT_EXTENSIONS = frozenset({1, 2, 3, 4, 5})
+DEFAULT_PROPOSALS = frozenset({1, 2, 3, 4, 5, 6, 7})
+
+
+class RatchetTree:
+    """The public state of a group's ratchet tree."""
+
+    __slots__ = ("suite", "nodes", "_hashes")
+
+    def __init__(self, suite: CipherSuite, nodes: Sequence[Node | None]) -> None:
+        if not nodes:
+            raise InvalidMessage("a ratchet tree needs at least one leaf")
+        n_leaves = 1
+        while tm.node_width(n_leaves) < len(nodes):
+            n_leaves *= 2
+        full = list(nodes) + [None] * (tm.node_width(n_leaves) - len(nodes))
+        for i, node in enumerate(full):
+            if node is not None and node.node_type != (NodeType.PARENT if i & 1 else NodeType.LEAF):
+                raise InvalidMessage(f"node {i} has the wrong type for its position")
+        self.suite = suite
+        self.nodes: list[Node | None] = full
+        self._hashes: dict[int, bytes] = {}
+
+    @classmethod
+    def single(cls, suite: CipherSuite, leaf: LeafNode) -> RatchetTree:
+        return cls(suite, [Node.leaf(leaf)])
+
+    def copy(self) -> RatchetTree:
+        other = RatchetTree.__new__(RatchetTree)
+        other.suite = self.suite
+        other.nodes = list(self.nodes)
+        other._hashes = dict(self._hashes)
+        return other
+
+    def to_nodes(self) -> list[Node | None]:
+        """The ``ratchet_tree`` extension form: trailing blanks stripped."""
+        return strip_blank_tail(self.nodes)
+
+    # -- access ---------------------------------------------------------------
+
+    @property
+    def n_leaves(self) -> int:
+        return (len(self.nodes) + 1) // 2
+
+    @property
+    def root(self) -> int:
+        return tm.root(self.n_leaves)
+
+    def leaf(self, leaf_index: int) -> LeafNode | None:
+        if not 0 <= leaf_index < self.n_leaves:
+            return None
+        node = self.nodes[2 * leaf_index]
+        return node.leaf_node if node is not None else None
+
+    def member_leaf(self, leaf_index: int) -> LeafNode:
+        """The leaf of a current member; ``UnknownMember`` if blank or absent."""
+        leaf = self.leaf(leaf_index)
+        if leaf is None:
+            raise UnknownMember(f"leaf {leaf_index} is not a member")
+        return leaf
+
+    def parent_node(self, x: int) -> ParentNode | None:
+        node = self.nodes[x]
+        return node.parent_node if node is not None else None
+
+    def members(self) -> Iterator[tuple[int, LeafNode]]:
+        for i in range(self.n_leaves):
+            leaf = self.leaf(i)
+            if leaf is not None:
+                yield i, leaf
+
+    def public_key(self, x: int) -> bytes | None:
+        node = self.nodes[x]
+        if node is None:
+            return None
+        if node.leaf_node is not None:
+            return node.leaf_node.encryption_key
+        assert node.parent_node is not None
+        return node.parent_node.encryption_key
+
+    # -- paths and resolution (§4.1) -------------------------------------------
+
+    def resolution(self, x: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+        """Node indices of the resolution of ``x``, minus leaves in ``exclude``."""
+        node = self.nodes[x]
+        if node is None:
+            if tm.is_leaf(x):
+                return []
+            return self.resolution(tm.left(x), exclude) + self.resolution(tm.right(x), exclude)
+        if node.leaf_node is not None:
+            return [] if x // 2 in exclude else [x]
+        assert node.parent_node is not None
+        unmerged = [2 * leaf for leaf in node.parent_node.unmerged_leaves if leaf not in exclude]
+        return [x, *unmerged]
+
+    def filtered_direct_path(self, leaf_index: int) -> list[int]:
+        """The direct path of the leaf minus nodes whose copath child has an
+        empty resolution (§4.1.2)."""
+        x = 2 * leaf_index
+        n = self.n_leaves
+        out = []
+        for parent, copath_child in zip(tm.direct_path(x, n), tm.copath(x, n), strict=True):
+            if self.resolution(copath_child):
+                out.append(parent)
+        return out
+
+    # -- mutation ---------------------------------------------------------------
+
+    def _set(self, x: int, node: Node | None) -> None:
+        self.nodes[x] = node
+        self._hashes.pop(x, None)
+        n = self.n_leaves
+        while x != tm.root(n):
+            x = tm.parent(x, n)
+            self._hashes.pop(x, None)
+
+    def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
+        self._set(2 * leaf_index, Node.leaf(leaf) if leaf is not None else None)
+
+    def set_parent(self, x: int, parent: ParentNode | None) -> None:
+        self._set(x, Node.parent(parent) if parent is not None else None)
+
+    def blank_direct_path(self, leaf_index: int) -> None:
+        for x in tm.direct_path(2 * leaf_index, self.n_leaves):
+            if self.nodes[x] is not None:
+                self._set(x, None)
+
+    def _extend(self) -> None:
+        """Double the leaves: the old tree becomes the left subtree (§7.7)."""
+        self.nodes.extend([None] * (len(self.nodes) + 1))
+        self._hashes.clear()
+
+    def _truncate(self) -> None:
+        """Drop right halves that hold no member (§12.1.3)."""
+        while self.n_leaves > 1:
+            half = self.n_leaves // 2
+            if any(self.nodes[2 * i] is not None for i in range(half, self.n_leaves)):
+                return
+            del self.nodes[tm.node_width(half) :]
+            self._hashes.clear()
+
+    def add_leaf(self, leaf: LeafNode) -> int:
+        """Place a new member in the leftmost blank leaf (§12.1.1)."""
+        index = next((i for i in range(self.n_leaves) if self.nodes[2 * i] is None), None)
+        if index is None:
+            index = self.n_leaves
+            self._extend()
+        for x in tm.direct_path(2 * index, self.n_leaves):
+            parent = self.parent_node(x)
+            if parent is not None:
+                unmerged = tuple(sorted({*parent.unmerged_leaves, index}))
+                self.set_parent(x, ParentNode(parent.encryption_key, parent.parent_hash, unmerged))
+        self.set_leaf(index, leaf)
+        return index
+
+    def update_leaf(self, leaf_index: int, leaf: LeafNode) -> None:
+        """Apply an Update (§12.1.2)."""
+        self.member_leaf(leaf_index)
+        self.set_leaf(leaf_index, leaf)
+        self.blank_direct_path(leaf_index)
+
+    def remove_leaf(self, leaf_index: int) -> None:
+        """Apply a Remove (§12.1.3)."""
+        self.member_leaf(leaf_index)
+        self.set_leaf(leaf_index, None)
+        self.blank_direct_path(leaf_index)
+        self._truncate()
+
+    # -- tree hash (§7.8) ---------------------------------------------------------
+
+    def tree_hash(self, x: int | None = None) -> bytes:
+        """Tree hash of the subtree at ``x`` (the root by default)."""
+        if x is None:
+            x = self.root
+        cached = self._hashes.get(x)
+        if cached is None:
+            cached = self._tree_hash(x, frozenset())
+            self._hashes[x] = cached
+        return cached
+
+    def _tree_hash(self, x: int, exclude: frozenset[int]) -> bytes:
+        """Tree hash with the leaves in ``exclude`` blanked and removed from
+        every unmerged_leaves list (used for original sibling tree hashes)."""
+        w = Writer()
+        node = self.nodes[x]
+        if tm.is_leaf(x):
+            w.push_uint8(NodeType.LEAF)
+            w.push_uint32(x // 2)
+            leaf = node.leaf_node if node is not None and x // 2 not in exclude else None
+            w.push_optional(leaf, _push)
+            return self.suite.hash(w.getvalue())
+        if exclude and self._subtree_excludes(x, exclude):
+            left, right = (self._tree_hash(c, exclude) for c in (tm.left(x), tm.right(x)))
+        else:
+            exclude = frozenset()
+            left, right = self.tree_hash(tm.left(x)), self.tree_hash(tm.right(x))
+        w.push_uint8(NodeType.PARENT)
+        parent = node.parent_node if node is not None else None
+        if parent is not None and exclude:
+            kept = tuple(i for i in parent.unmerged_leaves if i not in exclude)
+            parent = ParentNode(parent.encryption_key, parent.parent_hash, kept)
+        w.push_optional(parent, _push)
+        w.push_opaque(left)
+        w.push_opaque(right)
+        return self.suite.hash(w.getvalue())
+
+    @staticmethod
+    def _subtree_excludes(x: int, exclude: frozenset[int]) -> bool:
+        return any(tm.is_in_subtree(x, 2 * leaf) for leaf in exclude)
+
+    # -- parent hashes (§7.9) -------------------------------------------------------
+
+    def parent_hash_of(self, p: int, copath_child: int) -> bytes:
+        """The parent hash of parent node ``p`` with copath child ``copath_child``."""
+        parent = self.parent_node(p)
+        if parent is None:
+            raise InvalidMessage(f"parent hash of blank node {p}")
+        sibling_hash = self._tree_hash(copath_child, frozenset(parent.unmerged_leaves))
+        w = Writer()
+        w.push_opaque(parent.encryption_key)
+        w.push_opaque(parent.parent_hash)
+        w.push_opaque(sibling_hash)
+        return self.suite.hash(w.getvalue())
+
+    def _node_parent_hash(self, x: int) -> bytes | None:
+        node = self.nodes[x]
+        if node is None:
+            return None
+        if node.leaf_node is not None:
+            return node.leaf_node.parent_hash
+        assert node.parent_node is not None
+        return node.parent_node.parent_hash
+
+    def _parent_hash_valid_from(self, p: int, child: int, sibling: int, d: int) -> bool:
+        """Whether node ``d`` (in the subtree of ``child``) carries a parent hash
+        valid with respect to ``p`` (§7.9.2)."""
+        if self._node_parent_hash(d) != self.parent_hash_of(p, sibling):
+            return False
+        parent = self.parent_node(p)
+        assert parent is not None
+        in_child = {2 * i for i in parent.unmerged_leaves if tm.is_in_subtree(child, 2 * i)}
+        return in_child == set(self.resolution(child)) - {d}
+
+    def verify_parent_hashes(self) -> None:
+        """Every non-blank parent node is parent-hash valid (§7.9.2, top down:
+        exactly one descendant chains to it)."""
+        for p in range(1, len(self.nodes), 2):
+            if self.nodes[p] is None:
+                continue
+            left, right = tm.left(p), tm.right(p)
+            valid = 0
+            for child, sibling in ((left, right), (right, left)):
+                for d in self.resolution(child):
+                    if self._parent_hash_valid_from(p, child, sibling, d):
+                        valid += 1
+            if valid != 1:
+                raise InvalidMessage(f"parent node {p} is not parent-hash valid")
+
+    # -- validation (§7.3, §12.4.3.1) --------------------------------------------
+
+    def verify_leaf_signature(self, leaf_index: int, group_id: bytes) -> None:
+        leaf = self.member_leaf(leaf_index)
+        verify_leaf_node_signature(self.suite, leaf, group_id, leaf_index)
+
+    def verify_structure(self) -> None:
+        """Unmerged-leaf rules and key uniqueness of §12.4.3.1."""
+        n = self.n_leaves
+        parent_keys: set[bytes] = set()
+        leaf_keys: set[bytes] = set()
+        signature_keys: set[bytes] = set()
+        for _, leaf in self.members():
+            if leaf.encryption_key in leaf_keys or leaf.signature_key in signature_keys:
+                raise InvalidMessage("two leaves share an encryption or signature key")
+            leaf_keys.add(leaf.encryption_key)
+            signature_keys.add(leaf.signature_key)
+        for p in range(1, len(self.nodes), 2):
+            parent = self.parent_node(p)
+            if parent is None:
+                continue
+            if parent.encryption_key in parent_keys or parent.encryption_key in leaf_keys:
+                raise InvalidMessage(f"parent node {p} reuses an encryption key")
+            parent_keys.add(parent.encryption_key)
+            if list(parent.unmerged_leaves) != sorted(set(parent.unmerged_leaves)):
+                raise InvalidMessage(f"unmerged_leaves of node {p} are not sorted and unique")
+            for leaf_index in parent.unmerged_leaves:
+                x = 2 * leaf_index
+                if leaf_index >= n or self.nodes[x] is None or not tm.is_in_subtree(p, x):
+                    raise InvalidMessage(f"node {p} lists a bad unmerged leaf {leaf_index}")
+                for between in tm.direct_path(x, n):
+                    if between == p:
+                        break
+                    mid = self.parent_node(between)
+                    if mid is not None and leaf_index not in mid.unmerged_leaves:
+                        raise InvalidMessage(
+                            f"unmerged leaf {leaf_index} missing below node {p} at {between}"
+                        )
+
+    def validate(self, group_id: bytes, suite_id: int) -> None:
+        """Full validation of a tree received on joining (§12.4.3.1): leaf
+        signatures and capabilities, structure, parent hashes."""
+        for leaf_index, leaf in self.members():
+            verify_leaf_node_signature(self.suite, leaf, group_id, leaf_index)
+            check_leaf_node_basics(leaf, suite_id)
+        self.verify_structure()
+        self.verify_parent_hashes()
+
+
+def _push(w: Writer, item: LeafNode | ParentNode) -> None:
+    item.encode(w)
+
+
+def verify_leaf_node_signature(
+    suite: CipherSuite, leaf: LeafNode, group_id: bytes, leaf_index: int
+) -> None:
+    """Check ``SignWithLabel(., "LeafNodeTBS", LeafNodeTBS)`` (§7.2)."""
+    if leaf.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+        tbs = leaf.tbs_bytes()
+    else:
+        tbs = leaf.tbs_bytes(group_id, leaf_index)
+    try:
+        suite.verify_with_label(leaf.signature_key, "LeafNodeTBS", tbs, leaf.signature)
+    except CryptoError as exc:
+        raise CryptoError(f"leaf {leaf_index}: bad LeafNode signature") from exc
+
+
+def check_leaf_node_basics(leaf: LeafNode, suite_id: int) -> None:
+    """The self-consistency rules of §7.3 that need no group context: the
+    credential type and non-default extensions are listed in the leaf's own
+    capabilities, and the group's suite and version are supported."""
+    caps = leaf.capabilities
+    if leaf.credential.credential_type not in caps.credentials:
+        raise InvalidMessage("leaf credential type not listed in its capabilities")
+    for ext in leaf.extensions:
+        if (
+            ext.extension_type not in DEFAULT_EXTENSIONS
+            and ext.extension_type not in caps.extensions
+        ):
+            raise InvalidMessage(f"leaf extension {ext.extension_type} not in its capabilities")
+    if suite_id not in caps.cipher_suites:
+        raise InvalidMessage(f"leaf does not support cipher suite {suite_id}")
+    if 1 not in caps.versions:
+        raise InvalidMessage("leaf does not support MLS 1.0")
