@@ -92,6 +92,11 @@ def verify_content_signature(
     suite.verify_with_label(signature_pub, _TBS_LABEL, tbs, auth.auth.signature)
 
 
+def proposal_ref(suite: CipherSuite, auth: AuthenticatedContent) -> bytes:
+    """``ProposalRef``: RefHash over the AuthenticatedContent (§5.2)."""
+    return suite.ref_hash("MLS 1.0 Proposal Reference", auth.to_bytes())
+
+
 def _tbs_for_tag(auth: AuthenticatedContent, context: GroupContext) -> bytes:
     tbs = framed_content_tbs(auth.wire_format, auth.content, _context_for(auth.content, context))
     return authenticated_content_tbm(tbs, auth.auth)
@@ -266,6 +271,7 @@ def unprotect_private(
 
 __all__ = [
     "DecryptedContent",
+    "proposal_ref",
     "protect_private",
     "protect_public",
     "sign_content",

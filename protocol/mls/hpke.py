@@ -277,7 +277,7 @@ class EcKem(DhKem[ec.EllipticCurvePrivateKey]):
 
     def load_private(self, sk: bytes) -> ec.EllipticCurvePrivateKey:
         return ec.derive_private_key(
-            scalar_from_bytes(sk, self.n_sk, self.order, self.name), self.curve
+            scalar_from_bytes(sk, self.n_sk, self.order, self.name, allow_short=True), self.curve
         )
 
     def load_public(self, pk: bytes) -> ec.EllipticCurvePublicKey:
@@ -314,8 +314,9 @@ def scalar_from_bytes(
     """A private scalar serialized as a fixed-length big-endian integer in [1, n-1].
 
     ``allow_short`` accepts encodings with leading zero bytes dropped, which
-    some implementations emit for ECDSA signature keys (the P-521 key of the
-    official message-protection vector is 65 bytes, not 66).
+    some implementations emit for ECDSA and ECDH private keys (the official
+    message-protection and passive-client vectors carry 65-byte P-521 keys);
+    the range check is what matters.
     """
     if not (0 < len(data) <= length if allow_short else len(data) == length):
         raise LocalError(f"{what} private key must be {length} bytes, not {len(data)}")

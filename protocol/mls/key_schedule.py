@@ -59,12 +59,21 @@ def epoch_from_joiner(
 
     ``psk_secret`` of ``None`` means no PSKs: the all-zero vector (§8.4).
     """
-    nh = suite.hash_len
     member = _member_secret(suite, joiner, psk_secret)
-    epoch = suite.expand_with_label(member, "epoch", group_context, nh)
+    epoch = suite.expand_with_label(member, "epoch", group_context, suite.hash_len)
+    return epoch_from_epoch_secret(
+        suite, epoch, joiner=joiner, welcome=suite.derive_secret(member, "welcome")
+    )
+
+
+def epoch_from_epoch_secret(
+    suite: CipherSuite, epoch: bytes, *, joiner: bytes = b"", welcome: bytes = b""
+) -> EpochSecrets:
+    """The secrets derived from an epoch secret (Table 4).  A new group's first
+    epoch starts from a random epoch secret and has no joiner secret (§11)."""
     return EpochSecrets(
         joiner_secret=joiner,
-        welcome_secret=suite.derive_secret(member, "welcome"),
+        welcome_secret=welcome,
         epoch_secret=epoch,
         sender_data_secret=suite.derive_secret(epoch, "sender data"),
         encryption_secret=suite.derive_secret(epoch, "encryption"),

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from protocol.codec import Reader, Writer
+from protocol.errors import DecodeError
 from protocol.mls import tree_math as tm
 from protocol.mls.crypto import CipherSuite
 from protocol.mls.errors import GenerationTooFar, ReplayedMessage, UnknownMember
@@ -71,6 +73,35 @@ class SecretTree:
         self.max_skipped = max_skipped
         self._nodes: dict[int, bytes] = {tm.root(n_leaves): encryption_secret}
         self._ratchets: dict[tuple[int, RatchetType], _Ratchet] = {}
+
+    def copy(self) -> SecretTree:
+        other = SecretTree.__new__(SecretTree)
+        other.suite = self.suite
+        other.n_leaves = self.n_leaves
+        other.max_forward = self.max_forward
+        other.max_skipped = self.max_skipped
+        other._nodes = dict(self._nodes)
+        other._ratchets = {
+            k: _Ratchet(r.secret, r.generation, dict(r.skipped)) for k, r in self._ratchets.items()
+        }
+        return other
+
+    def encode(self, w: Writer) -> None:
+        """Serialize for the client's encrypted store (not a wire format)."""
+        w.push_uint32(self.n_leaves)
+        w.push_vector(sorted(self._nodes.items()), _push_node_secret)
+        w.push_vector(sorted(self._ratchets.items(), key=_ratchet_key), _push_ratchet)
+
+    @classmethod
+    def decode(cls, suite: CipherSuite, r: Reader) -> SecretTree:
+        tree = cls.__new__(cls)
+        tree.suite = suite
+        tree.n_leaves = r.pull_uint32()
+        tree.max_forward = DEFAULT_MAX_FORWARD
+        tree.max_skipped = DEFAULT_MAX_SKIPPED
+        tree._nodes = dict(r.pull_vector(_pull_node_secret))
+        tree._ratchets = dict(r.pull_vector(_pull_ratchet))
+        return tree
 
     # -- tree ---------------------------------------------------------------
 
@@ -168,6 +199,53 @@ class SecretTree:
         """The generation a sender at ``leaf`` uses next."""
         ratchet = self._ratchet(leaf, kind)
         return 0 if ratchet is None else ratchet.generation
+
+
+_RATCHET_CODES = {RatchetType.HANDSHAKE: 1, RatchetType.APPLICATION: 2}
+_RATCHET_BY_CODE = {v: k for k, v in _RATCHET_CODES.items()}
+
+
+def _ratchet_key(item: tuple[tuple[int, RatchetType], _Ratchet]) -> tuple[int, int]:
+    return item[0][0], _RATCHET_CODES[item[0][1]]
+
+
+def _push_node_secret(w: Writer, item: tuple[int, bytes]) -> None:
+    w.push_uint32(item[0])
+    w.push_opaque(item[1])
+
+
+def _pull_node_secret(r: Reader) -> tuple[int, bytes]:
+    return r.pull_uint32(), r.pull_opaque()
+
+
+def _push_key_nonce(w: Writer, item: tuple[int, tuple[bytes, bytes]]) -> None:
+    w.push_uint32(item[0])
+    w.push_opaque(item[1][0])
+    w.push_opaque(item[1][1])
+
+
+def _pull_key_nonce(r: Reader) -> tuple[int, tuple[bytes, bytes]]:
+    return r.pull_uint32(), (r.pull_opaque(), r.pull_opaque())
+
+
+def _push_ratchet(w: Writer, item: tuple[tuple[int, RatchetType], _Ratchet]) -> None:
+    (leaf, kind), ratchet = item
+    w.push_uint32(leaf)
+    w.push_uint8(_RATCHET_CODES[kind])
+    w.push_opaque(ratchet.secret)
+    w.push_uint32(ratchet.generation)
+    w.push_vector(sorted(ratchet.skipped.items()), _push_key_nonce)
+
+
+def _pull_ratchet(r: Reader) -> tuple[tuple[int, RatchetType], _Ratchet]:
+    leaf = r.pull_uint32()
+    code = r.pull_uint8()
+    if code not in _RATCHET_BY_CODE:
+        raise DecodeError(f"unknown ratchet type {code}")
+    secret = r.pull_opaque()
+    generation = r.pull_uint32()
+    skipped = dict(r.pull_vector(_pull_key_nonce))
+    return (leaf, _RATCHET_BY_CODE[code]), _Ratchet(secret, generation, skipped)
 
 
 def sender_data_key_nonce(

@@ -1,0 +1,93 @@
+"""Events the group layer emits while processing messages.
+
+Frozen dataclasses, named in the past tense; the client turns them into
+history entries and notifications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationMessageReceived:
+    sender: int  # leaf index
+    data: bytes
+    authenticated_data: bytes
+    epoch: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalReceived:
+    reference: bytes
+    proposal_type: int
+    sender_type: int
+    sender_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAdded:
+    leaf_index: int
+    identity: bytes
+    signature_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    leaf_index: int
+    identity: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdated:
+    leaf_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionsChanged:
+    extension_types: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EpochAdvanced:
+    epoch: int
+    epoch_authenticator: bytes
+    committer: int | None  # leaf index; None for an external commit's joiner
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedFromGroup:
+    """This member was removed; the group can no longer be used to send."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReInitRequested:
+    """A committed ReInit: the group is closed, a successor will follow (§11.2)."""
+
+    group_id: bytes
+    version: int
+    cipher_suite: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommitDiscarded:
+    """Another member's commit for the same epoch won; ours is void."""
+
+    epoch: int
+
+
+GroupEvent = (
+    ApplicationMessageReceived
+    | ProposalReceived
+    | MemberAdded
+    | MemberRemoved
+    | MemberUpdated
+    | ExtensionsChanged
+    | EpochAdvanced
+    | RemovedFromGroup
+    | ReInitRequested
+    | PendingCommitDiscarded
+)

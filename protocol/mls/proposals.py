@@ -1,0 +1,271 @@
+"""Proposal validation and application (RFC 9420 §12.1 to §12.3).
+
+:func:`apply_proposals` checks a committed proposal list against every rule
+of §12.2 and applies it in the order of §12.3 to a *copy* of the tree, so the
+caller can drop the result if anything later in commit processing fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from protocol.codec import decode_exact
+from protocol.errors import DecodeError
+from protocol.mls.crypto import CipherSuite
+from protocol.mls.errors import InvalidCommit, InvalidMessage
+from protocol.mls.key_package import check_lifetime, validate_key_package
+from protocol.mls.messages import (
+    Add,
+    ExternalInit,
+    GroupContext,
+    GroupContextExtensions,
+    PreSharedKey,
+    PreSharedKeyID,
+    Proposal,
+    PSKType,
+    ReInit,
+    Remove,
+    ResumptionPSKUsage,
+    Sender,
+    SenderType,
+    Update,
+)
+from protocol.mls.ratchet_tree import (
+    DEFAULT_PROPOSALS,
+    RatchetTree,
+    check_leaf_node_basics,
+    verify_leaf_node_signature,
+)
+from protocol.mls.tree_structs import (
+    Extension,
+    ExtensionType,
+    KeyPackage,
+    LeafNode,
+    LeafNodeSource,
+    ProposalType,
+    RequiredCapabilities,
+    find_extension,
+)
+
+# Proposal types that force a Commit to carry a path (§12.4, §17.4).
+PATH_REQUIRED = frozenset(
+    {
+        ProposalType.UPDATE,
+        ProposalType.REMOVE,
+        ProposalType.EXTERNAL_INIT,
+        ProposalType.GROUP_CONTEXT_EXTENSIONS,
+    }
+)
+# Proposal types an external sender may send (§12.1.8).
+EXTERNAL_ALLOWED = frozenset(
+    {
+        ProposalType.ADD,
+        ProposalType.REMOVE,
+        ProposalType.PSK,
+        ProposalType.REINIT,
+        ProposalType.GROUP_CONTEXT_EXTENSIONS,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedProposal:
+    """A committed proposal with the sender that proposed it."""
+
+    proposal: Proposal
+    sender: Sender
+
+
+@dataclass(slots=True)
+class AppliedProposals:
+    tree: RatchetTree
+    extensions: tuple[Extension, ...]
+    added: list[tuple[int, KeyPackage]] = field(default_factory=list)
+    removed: list[tuple[int, LeafNode]] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    psks: list[PreSharedKeyID] = field(default_factory=list)
+    external_init: ExternalInit | None = None
+    reinit: ReInit | None = None
+    path_required: bool = False
+    extensions_changed: bool = False
+
+    @property
+    def new_leaves(self) -> frozenset[int]:
+        return frozenset(i for i, _ in self.added)
+
+
+def required_capabilities(extensions: Sequence[Extension]) -> RequiredCapabilities | None:
+    ext = find_extension(extensions, ExtensionType.REQUIRED_CAPABILITIES)
+    if ext is None:
+        return None
+    try:
+        return decode_exact(ext.extension_data, RequiredCapabilities.decode)
+    except DecodeError as exc:
+        raise InvalidMessage(f"malformed required_capabilities: {exc}") from exc
+
+
+def check_required_capabilities(leaf: LeafNode, required: RequiredCapabilities | None) -> None:
+    if required is None:
+        return
+    caps = leaf.capabilities
+    for ext_type in required.extension_types:
+        if ext_type not in caps.extensions and ext_type not in (1, 2, 3, 4, 5):
+            raise InvalidMessage(f"member lacks required extension {ext_type}")
+    for prop_type in required.proposal_types:
+        if prop_type not in caps.proposals and prop_type not in DEFAULT_PROPOSALS:
+            raise InvalidMessage(f"member lacks required proposal type {prop_type}")
+    for cred_type in required.credential_types:
+        if cred_type not in caps.credentials:
+            raise InvalidMessage(f"member lacks required credential type {cred_type}")
+
+
+def validate_leaf_for_group(
+    suite: CipherSuite,
+    tree: RatchetTree,
+    leaf: LeafNode,
+    extensions: Sequence[Extension],
+    now: int | None,
+) -> None:
+    """The group-dependent rules of §7.3 for a leaf about to enter the tree."""
+    check_leaf_node_basics(leaf, suite.suite_id)
+    check_lifetime(leaf, now)
+    check_required_capabilities(leaf, required_capabilities(extensions))
+    cred = leaf.credential.credential_type
+    for _, member in tree.members():
+        if cred not in member.capabilities.credentials:
+            raise InvalidMessage(f"a member does not support credential type {cred}")
+        if member.credential.credential_type not in leaf.capabilities.credentials:
+            raise InvalidMessage("new leaf does not support a credential type in use")
+
+
+def _check_psk(suite: CipherSuite, psk: PreSharedKeyID, in_reinit_or_branch: bool) -> None:
+    if len(psk.psk_nonce) != suite.hash_len:
+        raise InvalidCommit("psk_nonce must be KDF.Nh bytes")
+    if (
+        psk.psktype == PSKType.RESUMPTION
+        and psk.usage in (ResumptionPSKUsage.REINIT, ResumptionPSKUsage.BRANCH)
+        and not in_reinit_or_branch
+    ):
+        raise InvalidCommit("reinit/branch resumption PSK outside reinit or branch")
+
+
+def apply_proposals(
+    suite: CipherSuite,
+    context: GroupContext,
+    tree: RatchetTree,
+    proposals: Sequence[ResolvedProposal],
+    committer: int | None,
+    now: int | None,
+) -> AppliedProposals:
+    """Validate (§12.2) and apply (§12.3) a committed proposal list.
+
+    ``committer`` is the committer's leaf index, or None for an external
+    commit.  ``tree`` is not modified: the result holds a new one.
+    """
+    external = committer is None
+    kinds = [p.proposal.proposal_type for p in proposals]
+    if external:
+        if kinds.count(ProposalType.EXTERNAL_INIT) != 1:
+            raise InvalidCommit("an external commit needs exactly one ExternalInit")
+        if kinds.count(ProposalType.REMOVE) > 1:
+            raise InvalidCommit("an external commit may remove at most one member")
+        allowed = {ProposalType.EXTERNAL_INIT, ProposalType.REMOVE, ProposalType.PSK}
+        if any(k not in allowed for k in kinds):
+            raise InvalidCommit("an external commit may only hold ExternalInit, Remove, PSK")
+    else:
+        if ProposalType.EXTERNAL_INIT in kinds:
+            raise InvalidCommit("ExternalInit in a member's commit")
+        if ProposalType.REINIT in kinds and len(kinds) > 1:
+            raise InvalidCommit("ReInit must be the only proposal")
+    if kinds.count(ProposalType.GROUP_CONTEXT_EXTENSIONS) > 1:
+        raise InvalidCommit("more than one GroupContextExtensions proposal")
+    if any(k not in DEFAULT_PROPOSALS for k in kinds):
+        raise InvalidCommit("unsupported proposal type")
+
+    result = AppliedProposals(tree.copy(), context.extensions)
+    result.path_required = not proposals or any(k in PATH_REQUIRED for k in kinds)
+    new = result.tree
+
+    # GroupContextExtensions first: later proposals are judged against them.
+    for p in proposals:
+        body = p.proposal.body
+        if isinstance(body, GroupContextExtensions):
+            result.extensions = body.extensions
+            result.extensions_changed = True
+
+    touched: set[int] = set()
+    for p in proposals:
+        body = p.proposal.body
+        if isinstance(body, Update):
+            sender = p.sender.leaf_index
+            if p.sender.sender_type != SenderType.MEMBER or sender is None:
+                raise InvalidCommit("Update from a non-member")
+            if sender == committer:
+                raise InvalidCommit("the committer cannot commit its own Update")
+            if sender in touched:
+                raise InvalidCommit(f"leaf {sender} is updated or removed twice")
+            touched.add(sender)
+            old = tree.member_leaf(sender)
+            leaf = body.leaf_node
+            if leaf.leaf_node_source != LeafNodeSource.UPDATE:
+                raise InvalidCommit("Update leaf must have source update")
+            if leaf.encryption_key == old.encryption_key:
+                raise InvalidCommit("Update must change the encryption key")
+            verify_leaf_node_signature(suite, leaf, context.group_id, sender)
+            validate_leaf_for_group(suite, tree, leaf, result.extensions, now)
+            new.update_leaf(sender, leaf)
+            result.updated.append(sender)
+
+    for p in proposals:
+        body = p.proposal.body
+        if isinstance(body, Remove):
+            if body.removed == committer:
+                raise InvalidCommit("the committer cannot remove itself")
+            if body.removed in touched:
+                raise InvalidCommit(f"leaf {body.removed} is updated or removed twice")
+            touched.add(body.removed)
+            gone = tree.leaf(body.removed)
+            if gone is None:
+                raise InvalidCommit(f"Remove of blank or absent leaf {body.removed}")
+            result.removed.append((body.removed, gone))
+            new.remove_leaf(body.removed)
+
+    signature_keys = {leaf.signature_key for _, leaf in new.members()}
+    encryption_keys = {leaf.encryption_key for _, leaf in new.members()}
+    for p in proposals:
+        body = p.proposal.body
+        if isinstance(body, Add):
+            kp = body.key_package
+            validate_key_package(suite, kp, now)
+            validate_leaf_for_group(suite, new, kp.leaf_node, result.extensions, now)
+            if kp.leaf_node.signature_key in signature_keys:
+                raise InvalidCommit("Add of a client already in the group")
+            if kp.leaf_node.encryption_key in encryption_keys:
+                raise InvalidCommit("Add reuses an encryption key in the tree")
+            signature_keys.add(kp.leaf_node.signature_key)
+            encryption_keys.add(kp.leaf_node.encryption_key)
+            result.added.append((new.add_leaf(kp.leaf_node), kp))
+
+    seen_psks: set[bytes] = set()
+    for p in proposals:
+        body = p.proposal.body
+        if isinstance(body, PreSharedKey):
+            _check_psk(suite, body.psk, in_reinit_or_branch=False)
+            encoded = body.psk.to_bytes()
+            if encoded in seen_psks:
+                raise InvalidCommit("the same PSK is proposed twice")
+            seen_psks.add(encoded)
+            result.psks.append(body.psk)
+        elif isinstance(body, ExternalInit):
+            result.external_init = body
+        elif isinstance(body, ReInit):
+            if body.version < context.version:
+                raise InvalidCommit("ReInit to an older protocol version")
+            result.reinit = body
+
+    if result.extensions_changed:
+        required = required_capabilities(result.extensions)
+        for _, leaf in new.members():
+            check_required_capabilities(leaf, required)
+    return result
