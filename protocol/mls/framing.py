@@ -57,6 +57,18 @@ def _context_for(content: FramedContent, context: GroupContext) -> GroupContext 
     return context if needs else None
 
 
+def content_signature(
+    suite: CipherSuite,
+    wire_format: WireFormat,
+    content: FramedContent,
+    context: GroupContext,
+    signature_priv: bytes,
+) -> bytes:
+    """The sender's signature over FramedContentTBS (§6.1)."""
+    tbs = framed_content_tbs(wire_format, content, _context_for(content, context))
+    return suite.sign_with_label(signature_priv, _TBS_LABEL, tbs)
+
+
 def sign_content(
     suite: CipherSuite,
     wire_format: WireFormat,
@@ -65,19 +77,12 @@ def sign_content(
     signature_priv: bytes,
     confirmation_tag: bytes | None = None,
 ) -> AuthenticatedContent:
-    """Sign ``content`` (§6.1).  A commit's ``confirmation_tag`` is added by the
-    caller, which computes it from the signature (§8.2); see
-    :func:`with_confirmation_tag`."""
-    tbs = framed_content_tbs(wire_format, content, _context_for(content, context))
-    signature = suite.sign_with_label(signature_priv, _TBS_LABEL, tbs)
+    """Sign ``content`` (§6.1).  A commit needs its ``confirmation_tag``, which
+    depends on the signature (§8.2): commit builders call
+    :func:`content_signature` first and assemble the content themselves."""
+    signature = content_signature(suite, wire_format, content, context, signature_priv)
     return AuthenticatedContent(
         wire_format, content, FramedContentAuthData(signature, confirmation_tag)
-    )
-
-
-def with_confirmation_tag(auth: AuthenticatedContent, tag: bytes) -> AuthenticatedContent:
-    return AuthenticatedContent(
-        auth.wire_format, auth.content, FramedContentAuthData(auth.auth.signature, tag)
     )
 
 
@@ -278,5 +283,5 @@ __all__ = [
     "unprotect_private",
     "unprotect_public",
     "verify_content_signature",
-    "with_confirmation_tag",
+    "content_signature",
 ]

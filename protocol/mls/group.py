@@ -54,6 +54,7 @@ from protocol.mls.events import (
     RemovedFromGroup,
 )
 from protocol.mls.framing import (
+    content_signature,
     proposal_ref,
     protect_private,
     protect_public,
@@ -61,7 +62,6 @@ from protocol.mls.framing import (
     unprotect_private,
     unprotect_public,
     verify_content_signature,
-    with_confirmation_tag,
 )
 from protocol.mls.group_state import (
     MAX_PAST_EPOCHS,
@@ -97,6 +97,7 @@ from protocol.mls.messages import (
     ExternalInit,
     ExternalPub,
     FramedContent,
+    FramedContentAuthData,
     GroupContext,
     GroupContextExtensions,
     GroupInfo,
@@ -370,7 +371,7 @@ class Group:
             ContentType.COMMIT,
             commit,
         )
-        auth = sign_content(
+        signature = content_signature(
             suite, WireFormat.MLS_PUBLIC_MESSAGE, framed, old_context, identity.signature_priv
         )
         interim = interim_transcript_hash(
@@ -379,7 +380,7 @@ class Group:
         confirmed = confirmed_transcript_hash(
             suite,
             interim,
-            confirmed_transcript_hash_input(auth.wire_format, framed, auth.auth.signature),
+            confirmed_transcript_hash_input(WireFormat.MLS_PUBLIC_MESSAGE, framed, signature),
         )
         context = dataclasses.replace(
             new_context,
@@ -391,7 +392,9 @@ class Group:
         psk = _psk_secret(suite, applied.psks, psks, None)
         epoch = derive_epoch(suite, init_secret, keys.commit_secret, context.to_bytes(), psk)
         tag = confirmation_tag(suite, epoch.confirmation_key, confirmed)
-        auth = with_confirmation_tag(auth, tag)
+        auth = AuthenticatedContent(
+            WireFormat.MLS_PUBLIC_MESSAGE, framed, FramedContentAuthData(signature, tag)
+        )
         message = MLSMessage.of(protect_public(suite, auth, old_context, None)).to_bytes()
         state = _new_state(
             suite,
@@ -649,11 +652,13 @@ class Group:
             ContentType.COMMIT,
             commit,
         )
-        auth = sign_content(suite, wire_format, framed, state.context, state.signature_priv)
+        signature = content_signature(
+            suite, wire_format, framed, state.context, state.signature_priv
+        )
         confirmed = confirmed_transcript_hash(
             suite,
             state.interim_transcript_hash,
-            confirmed_transcript_hash_input(wire_format, framed, auth.auth.signature),
+            confirmed_transcript_hash_input(wire_format, framed, signature),
         )
         context = dataclasses.replace(
             provisional, tree_hash=new_tree.tree_hash(), confirmed_transcript_hash=confirmed
@@ -661,7 +666,7 @@ class Group:
         psk = _psk_secret(suite, applied.psks, self.psks, state)
         secrets = derive_epoch(suite, state.init_secret, commit_secret, context.to_bytes(), psk)
         tag = confirmation_tag(suite, secrets.confirmation_key, confirmed)
-        auth = with_confirmation_tag(auth, tag)
+        auth = AuthenticatedContent(wire_format, framed, FramedContentAuthData(signature, tag))
         message = self._protect(state, auth, rng)
 
         new_state = _successor(
@@ -872,6 +877,13 @@ class Group:
             state.context, epoch=state.context.epoch + 1, extensions=applied.extensions
         )
         private_keys = dict(state.private_keys)
+        if state.own_leaf in applied.updated:
+            # Someone committed our Update: our leaf now has the key we proposed.
+            own_key = new_tree.member_leaf(state.own_leaf).encryption_key
+            if own_key not in state.update_keys:
+                raise InvalidCommit("commit applies an Update of ours we did not make")
+            private_keys[2 * state.own_leaf] = state.update_keys[own_key]
+        _prune_private_keys(private_keys, new_tree)
         commit_secret = bytes(suite.hash_len)
         removed_self = any(i == state.own_leaf for i, _ in applied.removed)
         if commit.path is not None:
@@ -893,7 +905,7 @@ class Group:
                     committer,
                     path,
                     state.own_leaf,
-                    state.private_keys,
+                    private_keys,
                     context_bytes,
                     applied.new_leaves,
                 )
@@ -918,7 +930,10 @@ class Group:
             new_state = state.copy()
             new_state.active = False
             new_state.proposals = {}
-            events: list[GroupEvent] = [RemovedFromGroup(context.epoch)]
+            events: list[GroupEvent] = [
+                MemberRemoved(i, _leaf_identity(leaf)) for i, leaf in applied.removed
+            ]
+            events.append(RemovedFromGroup(context.epoch))
             return _CommitOutcome(new_state, events, _NO_SECRETS, applied, {})
 
         init_secret = state.init_secret
@@ -937,11 +952,6 @@ class Group:
             suite.verify_mac(secrets.confirmation_key, confirmed, tag)
         except CryptoError as exc:
             raise InvalidCommit("confirmation tag does not verify") from exc
-        if state.own_leaf in applied.updated:
-            own_key = new_tree.member_leaf(state.own_leaf).encryption_key
-            if own_key not in state.update_keys:
-                raise InvalidCommit("commit applies an Update of ours we did not make")
-            private_keys[2 * state.own_leaf] = state.update_keys[own_key]
         _prune_private_keys(private_keys, new_tree)
         new_state = _successor(
             state,

@@ -75,6 +75,12 @@ class KeyPackageBundle:
     encryption_priv: bytes
     signature_priv: bytes
 
+    def key_package_bytes(self) -> bytes:
+        """The KeyPackage as it is published: an encoded MLSMessage."""
+        from protocol.mls.messages import MLSMessage
+
+        return MLSMessage.of(self.key_package).to_bytes()
+
 
 def create_key_package(
     suite: CipherSuite,
