@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("mls_rs_uniffi", reason="mls-rs wheel (test extra) not installed")
 
-from protocol.mls.events import ApplicationMessageReceived  # noqa: E402
-from protocol.mls.group import Group  # noqa: E402
-from tests.interop.mlsrs import RsMember  # noqa: E402
-from tests.mls_harness import Party  # noqa: E402
+from protocol.mls.events import ApplicationMessageReceived
+from protocol.mls.group import Group
+from tests.interop.mlsrs import RsMember
+from tests.mls_harness import Party
 
 LABEL, CONTEXT = "samizdat interop", b"ctx"
 # mls-rs stamps its KeyPackages with the wall clock, and we check lifetimes.
