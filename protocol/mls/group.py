@@ -678,6 +678,8 @@ class Group:
             tag,
             interim_transcript_hash(suite, confirmed, tag),
         )
+        if applied.reinit is not None:
+            new_state.active = False  # §12.4.2: no more messages in this group
         info = _group_info(new_state, True, True)
         welcome = None
         if applied.added:
@@ -1288,3 +1290,49 @@ def _commit_events(
         events.append(ReInitRequested(r.group_id, r.version, r.cipher_suite))
     events.append(EpochAdvanced(new.context.epoch, new.epoch_authenticator, committer))
     return events
+
+
+def external_proposal(
+    suite_id: int,
+    group_id: bytes,
+    epoch: int,
+    proposal: Proposal,
+    sender_index: int,
+    signature_priv: bytes,
+) -> bytes:
+    """A proposal from a pre-provisioned external sender (§12.1.8), as an
+    encoded MLSMessage(PublicMessage).  The group must list the sender at
+    ``sender_index`` of its external_senders extension."""
+    suite = get_suite(suite_id)
+    if proposal.proposal_type not in EXTERNAL_ALLOWED:
+        raise StateError("this proposal type cannot come from an external sender")
+    framed = FramedContent(
+        group_id, epoch, Sender.external(sender_index), b"", ContentType.PROPOSAL, proposal
+    )
+    return _external_public(suite, framed, signature_priv)
+
+
+def new_member_proposal(group_info: bytes | GroupInfo, bundle: KeyPackageBundle) -> bytes:
+    """A joiner's own Add proposal (sender new_member_proposal, §12.1.8),
+    signed with its KeyPackage's key; a member must then commit it."""
+    if isinstance(group_info, bytes):
+        group_info = _expect_body(group_info, GroupInfo)
+    context = group_info.group_context
+    suite = get_suite(context.cipher_suite)
+    framed = FramedContent(
+        context.group_id,
+        context.epoch,
+        Sender.new_member_proposal(),
+        b"",
+        ContentType.PROPOSAL,
+        Proposal.of(Add(bundle.key_package)),
+    )
+    return _external_public(suite, framed, bundle.signature_priv)
+
+
+def _external_public(suite: CipherSuite, framed: FramedContent, signature_priv: bytes) -> bytes:
+    # Non-member senders sign FramedContentTBS without a GroupContext (§6.1),
+    # so no context is needed; a placeholder satisfies the signature helper.
+    placeholder = GroupContext(ProtocolVersion.MLS10, suite.suite_id, b"", 0, b"", b"", ())
+    auth = sign_content(suite, WireFormat.MLS_PUBLIC_MESSAGE, framed, placeholder, signature_priv)
+    return MLSMessage.of(protect_public(suite, auth, placeholder, None)).to_bytes()
