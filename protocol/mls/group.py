@@ -131,6 +131,7 @@ from protocol.mls.proposals import apply_proposals as _apply_proposals
 from protocol.mls.ratchet_tree import RatchetTree, verify_leaf_node_signature
 from protocol.mls.secret_tree import SecretTree
 from protocol.mls.tree_structs import (
+    Capabilities,
     Extension,
     ExtensionType,
     HPKECiphertext,
@@ -225,11 +226,15 @@ class Group:
         now: int,
         *,
         extensions: tuple[Extension, ...] = (),
+        capabilities: Capabilities | None = None,
         psks: PskStore | None = None,
     ) -> Group:
-        """A one-member group (§11): random epoch secret, empty transcript."""
+        """A one-member group (§11): random epoch secret, empty transcript.
+
+        ``capabilities`` go into the creator's leaf (default: this suite,
+        basic credentials, no extra extensions)."""
         suite = get_suite(suite_id)
-        bundle = create_key_package(suite, identity, now, rng)
+        bundle = create_key_package(suite, identity, now, rng, capabilities=capabilities)
         leaf = bundle.key_package.leaf_node
         tree = RatchetTree.single(suite, leaf)
         context = GroupContext(

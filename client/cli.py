@@ -1,0 +1,643 @@
+"""``samizdat``: the command-line interface, for people and scripts.
+
+Every listing command takes ``--json`` and prints one JSON document whose
+shape SPEC.md §8.6 documents.  Errors are one line on stderr and a non-zero
+exit status; a message that could not reach any relay stays queued in the
+encrypted store and goes out with the next command that connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from client.engine import Engine, EngineError
+from client.store import Store
+from protocol.app.messages import File
+from protocol.errors import SamizdatError
+
+EXIT_ERROR = 1
+EXIT_QUEUED = 3
+
+
+def default_home() -> Path:
+    env = os.environ.get("SAMIZDAT_HOME")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("samizdat", appauthor=False))
+
+
+def read_passphrase(args: argparse.Namespace, *, confirm: bool = False, what: str = "") -> bytes:
+    """From --passphrase-file, SAMIZDAT_PASSPHRASE, or a prompt."""
+    if getattr(args, "passphrase_file", None):
+        return Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+    env = os.environ.get("SAMIZDAT_PASSPHRASE")
+    if env is not None:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise EngineError("no passphrase: use a terminal, SAMIZDAT_PASSPHRASE or --passphrase-file")
+    prompt = f"{what or 'Passphrase'} for {args.home}: "
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat it: ") != first:
+        raise EngineError("the passphrases do not match")
+    if not first:
+        raise EngineError("an empty passphrase is not allowed")
+    return first.encode()
+
+
+def backup_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
+    env = os.environ.get("SAMIZDAT_BACKUP_PASSPHRASE")
+    if args.backup_passphrase_file:
+        return Path(args.backup_passphrase_file).read_bytes().rstrip(b"\r\n")
+    if env is not None:
+        return env.encode()
+    return read_passphrase(
+        argparse.Namespace(home=args.file, passphrase_file=None),
+        confirm=confirm,
+        what="Backup passphrase",
+    )
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def print_qr(text: str) -> None:
+    """A QR code in the terminal, when stdout is one."""
+    if not sys.stdout.isatty():
+        return
+    try:
+        import qrcode
+    except ImportError:
+        return
+    qr = qrcode.QRCode(border=1)
+    qr.add_data(text)
+    qr.print_ascii(invert=True)
+
+
+def ts(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = Path(args.home)
+    if Store.exists(home):
+        raise EngineError(f"{home} already holds an identity")
+    passphrase = read_passphrase(args, confirm=True)
+    engine = Engine.create(home, passphrase, args.name, args.relay or [], proxy=args.proxy)
+
+    async def setup() -> None:
+        try:
+            await engine.connect()
+            await asyncio.sleep(0.5)
+        finally:
+            await engine.close()
+
+    asyncio.run(setup())
+    print(f"identity created in {home}")
+    print(f"your key: {engine.identity.signature_pub.hex()}")
+    return 0
+
+
+def _open(args: argparse.Namespace) -> Engine:
+    home = Path(args.home)
+    if not Store.exists(home):
+        raise EngineError(f"no identity in {home}: run 'samizdat init --name NAME --relay URL'")
+    return Engine.open(home, read_passphrase(args), proxy=args.proxy)
+
+
+def run_online(
+    args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]], *, settle: float = 1.0
+) -> int:
+    """Open, connect, run ``work``, give replies ``settle`` seconds, close."""
+    engine = _open(args)
+
+    async def main() -> int:
+        try:
+            await engine.connect()
+            code = await work(engine)
+            await asyncio.sleep(settle)
+            await engine.flush_outbox()
+            return code
+        finally:
+            await engine.close()
+
+    return asyncio.run(main())
+
+
+def run_offline(args: argparse.Namespace, work: Callable[[Engine], int]) -> int:
+    engine = _open(args)
+    try:
+        return work(engine)
+    finally:
+        asyncio.run(engine.close())
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        link = engine.invite()
+        if args.json:
+            print_json({"link": link})
+        else:
+            print(link)
+            print_qr(link)
+        return 0
+
+    return run_offline(args, work)
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    async def work(engine: Engine) -> int:
+        conv = await engine.accept(args.link)
+        print(f"contact request sent; conversation {conv.group_id.hex()[:8]}")
+        return 0
+
+    return run_online(args, work)
+
+
+def contact_json(engine: Engine, c: Any) -> dict[str, Any]:
+    return {
+        "key": c.identity_key.hex(),
+        "name": c.name,
+        "verified": c.verified,
+        "key_changed": c.key_changed,
+        "conversation": c.conversation.hex(),
+        "relays": [i.relay_url for i in c.inboxes],
+        "key_packages": len(c.key_packages),
+    }
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        contacts = [contact_json(engine, c) for c in engine.contacts()]
+        if args.json:
+            print_json({"contacts": contacts})
+            return 0
+        if not contacts:
+            print("no contacts yet: share 'samizdat invite' or run 'samizdat accept LINK'")
+        for n, c in enumerate(contacts, 1):
+            flag = " (verified)" if c["verified"] else ""
+            if c["key_changed"]:
+                flag = " (KEY CHANGED: verify again)"
+            print(f"{n:3} {c['name'] or '(no name yet)'}{flag}  {c['key'][:16]}")
+        return 0
+
+    return run_offline(args, work)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        contact = engine.find_contact(args.contact)
+        number = engine.safety_number(contact)
+        if args.json:
+            print_json(
+                {
+                    "contact": contact.name,
+                    "safety_number": number,
+                    "verified": contact.verified or args.confirm,
+                }
+            )
+        else:
+            if contact.key_changed:
+                print("WARNING: this contact's key changed since you last saw it.")
+            print(f"Safety number with {contact.name or contact.identity_key.hex()[:8]}:")
+            groups = number.split()
+            for i in range(0, len(groups), 4):
+                print("  " + "  ".join(groups[i : i + 4]))
+            print_qr(number)
+            print("Compare it with your contact (in person or on a call).")
+        if args.confirm:
+            engine.verify(contact)
+            if not args.json:
+                print("marked as verified")
+        elif not args.json:
+            print("If it matches, run this again with --confirm.")
+        return 0
+
+    return run_offline(args, work)
+
+
+def conv_json(engine: Engine, conv: Any) -> dict[str, Any]:
+    missing = engine.missing(conv)
+    return {
+        "id": conv.group_id.hex(),
+        "name": conv.name or _direct_name(engine, conv),
+        "kind": conv.kind,
+        "unread": conv.unread,
+        "members": [engine.display_name(k) for k in engine.members(conv.group_id)],
+        "left": conv.left,
+        "disappearing_seconds": conv.disappearing_ms // 1000,
+        "missing": {engine.display_name(k): n for k, n in missing.items()},
+        "warnings": conv.events[-5:],
+    }
+
+
+def _direct_name(engine: Engine, conv: Any) -> str:
+    others = [k for k in engine.members(conv.group_id) if k != engine.identity.signature_pub]
+    return engine.display_name(others[0]) if others else "(pending)"
+
+
+def cmd_chats(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        chats = [conv_json(engine, c) for c in engine.conversations()]
+        if args.json:
+            print_json({"chats": chats})
+            return 0
+        if not chats:
+            print("no conversations yet")
+        for n, c in enumerate(chats, 1):
+            extra = f" [{c['unread']} new]" if c["unread"] else ""
+            missing = sum(c["missing"].values())
+            if missing:
+                extra += f" [{missing} missing]"
+            left = " (left)" if c["left"] else ""
+            print(f"{n:3} {c['name']}{left} ({c['kind']}, {len(c['members'])} members){extra}")
+        return 0
+
+    return run_offline(args, work)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    async def work(engine: Engine) -> int:
+        conv = engine.find_conversation(args.chat)
+        if args.file:
+
+            def progress(done: int, total: int) -> None:
+                if sys.stderr.isatty():
+                    print(f"\ruploading {done}/{total} chunks", end="", file=sys.stderr)
+
+            mid = await engine.send_file(conv.group_id, Path(args.file), progress)
+            if sys.stderr.isatty():
+                print(file=sys.stderr)
+        elif args.article:
+            path = Path(args.article)
+            text = path.read_text(encoding="utf-8")
+            title = args.title or _article_title(text, path)
+            mid = await engine.send_article(conv.group_id, title, text)
+        else:
+            if not args.text:
+                raise EngineError("nothing to send: give TEXT, --file or --article")
+            mid = await engine.send_text(conv.group_id, " ".join(args.text))
+        status = engine.status(mid)
+        stored = len(status.relays_stored) if status else 0
+        if args.json:
+            print_json({"message_id": mid.hex(), "relays_stored": stored})
+        elif stored:
+            print(f"sent (stored on {stored} relay{'s' if stored > 1 else ''})")
+        if not stored:
+            print(
+                "queued: no relay reachable now; it will be sent by the next 'samizdat sync'",
+                file=sys.stderr,
+            )
+            return EXIT_QUEUED
+        return 0
+
+    return run_online(args, work, settle=0.3)
+
+
+def _article_title(text: str, path: Path) -> str:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return path.stem
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    engine = _open(args)
+
+    async def main() -> tuple[int, dict[str, str]]:
+        try:
+            queued = await engine.sync(wait=args.wait)
+            return queued, engine.relay_states()
+        finally:
+            await engine.close()
+
+    queued, states = asyncio.run(main())
+    if args.json:
+        print_json({"queued": queued, "relays": states})
+    else:
+        for url, state in states.items():
+            print(f"{state:10} {url}")
+        if queued:
+            print(f"{queued} envelope(s) still queued")
+    return EXIT_QUEUED if queued else 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        conv = engine.find_conversation(args.chat)
+        entries = engine.history(conv.group_id, limit=args.limit)
+        engine.mark_read(conv.group_id)
+        rows: list[dict[str, Any]] = []
+        for e in entries:
+            status = engine.status(e.message_id) if e.outgoing else None
+            rows.append(
+                {
+                    "id": e.message_id.hex(),
+                    "from": engine.display_name(e.sender),
+                    "outgoing": e.outgoing,
+                    "kind": e.kind,
+                    "sent_at": e.sent_at_ms,
+                    "text": e.text,
+                    "title": e.title,
+                    "file": {k: v for k, v in e.file.items() if k != "descriptor"},
+                    "relays_stored": len(status.relays_stored) if status else None,
+                    "delivered_to": len(status.delivered_to) if status else None,
+                    "recipients": status.recipients if status else None,
+                }
+            )
+        if args.json:
+            print_json({"chat": conv.group_id.hex(), "messages": rows})
+            return 0
+        for r in rows:
+            state = ""
+            if r["outgoing"]:
+                state = (
+                    f"  [{'on relay' if r['relays_stored'] else 'queued'}, delivered "
+                    f"{r['delivered_to']}/{r['recipients']}]"
+                )
+            if r["kind"] == "article":
+                body = f"[article] {r['title']}"
+            elif r["kind"] == "file":
+                body = f"[file] {r['file'].get('name')} ({r['file'].get('size')} bytes)"
+            else:
+                body = r["text"]
+            print(f"{ts(r['sent_at'])} {r['from']}: {body}{state}")
+        for key, n in engine.missing(conv).items():
+            print(f"! {n} message(s) from {engine.display_name(key)} are missing")
+        return 0
+
+    return run_offline(args, work)
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    async def work(engine: Engine) -> int:
+        conv = engine.find_conversation(args.chat)
+        for e in engine.history(conv.group_id):
+            if e.message_id.hex().startswith(args.message) and e.kind == "file":
+                body = File.from_bytes(bytes.fromhex(e.file["descriptor"]))
+                dest = Path(args.output or body.name)
+                await engine.fetch_file(body, dest)
+                print(f"saved {dest}")
+                return 0
+        raise EngineError("no file message with that id")
+
+    return run_online(args, work, settle=0)
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    if args.group_cmd == "create":
+
+        async def create(engine: Engine) -> int:
+            conv = await engine.create_group(args.name)
+            print(f"group {args.name!r} created ({conv.group_id.hex()[:8]})")
+            return 0
+
+        return run_online(args, create)
+    if args.group_cmd == "info":
+
+        def info(engine: Engine) -> int:
+            conv = engine.find_conversation(args.group)
+            data = conv_json(engine, conv)
+            data["relays"] = list(engine._meta(conv.group_id).relay_urls)
+            data["epoch"] = engine.groups[conv.group_id].epoch
+            if args.json:
+                print_json(data)
+            else:
+                print(f"{data['name']} ({data['kind']}), epoch {data['epoch']}")
+                print("members: " + ", ".join(data["members"]))
+                print("relays:  " + ", ".join(data["relays"]))
+                for w in data["warnings"]:
+                    print(f"  note: {w}")
+            return 0
+
+        return run_offline(args, info)
+
+    async def change(engine: Engine) -> int:
+        conv = engine.find_conversation(args.group)
+        if args.group_cmd == "add":
+            await engine.add_members(conv.group_id, [engine.find_contact(c) for c in args.contact])
+            print("added")
+        elif args.group_cmd == "remove":
+            contact = engine.find_contact(args.contact)
+            await engine.remove_member(conv.group_id, contact.identity_key)
+            print("removed")
+        elif args.group_cmd == "leave":
+            await engine.leave(conv.group_id)
+            print("left")
+        elif args.group_cmd == "disappear":
+            await engine.set_disappearing(conv.group_id, int(args.seconds) * 1000)
+            print("timer set")
+        return 0
+
+    return run_online(args, change)
+
+
+def cmd_relays(args: argparse.Namespace) -> int:
+    if args.relays_cmd in (None, "list"):
+
+        def listing(engine: Engine) -> int:
+            relays = engine.identity.relays
+            if args.json:
+                print_json({"relays": relays})
+            else:
+                for url in relays:
+                    print(url)
+            return 0
+
+        return run_offline(args, listing)
+
+    async def change(engine: Engine) -> int:
+        if args.relays_cmd == "add":
+            await engine.add_relay(args.url)
+        elif args.relays_cmd == "remove":
+            await engine.remove_relay(args.url)
+        elif args.relays_cmd == "move":
+            await engine.move_relay(args.old, args.new)
+        print("relays: " + ", ".join(engine.identity.relays))
+        return 0
+
+    return run_online(args, change)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        engine.export_backup(Path(args.file), backup_passphrase(args, confirm=True))
+        print(f"encrypted backup written to {args.file}")
+        return 0
+
+    return run_offline(args, work)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    home = Path(args.home)
+    if Store.exists(home):
+        raise EngineError(f"{home} already holds an identity; import into an empty --home")
+    secret = backup_passphrase(args, confirm=False)
+    passphrase = read_passphrase(args, confirm=True)
+    store = Store.import_backup(Path(args.file), secret, home, passphrase)
+    store.close()
+    print(f"restored into {home}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    try:
+        from client.tui.app import run_app
+    except ImportError as exc:
+        raise EngineError(f"the terminal app is unavailable: {exc}") from None
+    return int(run_app(args))
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samizdat",
+        description="Samizdat: end-to-end encrypted group chat over relays that cannot read it.",
+    )
+    parser.add_argument("--home", default=str(default_home()), help="data directory")
+    parser.add_argument("--passphrase-file", help="read the store passphrase from this file")
+    parser.add_argument(
+        "--proxy", help="SOCKS5 proxy for all relay traffic, e.g. socks5://127.0.0.1:9050"
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("init", help="create your identity")
+    p.add_argument(
+        "--name", required=True, help="display name (sent only inside encrypted messages)"
+    )
+    p.add_argument(
+        "--relay", action="append", metavar="URL", help="a relay URL (repeat for several)"
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("invite", help="print an invite link (and QR code)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_invite)
+
+    p = sub.add_parser("accept", help="accept an invite link: start a 1:1 conversation")
+    p.add_argument("link")
+    p.set_defaults(func=cmd_accept)
+
+    p = sub.add_parser("contacts", help="list contacts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_contacts)
+
+    p = sub.add_parser("verify", help="show a contact's safety number")
+    p.add_argument("contact")
+    p.add_argument("--confirm", action="store_true", help="mark the contact verified")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("chats", help="list conversations")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_chats)
+
+    p = sub.add_parser("send", help="send a message, a file or an article")
+    p.add_argument("chat")
+    p.add_argument("text", nargs="*")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--file", metavar="PATH")
+    group.add_argument("--article", metavar="FILE.md")
+    p.add_argument("--title", help="article title (default: its first heading)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("sync", help="connect, exchange pending messages, exit")
+    p.add_argument("--wait", type=float, default=3.0, metavar="SECONDS")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("history", help="show a conversation")
+    p.add_argument("chat")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("save", help="download a received file")
+    p.add_argument("chat")
+    p.add_argument("message", help="message id (prefix) from 'history --json'")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser("group", help="create and manage groups")
+    gsub = p.add_subparsers(dest="group_cmd", required=True)
+    g = gsub.add_parser("create")
+    g.add_argument("name")
+    g = gsub.add_parser("add")
+    g.add_argument("group")
+    g.add_argument("contact", nargs="+")
+    g = gsub.add_parser("remove")
+    g.add_argument("group")
+    g.add_argument("contact")
+    g = gsub.add_parser("leave")
+    g.add_argument("group")
+    g = gsub.add_parser("info")
+    g.add_argument("group")
+    g.add_argument("--json", action="store_true")
+    g = gsub.add_parser("disappear", help="set the disappearing-message timer (0: off)")
+    g.add_argument("group")
+    g.add_argument("seconds")
+    p.set_defaults(func=cmd_group)
+
+    p = sub.add_parser("relays", help="list, add, remove or move relays")
+    p.add_argument("--json", action="store_true")
+    rsub = p.add_subparsers(dest="relays_cmd")
+    rsub.add_parser("list")
+    r = rsub.add_parser("add")
+    r.add_argument("url")
+    r = rsub.add_parser("remove")
+    r.add_argument("url")
+    r = rsub.add_parser("move")
+    r.add_argument("old")
+    r.add_argument("new")
+    p.set_defaults(func=cmd_relays)
+
+    for name, func, helptext in (
+        ("export", cmd_export, "write an encrypted backup"),
+        ("import", cmd_import, "restore an encrypted backup into --home"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file")
+        p.add_argument("--backup-passphrase-file")
+        p.set_defaults(func=func)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", cmd_app)
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        return 130
+    except SamizdatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(
+            f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Conversations and relays: creating groups, membership and relay changes, commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+
+from client.core import (
+    CAPABILITIES,
+    COMMIT_TIMEOUT,
+    MAX_CONVERSATION_RELAYS,
+    REQUIRED,
+    SUITE_ID,
+    EngineError,
+    _PendingOp,
+    now_ms,
+    rng,
+)
+from client.model import (
+    NS_CURSORS,
+    Contact,
+    ContactInbox,
+    Conversation,
+    Inbox,
+)
+from client.outbound import Outbound
+from client.relay_client import RelayUnavailable
+from protocol.app.group_meta import (
+    ConversationKind,
+    GroupMeta,
+    MailboxRef,
+    find_group_meta,
+    meta_extension,
+    new_mailbox_ref,
+)
+from protocol.app.invite import InboxAddress
+from protocol.app.messages import (
+    Disappearing,
+    Profile,
+    RelayMove,
+)
+from protocol.errors import RemoteError
+from protocol.mls.events import (
+    GroupEvent,
+)
+from protocol.mls.group import Group
+
+
+class Conversations(Outbound):
+    """Conversations and relays: creating groups, membership and relay changes, commits."""
+
+    # -- conversations ------------------------------------------------------------------
+
+    async def _create_conversation(
+        self, name: str, kind: ConversationKind, relays: list[str]
+    ) -> Conversation:
+        if not relays:
+            raise EngineError("no relays configured")
+        refs = tuple(new_mailbox_ref(url, rng) for url in relays)
+        await self._create_mailboxes_best_effort(refs)
+        meta = GroupMeta(name, refs, 0, kind)
+        group_id = rng(16)
+        group = Group.create(
+            SUITE_ID,
+            group_id,
+            self.signer,
+            rng,
+            int(time.time()),
+            extensions=(meta_extension(meta), REQUIRED),
+            capabilities=CAPABILITIES,
+        )
+        self.groups[group_id] = group
+        conv = Conversation(
+            group_id, "direct" if kind == ConversationKind.DIRECT else "group", name, now_ms()
+        )
+        self._save_conv(conv)
+        self._save_group(group_id)
+        self._index_mailboxes()
+        for ref in refs:
+            await self._subscribe(self._mailboxes[ref.mailbox_id])
+        return conv
+
+    async def _create_mailboxes_best_effort(self, refs: Iterable[MailboxRef]) -> None:
+        created = 0
+        errors = []
+        for ref in refs:
+            try:
+                await self._relay(ref.relay_url).create_mailbox(
+                    ref.mailbox_id, ref.read_seed, ref.write_seed
+                )
+                created += 1
+            except (RelayUnavailable, RemoteError) as exc:
+                errors.append(f"{ref.relay_url}: {exc}")
+        if not created:
+            raise EngineError("no relay could create a mailbox: " + "; ".join(errors))
+        for err in errors:
+            self._notice(None, f"relay unavailable while creating a mailbox ({err})", True)
+
+    async def create_group(self, name: str) -> Conversation:
+        return await self._create_conversation(
+            name, ConversationKind.GROUP, self.identity.relays[:MAX_CONVERSATION_RELAYS]
+        )
+
+    async def add_members(self, conv_id: bytes, contacts: list[Contact]) -> None:
+        items = []
+        for contact in contacts:
+            if not contact.key_packages:
+                raise EngineError(
+                    f"no KeyPackage of {contact.name or contact.identity_key.hex()[:8]} yet: "
+                    "sync with them first"
+                )
+            items.append((contact.key_packages.pop(0), contact.inboxes))
+            self._save_contact(contact)
+        await self._add_members(conv_id, items)
+
+    async def _add_members(
+        self, conv_id: bytes, items: list[tuple[bytes, list[ContactInbox]]]
+    ) -> None:
+        async def op() -> None:
+            group = self.groups[conv_id]
+            result = group.commit(rng, int(time.time()), add=[kp for kp, _ in items])
+            assert result.welcome is not None
+            pending = self._pending.setdefault(conv_id, _PendingOp(None))
+            pending.welcomes = [(result.welcome, inboxes) for _, inboxes in items]
+            await self._send_commit(conv_id, result.commit)
+
+        await self._run_commit(conv_id, op)
+
+    async def remove_member(self, conv_id: bytes, identity_key: bytes) -> None:
+        async def op() -> None:
+            group = self.groups[conv_id]
+            leaf = next((i for i, _, key in group.members() if key == identity_key), None)
+            if leaf is None:
+                raise EngineError("not a member of this conversation")
+            meta = find_group_meta(group.extensions)
+            assert meta is not None
+            # Rotate every mailbox's write seed so the removed member can no
+            # longer post or unseal (SPEC.md §7.4).
+            rotated = tuple(replace(ref, write_seed=rng(32)) for ref in meta.mailboxes)
+            new_meta = replace(meta, mailboxes=rotated)
+            result = group.commit(
+                rng,
+                int(time.time()),
+                remove=[leaf],
+                extensions=(meta_extension(new_meta), REQUIRED),
+            )
+            pending = self._pending.setdefault(conv_id, _PendingOp(None))
+
+            async def rotate() -> None:
+                for old, new in zip(meta.mailboxes, rotated, strict=True):
+                    with contextlib.suppress(RelayUnavailable, RemoteError):
+                        await self._relay(old.relay_url).rotate_write(
+                            old.mailbox_id, old.write_seed, new.write_seed
+                        )
+
+            pending.after.append(rotate)
+            await self._send_commit(conv_id, result.commit)
+
+        await self._run_commit(conv_id, op)
+
+    async def leave(self, conv_id: bytes) -> None:
+        """Ask the others to remove us (MLS has no self-removal commit) and
+        stop using the conversation here."""
+        from protocol.mls.messages import Proposal, Remove
+
+        group = self.groups[conv_id]
+        message = group.propose(Proposal.of(Remove(group.own_leaf_index)), rng)
+        await self._post_mls(conv_id, message, b"")
+        conv = self.conversation(conv_id)
+        if conv is not None:
+            conv.left = True
+            self._save_conv(conv)
+
+    async def set_disappearing(self, conv_id: bytes, timer_ms: int) -> None:
+        async def op() -> None:
+            group = self.groups[conv_id]
+            meta = find_group_meta(group.extensions)
+            assert meta is not None
+            new_meta = replace(meta, disappearing_ms=timer_ms)
+            result = group.commit(
+                rng, int(time.time()), extensions=(meta_extension(new_meta), REQUIRED)
+            )
+            await self._send_commit(conv_id, result.commit)
+
+        await self._run_commit(conv_id, op)
+        await self._send_app(conv_id, Disappearing(timer_ms), history=False)
+
+    async def _run_commit(self, conv_id: bytes, op: Callable[[], Awaitable[None]]) -> None:
+        """Run a commit-building ``op`` and wait until the commit is merged
+        (redoing it once if a competing commit wins)."""
+        if conv_id not in self.groups:
+            raise EngineError("unknown conversation")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = _PendingOp(op, done=future)
+        self._pending[conv_id] = pending
+        await op()
+        group = self.groups[conv_id]
+        if len(group.members()) == 1 or self._only_member_left(conv_id):
+            # nobody else can commit concurrently: merge at once
+            await self._merged(conv_id, group.merge_pending_commit())
+        try:
+            await asyncio.wait_for(future, COMMIT_TIMEOUT)
+        except TimeoutError:
+            raise EngineError(
+                "the conversation's ordering relay did not echo our commit in time; "
+                "it stays queued and will apply when relays are reachable"
+            ) from None
+
+    async def _merged(self, conv_id: bytes, events: list[GroupEvent]) -> None:
+        """Our pending commit took effect."""
+        self._save_group(conv_id)
+        pending = self._pending.pop(conv_id, None)
+        self._index_mailboxes()
+        await self._apply_events(conv_id, events, b"")
+        if pending is not None:
+            for welcome, inboxes in pending.welcomes:
+                await self._post_to_inboxes(welcome, inboxes, conv_id)
+            for action in pending.after:
+                await action()
+            if pending.done is not None and not pending.done.done():
+                pending.done.set_result(None)
+        for mb in [m for m in self._mailboxes.values() if m.conv_id == conv_id]:
+            await self._subscribe(mb)
+
+    # -- relays -------------------------------------------------------------------------------
+
+    async def add_relay(self, url: str) -> None:
+        url = url.rstrip("/")
+        if url in self.identity.relays:
+            raise EngineError(f"{url} is already one of your relays")
+        inbox = Inbox(url, rng(32), rng(32), rng(32))
+        await self._relay(url).create_mailbox(inbox.mailbox_id, inbox.read_seed, inbox.write_seed)
+        self.identity.relays.append(url)
+        self.identity.inboxes.append(inbox)
+        self.save_identity()
+        self.store.put(NS_CURSORS, b"created:" + inbox.mailbox_id, b"1")
+        self._index_mailboxes()
+        await self._subscribe(self._mailboxes[inbox.mailbox_id])
+        await self._announce_inboxes()
+
+    async def remove_relay(self, url: str) -> None:
+        await self.move_relay(url, None)
+
+    async def move_relay(self, old: str, new: str | None) -> None:
+        """Re-home our inbox and every conversation from ``old`` to ``new``
+        (or just drop ``old``); every contact and group is told over all the
+        relays still in use, so it works when ``old`` is already gone."""
+        old, new = old.rstrip("/"), new.rstrip("/") if new else None
+        if old not in self.identity.relays:
+            raise EngineError(f"{old} is not one of your relays")
+        if new is not None and new not in self.identity.relays:
+            await self.add_relay(new)
+        self.identity.relays = [u for u in self.identity.relays if u != old]
+        if not self.identity.relays:
+            raise EngineError("you would have no relay left; add one first")
+        self.identity.inboxes = [i for i in self.identity.inboxes if i.relay_url != old]
+        self.save_identity()
+        await self._announce_inboxes(old, new)
+        for conv_id, group in list(self.groups.items()):
+            meta = find_group_meta(group.extensions)
+            if meta is None or not group.active or old not in meta.relay_urls:
+                continue
+            kept = [r for r in meta.mailboxes if r.relay_url != old]
+            added: list[MailboxRef] = []
+            if new is not None and new not in meta.relay_urls:
+                ref = new_mailbox_ref(new, rng)
+                await self._create_mailboxes([ref])
+                added.append(ref)
+            if not kept and not added:
+                self._notice(conv_id, f"cannot move off {old}: it is the only relay", True)
+                continue
+            position = [r.relay_url for r in meta.mailboxes].index(old)
+            mailboxes = kept[:position] + added + kept[position:]
+            new_meta = replace(meta, mailboxes=tuple(mailboxes))
+
+            async def op(conv_id: bytes = conv_id, new_meta: GroupMeta = new_meta) -> None:
+                result = self.groups[conv_id].commit(
+                    rng, int(time.time()), extensions=(meta_extension(new_meta), REQUIRED)
+                )
+                await self._send_commit(conv_id, result.commit)
+
+            try:
+                await self._run_commit(conv_id, op)
+            except EngineError as exc:
+                self._notice(conv_id, f"relay move pending: {exc}", True)
+            if new is not None:
+                with contextlib.suppress(EngineError):
+                    await self._send_app(conv_id, RelayMove(old, new), history=False)
+
+    async def _announce_inboxes(self, old: str | None = None, new: str | None = None) -> None:
+        inboxes = tuple(
+            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in self.identity.inboxes
+        )
+        for contact in self.contacts():
+            if contact.conversation and contact.conversation in self.groups:
+                with contextlib.suppress(EngineError):
+                    await self._send_app(
+                        contact.conversation, Profile(self.identity.name, inboxes), history=False
+                    )

@@ -1,0 +1,484 @@
+"""The engine's core: lifecycle, relay plumbing, mailboxes and records.
+
+See :mod:`client.engine` for the theory of operation of the whole engine;
+this module holds the state every other part reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.model import (
+    NS_CONFIG,
+    NS_CONTACTS,
+    NS_CONVS,
+    NS_CURSORS,
+    NS_GROUPS,
+    NS_KEY_PACKAGES,
+    Contact,
+    ContactInbox,
+    Conversation,
+    HistoryEntry,
+    Identity,
+)
+from client.relay_client import RelayClient, RelayUnavailable
+from client.store import Store
+from protocol.app.envelope import Reassembler
+from protocol.app.group_meta import (
+    GROUP_META_EXTENSION,
+    GroupMeta,
+    MailboxRef,
+    find_group_meta,
+)
+from protocol.app.messages import (
+    AppMessage,
+    Article,
+    File,
+    Text,
+)
+from protocol.app.sealed import seal_key
+from protocol.errors import DecodeError, LocalError, RemoteError
+from protocol.mls.crypto import get_suite
+from protocol.mls.events import (
+    EpochAdvanced,
+    GroupEvent,
+)
+from protocol.mls.group import Group
+from protocol.mls.key_package import (
+    KeyPackageBundle,
+    SigningIdentity,
+    create_key_package,
+)
+from protocol.mls.messages import MLSMessage
+from protocol.mls.tree_structs import (
+    Capabilities,
+    Credential,
+    Extension,
+    ExtensionType,
+    KeyPackage,
+    RequiredCapabilities,
+)
+from protocol.mls.welcome import key_package_ref
+
+log = logging.getLogger(__name__)
+
+SUITE_ID = 1
+SUITE = get_suite(SUITE_ID)
+# Our leaves support the GroupMeta extension, and every Samizdat group requires
+# it, so a client that cannot read the relay list cannot be added.
+CAPABILITIES = Capabilities((1,), (SUITE_ID,), (GROUP_META_EXTENSION,), (), (1,))
+REQUIRED = Extension(
+    ExtensionType.REQUIRED_CAPABILITIES,
+    RequiredCapabilities((GROUP_META_EXTENSION,), (), ()).to_bytes(),
+)
+KEY_PACKAGE_STOCK = 3  # KeyPackages each contact holds so they can add us offline
+INVITE_LIFETIME_MS = 30 * 24 * 3600 * 1000
+COMMIT_TIMEOUT = 30.0
+MAX_CONVERSATION_RELAYS = 3
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def rng(n: int) -> bytes:
+    return os.urandom(n)
+
+
+class EngineError(LocalError):
+    """A request the engine cannot carry out (unknown contact, no relays...)."""
+
+    code = 50
+
+
+@dataclass
+class Notice:
+    """Something the user should see (a front end shows it)."""
+
+    conversation: bytes | None
+    text: str
+    warning: bool = False
+
+
+@dataclass
+class _Mailbox:
+    conv_id: bytes | None  # None for our inbox
+    relay_url: str
+    mailbox_id: bytes
+    read_seed: bytes
+    write_seed: bytes
+    key: bytes  # seal key
+
+
+@dataclass
+class _PendingOp:
+    """A commit in flight and what to do once it is merged."""
+
+    redo: Callable[[], Awaitable[None]] | None
+    welcomes: list[tuple[bytes, list[ContactInbox]]] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    done: asyncio.Future[None] | None = None
+    retried: bool = False
+
+
+class EngineCore(ABC):
+    """State and plumbing shared by every part of the engine."""
+
+    def __init__(self, store: Store, identity: Identity, *, proxy: str | None = None) -> None:
+        self.store = store
+        self.identity = identity
+        self.proxy = proxy
+        self.relays: dict[str, RelayClient] = {}
+        self.groups: dict[bytes, Group] = {}
+        self.notices: list[Notice] = []
+        self.listeners: list[Callable[[str, bytes | None], None]] = []
+        self._mailboxes: dict[bytes, _Mailbox] = {}
+        self._reassemblers: dict[bytes, Reassembler] = {}  # one per mailbox (per relay)
+        self._held: dict[bytes, list[tuple[str, int, bytes]]] = {}  # conv -> held handshakes
+        self._pending: dict[bytes, _PendingOp] = {}
+        self._receipts: dict[bytes, list[bytes]] = {}
+        self._lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._closing = False
+        self.signer = SigningIdentity(
+            Credential.basic(identity.signature_pub),
+            identity.signature_priv,
+            identity.signature_pub,
+        )
+
+    @abstractmethod
+    async def _on_deliver(self, url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
+        """Handle one envelope a relay delivered (see :mod:`client.inbound`)."""
+
+    @abstractmethod
+    async def _drain_held(self) -> None:
+        """Process handshakes held for the ordering relay (:mod:`client.inbound`)."""
+
+    @abstractmethod
+    async def flush_outbox(self, relay_url: str | None = None) -> int:
+        """Retry queued envelopes (:mod:`client.outbound`)."""
+
+    @abstractmethod
+    async def _apply_events(self, conv_id: bytes, events: list[GroupEvent], payload: bytes) -> None:
+        """Turn group events into history and notices (:mod:`client.inbound`)."""
+
+    @abstractmethod
+    async def _introduce(self, conv_id: bytes) -> None:
+        """Send our profile and KeyPackages to a new conversation (:mod:`client.engine`)."""
+
+    def _only_member_left(self, conv_id: bytes) -> bool:
+        return len(self.groups[conv_id].members()) <= 1
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _load(self) -> None:
+        for key, value in self.store.items(NS_GROUPS):
+            self.groups[key] = Group.from_bytes(value)
+
+    def save_identity(self) -> None:
+        self.store.put(NS_CONFIG, b"identity", self.identity.to_json())
+
+    async def connect(self) -> None:
+        """Open every relay we use and subscribe to every mailbox."""
+        self._index_mailboxes()
+        for mb in self._mailboxes.values():
+            client = self._relay(mb.relay_url)
+            client.start()
+        await asyncio.gather(
+            *(self._subscribe(mb) for mb in list(self._mailboxes.values())),
+            return_exceptions=True,
+        )
+        await self._ensure_inboxes()
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in self.relays.values()), return_exceptions=True)
+        self.relays.clear()
+        self.store.close()
+
+    def _relay(self, url: str) -> RelayClient:
+        """The (started) client of one relay."""
+        if self._closing:
+            raise RelayUnavailable("the client is shutting down")
+        client = self.relays.get(url)
+        if client is None:
+            client = RelayClient(
+                url, self._on_deliver, on_state=self._on_relay_state, proxy=self.proxy
+            )
+            self.relays[url] = client
+        client.start()
+        return client
+
+    def _emit(self, what: str, conv: bytes | None = None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(what, conv)
+            except Exception:
+                log.exception("listener failed")
+
+    def _notice(self, conv: bytes | None, text: str, warning: bool = False) -> None:
+        self.notices.append(Notice(conv, text, warning))
+        del self.notices[:-200]
+        if conv is not None:
+            record = self.conversation(conv)
+            if record is not None:
+                record.note(("WARNING: " if warning else "") + text)
+                self._save_conv(record)
+        self._emit("notice", conv)
+
+    def _on_relay_state(self, url: str, state: str) -> None:
+        self._emit("relay", None)
+        # On connect: flush the outbox.  On failure: fail-over, so handshakes
+        # held from the next relay in line may now be processed.
+        work = self._after_connect(url) if state == "connected" else self._drain_held()
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _after_connect(self, url: str) -> None:
+        await self._drain_held()
+        await self.flush_outbox(url)
+
+    def relay_states(self) -> dict[str, str]:
+        urls = {mb.relay_url for mb in self._mailboxes.values()} | set(self.identity.relays)
+        return {u: (self.relays[u].state if u in self.relays else "idle") for u in sorted(urls)}
+
+    # -- mailboxes ---------------------------------------------------------------
+
+    def _index_mailboxes(self) -> None:
+        self._mailboxes.clear()
+        for inbox in self.identity.inboxes:
+            self._mailboxes[inbox.mailbox_id] = _Mailbox(
+                None,
+                inbox.relay_url,
+                inbox.mailbox_id,
+                inbox.read_seed,
+                inbox.write_seed,
+                seal_key(inbox.write_seed),
+            )
+        for conv_id, group in self.groups.items():
+            meta = find_group_meta(group.extensions)
+            if meta is None or not group.active:
+                continue
+            for ref in meta.mailboxes:
+                self._mailboxes[ref.mailbox_id] = _Mailbox(
+                    conv_id,
+                    ref.relay_url,
+                    ref.mailbox_id,
+                    ref.read_seed,
+                    ref.write_seed,
+                    seal_key(ref.write_seed),
+                )
+
+    async def _subscribe(self, mb: _Mailbox) -> None:
+        client = self._relay(mb.relay_url)
+        client.start()
+        cursor = self.store.get(NS_CURSORS, mb.mailbox_id)
+        from_seq = int(cursor.decode()) if cursor else 0
+        try:
+            await client.subscribe(mb.mailbox_id, mb.read_seed, from_seq, write_seed=mb.write_seed)
+        except RelayUnavailable:
+            pass  # re-subscribed automatically on reconnect
+        except RemoteError as exc:
+            self._notice(mb.conv_id, f"relay {mb.relay_url} refused a subscription: {exc}", True)
+
+    async def _ensure_inboxes(self) -> None:
+        """Create our inbox mailboxes on relays that do not know them yet."""
+        for inbox in self.identity.inboxes:
+            key = b"created:" + inbox.mailbox_id
+            if self.store.get(NS_CURSORS, key):
+                continue
+            try:
+                await self._relay(inbox.relay_url).create_mailbox(
+                    inbox.mailbox_id, inbox.read_seed, inbox.write_seed
+                )
+            except RelayUnavailable:
+                continue
+            self.store.put(NS_CURSORS, key, b"1")
+
+    async def _create_mailboxes(self, refs: Iterable[MailboxRef]) -> None:
+        for ref in refs:
+            await self._relay(ref.relay_url).create_mailbox(
+                ref.mailbox_id, ref.read_seed, ref.write_seed
+            )
+
+    def _ordering_url(self, meta: GroupMeta) -> str:
+        """The ordering relay: the first one in list order that is reachable."""
+        for ref in meta.mailboxes:
+            client = self.relays.get(ref.relay_url)
+            if client is not None and client.state == "connected":
+                return ref.relay_url
+        return meta.mailboxes[0].relay_url
+
+    # -- records --------------------------------------------------------------------
+
+    def conversation(self, conv_id: bytes) -> Conversation | None:
+        raw = self.store.get(NS_CONVS, conv_id)
+        return Conversation.from_json(raw) if raw else None
+
+    def _save_conv(self, conv: Conversation) -> None:
+        self.store.put(NS_CONVS, conv.group_id, conv.to_json())
+
+    def conversations(self) -> list[Conversation]:
+        convs = [Conversation.from_json(v) for _, v in self.store.items(NS_CONVS)]
+        return sorted(convs, key=lambda c: c.created_ms)
+
+    def contact(self, identity_key: bytes) -> Contact | None:
+        raw = self.store.get(NS_CONTACTS, identity_key)
+        return Contact.from_json(raw) if raw else None
+
+    def contacts(self) -> list[Contact]:
+        return sorted(
+            (Contact.from_json(v) for _, v in self.store.items(NS_CONTACTS)),
+            key=lambda c: c.name.lower(),
+        )
+
+    def _save_contact(self, contact: Contact) -> None:
+        self.store.put(NS_CONTACTS, contact.identity_key, contact.to_json())
+
+    def find_contact(self, query: str) -> Contact:
+        """A contact by name (case-insensitive), identity key hex prefix, or number."""
+        contacts = self.contacts()
+        q = query.strip().lower()
+        exact = [c for c in contacts if c.name.lower() == q]
+        if len(exact) == 1:
+            return exact[0]
+        by_key = [c for c in contacts if c.identity_key.hex().startswith(q) and len(q) >= 4]
+        if len(by_key) == 1:
+            return by_key[0]
+        if q.isdigit() and 1 <= int(q) <= len(contacts):
+            return contacts[int(q) - 1]
+        if len(exact) > 1 or len(by_key) > 1:
+            raise EngineError(f"{query!r} matches several contacts; use the key prefix")
+        raise EngineError(f"no contact {query!r}")
+
+    def find_conversation(self, query: str) -> Conversation:
+        """A conversation by name, contact name, group id hex prefix or number."""
+        convs = [c for c in self.conversations() if not c.left]
+        q = query.strip().lower()
+        by_name = [c for c in convs if c.name.lower() == q]
+        by_id = [c for c in convs if len(q) >= 4 and c.group_id.hex().startswith(q)]
+        for found in (by_name, by_id):
+            if len(found) == 1:
+                return found[0]
+        if q.isdigit() and 1 <= int(q) <= len(convs):
+            return convs[int(q) - 1]
+        try:
+            contact = self.find_contact(query)
+        except EngineError:
+            contact = None
+        if contact is not None and contact.conversation:
+            conv = self.conversation(contact.conversation)
+            if conv is not None:
+                return conv
+        raise EngineError(f"no conversation {query!r}")
+
+    def display_name(self, identity_key: bytes) -> str:
+        if identity_key == self.identity.signature_pub:
+            return self.identity.name or "me"
+        contact = self.contact(identity_key)
+        if contact is not None and contact.name:
+            return contact.name
+        return identity_key.hex()[:8]
+
+    def _save_group(self, conv_id: bytes) -> None:
+        self.store.put(NS_GROUPS, conv_id, self.groups[conv_id].to_bytes())
+
+    def members(self, conv_id: bytes) -> list[bytes]:
+        """Identity keys of the conversation's members."""
+        group = self.groups.get(conv_id)
+        return [] if group is None else [key for _, _, key in group.members()]
+
+    # -- key packages -------------------------------------------------------------------
+
+    def _new_key_package(self) -> bytes:
+        bundle = create_key_package(
+            SUITE, self.signer, int(time.time()), rng, capabilities=CAPABILITIES
+        )
+        ref = key_package_ref(SUITE, bundle.key_package)
+        self.store.put(
+            NS_KEY_PACKAGES,
+            ref,
+            b"".join(
+                len(x).to_bytes(4, "big") + x
+                for x in (bundle.key_package.to_bytes(), bundle.init_priv, bundle.encryption_priv)
+            ),
+        )
+        return bundle.key_package_bytes()
+
+    def _bundle_for(self, ref: bytes) -> KeyPackageBundle | None:
+        raw = self.store.get(NS_KEY_PACKAGES, ref)
+        if raw is None:
+            return None
+        parts, pos = [], 0
+        while pos < len(raw):
+            n = int.from_bytes(raw[pos : pos + 4], "big")
+            parts.append(raw[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+        kp = KeyPackage.from_bytes(parts[0])
+        return KeyPackageBundle(kp, parts[1], parts[2], self.identity.signature_priv)
+
+
+def _read_blocks(path: Path, size: int = 64 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while block := fh.read(size):
+            yield block
+
+
+def payload_is_own(group: Group, events: list[GroupEvent]) -> bool:
+    return any(isinstance(e, EpochAdvanced) and e.committer == group.own_leaf_index for e in events)
+
+
+def _history_entry(message: AppMessage, sender: bytes, *, outgoing: bool) -> HistoryEntry:
+    body = message.body
+    now = now_ms()
+    entry = HistoryEntry(
+        message.message_id,
+        sender,
+        "text",
+        message.sent_at_ms,
+        now,
+        outgoing=outgoing,
+        expires_at_ms=now + message.expires_after_ms if message.expires_after_ms else 0,
+    )
+    if isinstance(body, Text):
+        entry.text = body.text
+    elif isinstance(body, Article):
+        entry.kind, entry.title, entry.text = "article", body.title, body.markdown
+    elif isinstance(body, File):
+        entry.kind = "file"
+        entry.file = {
+            "name": body.name,
+            "media_type": body.media_type,
+            "size": body.size,
+            "descriptor": body.to_bytes().hex(),
+        }
+    return entry
+
+
+def _kp_signed_by(kp_bytes: bytes, identity_key: bytes) -> bool:
+    try:
+        kp = MLSMessage.from_bytes(kp_bytes).key_package
+    except DecodeError:
+        return False
+    return kp is not None and kp.leaf_node.signature_key == identity_key
+
+
+def _unique(urls: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for url in urls:
+        url = url.rstrip("/")
+        if url not in seen:
+            seen.append(url)
+    return seen

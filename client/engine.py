@@ -1,0 +1,227 @@
+"""The client engine: identity, contacts, conversations and delivery over
+several relays.  Every front end (CLI, terminal app, harness) drives this.
+
+Theory of operation
+-------------------
+State lives in the encrypted :class:`~client.store.Store`; the engine keeps
+only caches of it.  Each conversation is an MLS group whose GroupContext
+carries a :class:`~protocol.app.group_meta.GroupMeta` (name, kind and the
+mailboxes on 1-8 relays).  Each relay is one supervised
+:class:`~client.relay_client.RelayClient`.
+
+Sending: an AppMessage is MLS-encrypted once, cut into envelopes, and each
+envelope is sealed for each mailbox of the conversation (the seal key comes
+from that mailbox's write seed, the relay never has it) and written to the
+outbox in the store *before* anything is posted.  An outbox item is deleted
+when its relay acknowledges the post; until then it is retried on every
+(re)connection, so a failed send loses nothing, across restarts too.
+
+Receiving: a delivered envelope is unsealed with the mailbox's key, de-duplicated
+by the hash of its plaintext (the same message arrives from every relay),
+reassembled if fragmented and handed to the group.  Handshake messages are
+processed only from the conversation's ordering relay, the first relay in the
+GroupMeta list that is reachable; those from other relays are held until
+that relay becomes the orderer (deterministic fail-over, so members never
+fork on relay disagreement).  Application messages are accepted from any
+relay.
+
+Our own commits are posted to every mailbox and merged when they come back
+from the ordering relay; if a competing commit wins, the engine redoes the
+operation once on the new epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from client.core import (
+    INVITE_LIFETIME_MS,
+    KEY_PACKAGE_STOCK,
+    MAX_CONVERSATION_RELAYS,
+    SUITE,
+    EngineError,
+    Notice,
+    _unique,
+    now_ms,
+    rng,
+)
+from client.inbound import Inbound
+from client.model import (
+    NS_CONFIG,
+    Contact,
+    ContactInbox,
+    Conversation,
+    HistoryEntry,
+    Identity,
+    Inbox,
+    history_ns,
+)
+from client.store import Store
+from protocol.app.group_meta import (
+    ConversationKind,
+)
+from protocol.app.invite import InboxAddress, Invite, parse_invite_link, safety_number
+from protocol.app.messages import (
+    KeyPackages,
+    Profile,
+)
+from protocol.mls.messages import MLSMessage
+
+__all__ = ["Engine", "EngineError", "Notice"]
+
+
+class Engine(Inbound):
+    """One user's client.  Use :meth:`open` or :meth:`create`, then
+    :meth:`connect`; call :meth:`close` when done."""
+
+    @classmethod
+    def create(
+        cls,
+        home: Path,
+        passphrase: bytes,
+        name: str,
+        relays: list[str],
+        *,
+        proxy: str | None = None,
+        fast_kdf: bool = False,
+    ) -> Engine:
+        if not relays:
+            raise EngineError("at least one relay is needed (--relay URL)")
+        store = Store.create(home, passphrase, fast_kdf=fast_kdf)
+        priv, pub = SUITE.signature_key_pair(rng)
+        inboxes = [Inbox(url.rstrip("/"), rng(32), rng(32), rng(32)) for url in _unique(relays)]
+        identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms())
+        store.put(NS_CONFIG, b"identity", identity.to_json())
+        return cls(store, identity, proxy=proxy)
+
+    @classmethod
+    def open(cls, home: Path, passphrase: bytes, *, proxy: str | None = None) -> Engine:
+        store = Store.open(home, passphrase)
+        raw = store.get(NS_CONFIG, b"identity")
+        if raw is None:
+            store.close()
+            raise EngineError(f"{home} holds no Samizdat identity")
+        engine = cls(store, Identity.from_json(raw), proxy=proxy)
+        engine._load()
+        return engine
+
+    # -- invites and contacts ---------------------------------------------------------
+
+    def invite(self) -> str:
+        """An invite link with our inboxes, a write capability and a KeyPackage."""
+        inboxes = tuple(
+            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in self.identity.inboxes
+        )
+        invite = Invite.create(
+            inboxes,
+            self.identity.signature_priv,
+            self._new_key_package(),
+            now_ms() + INVITE_LIFETIME_MS,
+        )
+        return invite.to_link()
+
+    async def accept(self, link: str) -> Conversation:
+        """Accept an invite: a 1:1 conversation (an MLS group of two)."""
+        invite = parse_invite_link(link, now_ms())
+        if invite.identity_key == self.identity.signature_pub:
+            raise EngineError("this is your own invite link")
+        existing = self.contact(invite.identity_key)
+        if existing is not None and existing.conversation:
+            conv = self.conversation(existing.conversation)
+            if conv is not None and not conv.left:
+                raise EngineError(f"{existing.name or 'this contact'} is already a contact")
+        kp = MLSMessage.from_bytes(invite.key_package).key_package
+        if kp is None or kp.leaf_node.signature_key != invite.identity_key:
+            raise EngineError("the invite's KeyPackage does not belong to its signer")
+        contact = existing or Contact(invite.identity_key)
+        contact.inboxes = [
+            ContactInbox(i.relay_url, i.mailbox_id, i.write_seed) for i in invite.inboxes
+        ]
+        self._save_contact(contact)
+        relays = _unique(self.identity.relays + [i.relay_url for i in invite.inboxes])
+        conv = await self._create_conversation(
+            "", ConversationKind.DIRECT, relays[:MAX_CONVERSATION_RELAYS]
+        )
+        contact.conversation = conv.group_id
+        self._save_contact(contact)
+        await self._add_members(conv.group_id, [(invite.key_package, contact.inboxes)])
+        await self._introduce(conv.group_id)
+        return conv
+
+    async def _introduce(self, conv_id: bytes) -> None:
+        """Tell the conversation our name and inboxes, and give KeyPackages."""
+        inboxes = tuple(
+            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in self.identity.inboxes
+        )
+        await self._send_app(conv_id, Profile(self.identity.name, inboxes), history=False)
+        conv = self.conversation(conv_id)
+        if conv is not None and conv.kind == "direct":
+            kps = tuple(self._new_key_package() for _ in range(KEY_PACKAGE_STOCK))
+            await self._send_app(conv_id, KeyPackages(kps), history=False)
+
+    def safety_number(self, contact: Contact) -> str:
+        return safety_number(self.identity.signature_pub, contact.identity_key)
+
+    def verify(self, contact: Contact) -> None:
+        contact.verified = True
+        contact.verified_key = contact.identity_key
+        contact.key_changed = False
+        self._save_contact(contact)
+
+    # -- history ---------------------------------------------------------------------------
+
+    def history(self, conv_id: bytes, limit: int | None = None) -> list[HistoryEntry]:
+        """Messages, oldest first; expired disappearing messages are deleted."""
+        ns = history_ns(conv_id)
+        entries = []
+        now = now_ms()
+        for seq, raw in self.store.read_log(ns, newest_first=True, limit=limit):
+            entry = HistoryEntry.from_json(raw)
+            if entry.expires_at_ms and entry.expires_at_ms <= now:
+                self.store.delete_log_entry(ns, seq)
+                continue
+            entries.append(entry)
+        entries.reverse()
+        return entries
+
+    def mark_read(self, conv_id: bytes) -> None:
+        conv = self.conversation(conv_id)
+        if conv is not None and conv.unread:
+            conv.unread = 0
+            self._save_conv(conv)
+
+    # -- sync ----------------------------------------------------------------------------------
+
+    async def sync(self, wait: float = 2.0) -> int:
+        """Connect, exchange pending messages for ``wait`` seconds, flush.
+        Returns the number of envelopes still queued."""
+        await self.connect()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        await self._drain_held()
+        await self._flush_receipts()
+        await self._top_up_key_packages()
+        return await self.flush_outbox()
+
+    async def _top_up_key_packages(self) -> None:
+        for contact in self.contacts():
+            if not contact.conversation or contact.conversation not in self.groups:
+                continue
+            if contact.kps_published >= KEY_PACKAGE_STOCK:
+                continue
+            n = KEY_PACKAGE_STOCK - contact.kps_published
+            kps = tuple(self._new_key_package() for _ in range(n))
+            try:
+                await self._send_app(contact.conversation, KeyPackages(kps), history=False)
+            except EngineError:
+                continue
+            contact.kps_published += n
+            self._save_contact(contact)
+
+    # -- backup --------------------------------------------------------------------------------
+
+    def export_backup(self, path: Path, passphrase: bytes) -> None:
+        self.store.export_backup(path, passphrase)

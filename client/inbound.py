@@ -1,0 +1,394 @@
+"""Receiving: unsealing, de-duplication, ordering, MLS processing, app messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+
+from client.conversations import Conversations
+from client.core import (
+    KEY_PACKAGE_STOCK,
+    SUITE,
+    EngineError,
+    _history_entry,
+    _kp_signed_by,
+    now_ms,
+    payload_is_own,
+    rng,
+)
+from client.model import (
+    NS_CURSORS,
+    NS_KEY_PACKAGES,
+    NS_SEEN,
+    NS_STATUS,
+    Contact,
+    ContactInbox,
+    Conversation,
+    MessageStatus,
+    SenderTrack,
+    history_ns,
+)
+from client.relay_client import RelayUnavailable
+from protocol.app.envelope import Envelope, EnvelopeType, Reassembler
+from protocol.app.group_meta import (
+    ConversationKind,
+    find_group_meta,
+)
+from protocol.app.messages import (
+    AppMessage,
+    Article,
+    Disappearing,
+    File,
+    KeyPackages,
+    Profile,
+    Receipt,
+    ReceiptKind,
+    RelayMove,
+    Text,
+    new_receipts,
+)
+from protocol.app.sealed import unseal
+from protocol.errors import CryptoError, DecodeError, RemoteError, SamizdatError
+from protocol.mls.errors import ReplayedMessage, WrongEpoch
+from protocol.mls.events import (
+    ApplicationMessageReceived,
+    EpochAdvanced,
+    GroupEvent,
+    MemberAdded,
+    MemberRemoved,
+    PendingCommitDiscarded,
+    ProposalReceived,
+    RemovedFromGroup,
+)
+from protocol.mls.group import Group
+from protocol.mls.messages import MLSMessage, PrivateMessage, PublicMessage
+from protocol.mls.welcome import key_package_ref
+
+
+class Inbound(Conversations):
+    """Receiving: unsealing, de-duplication, ordering, MLS processing, app messages."""
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def _on_deliver(self, url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
+        async with self._lock:
+            try:
+                await self._receive(url, mailbox_id, seq, sealed)
+            finally:
+                self.store.put(NS_CURSORS, mailbox_id, str(seq + 1).encode())
+        mb = self._mailboxes.get(mailbox_id)
+        if mb is not None and mb.conv_id is None:
+            with contextlib.suppress(RelayUnavailable, RemoteError):
+                await self._relay(url).ack(mailbox_id, seq)  # inboxes are ours alone
+        await self._flush_receipts()
+
+    async def _receive(self, url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
+        mb = self._mailboxes.get(mailbox_id)
+        if mb is None:
+            return
+        try:
+            piece = unseal(mb.key, mailbox_id, sealed)
+            envelope = Envelope.from_bytes(piece)
+        except (CryptoError, DecodeError) as exc:
+            self._notice(
+                mb.conv_id,
+                f"relay {url} delivered a message that does not open (tampered or forged): {exc}",
+                True,
+            )
+            return
+        reassembler = self._reassemblers.setdefault(mailbox_id, Reassembler())
+        try:
+            complete = reassembler.add(envelope, now_ms())
+        except RemoteError as exc:
+            self._notice(mb.conv_id, f"a fragmented message was dropped: {exc}", True)
+            return
+        if complete is None:
+            return
+        # The same message arrives from every relay: keep the first complete copy.
+        digest = hashlib.sha256(bytes([complete[0]]) + complete[1]).digest()[:16]
+        if self.store.get(NS_SEEN, digest) is not None:
+            return
+        self.store.put(NS_SEEN, digest, b"")
+        kind, payload = complete
+        if kind == EnvelopeType.WELCOME:
+            if mb.conv_id is None:
+                await self._on_welcome(payload)
+            return
+        if mb.conv_id is None:
+            return
+        await self._on_mls(mb.conv_id, url, seq, payload)
+
+    async def _on_welcome(self, welcome: bytes) -> None:
+        msg = MLSMessage.from_bytes(welcome)
+        if msg.welcome is None:
+            return
+        bundle = None
+        for entry in msg.welcome.secrets:
+            bundle = self._bundle_for(entry.new_member)
+            if bundle is not None:
+                break
+        if bundle is None:
+            return  # not for any KeyPackage of ours (or already used)
+        group = Group.join(msg.welcome, bundle)
+        ref = key_package_ref(SUITE, bundle.key_package)
+        self.store.delete(NS_KEY_PACKAGES, ref)
+        meta = find_group_meta(group.extensions)
+        if meta is None:
+            self._notice(None, "ignored an invitation to a conversation without relays", True)
+            return
+        conv_id = group.group_id
+        self.groups[conv_id] = group
+        kind = "direct" if meta.kind == ConversationKind.DIRECT else "group"
+        conv = self.conversation(conv_id) or Conversation(conv_id, kind, meta.name, now_ms())
+        conv.disappearing_ms = meta.disappearing_ms
+        self._save_conv(conv)
+        self._save_group(conv_id)
+        others = [key for _, _, key in group.members() if key != self.identity.signature_pub]
+        if kind == "direct" and len(others) == 1:
+            contact = self.contact(others[0]) or Contact(others[0])
+            contact.conversation = conv_id
+            contact.kps_published = max(0, contact.kps_published - 1)
+            self._save_contact(contact)
+            self._notice(conv_id, "new contact accepted your invite")
+        else:
+            self._notice(conv_id, f"you were added to {meta.name or 'a group'}")
+        self._index_mailboxes()
+        for ref_ in meta.mailboxes:
+            await self._subscribe(self._mailboxes[ref_.mailbox_id])
+        await self._introduce(conv_id)
+        self._emit("conversation", conv_id)
+
+    async def _on_mls(self, conv_id: bytes, url: str, seq: int, payload: bytes) -> None:
+        group = self.groups.get(conv_id)
+        if group is None:
+            return
+        try:
+            msg = MLSMessage.from_bytes(payload)
+        except DecodeError:
+            self._notice(conv_id, f"relay {url} delivered a malformed message", True)
+            return
+        handshake = isinstance(msg.body, PublicMessage) or (
+            isinstance(msg.body, PrivateMessage) and msg.body.content_type != 1
+        )
+        if handshake:
+            meta = self._meta(conv_id)
+            if url != self._ordering_url(meta):
+                self._held.setdefault(conv_id, []).append((url, seq, payload))
+                return
+        await self._process(conv_id, payload)
+
+    async def _drain_held(self) -> None:
+        async with self._lock:
+            for conv_id, held in list(self._held.items()):
+                if conv_id not in self.groups:
+                    continue
+                order = self._ordering_url(self._meta(conv_id))
+                mine = sorted((s, p) for u, s, p in held if u == order)
+                self._held[conv_id] = [h for h in held if h[0] != order]
+                for _, payload in mine:
+                    await self._process(conv_id, payload)
+
+    async def _process(self, conv_id: bytes, payload: bytes) -> None:
+        group = self.groups[conv_id]
+        was_pending = group.has_pending_commit
+        try:
+            events = group.process(payload, now=int(time.time()))
+        except (ReplayedMessage, WrongEpoch):
+            return  # a duplicate, or a commit we already applied
+        except SamizdatError as exc:
+            self._notice(conv_id, f"rejected a message: {exc}", True)
+            return
+        self._save_group(conv_id)
+        if (
+            was_pending
+            and not group.has_pending_commit
+            and any(isinstance(e, EpochAdvanced) for e in events)
+            and not any(isinstance(e, PendingCommitDiscarded) for e in events)
+        ):
+            pending = self._pending.get(conv_id)
+            if pending is not None and payload_is_own(group, events):
+                await self._merged(conv_id, events)
+                return
+        if any(isinstance(e, PendingCommitDiscarded) for e in events):
+            await self._apply_events(conv_id, events, payload)
+            pending = self._pending.get(conv_id)
+            if pending is not None and pending.redo is not None and not pending.retried:
+                pending.retried = True
+                pending.welcomes.clear()
+                pending.after.clear()
+                await pending.redo()
+            return
+        await self._apply_events(conv_id, events, payload)
+
+    async def _apply_events(self, conv_id: bytes, events: list[GroupEvent], payload: bytes) -> None:
+        conv = self.conversation(conv_id)
+        if conv is None:
+            return
+        group = self.groups[conv_id]
+        for event in events:
+            if isinstance(event, ApplicationMessageReceived):
+                await self._on_app(conv, group, event)
+            elif isinstance(event, MemberAdded):
+                conv.note(f"{self.display_name(event.signature_key)} joined")
+            elif isinstance(event, MemberRemoved):
+                conv.note(f"{self.display_name(event.identity)} left or was removed")
+            elif isinstance(event, RemovedFromGroup):
+                conv.left = True
+                conv.note("you were removed from this conversation")
+            elif isinstance(event, EpochAdvanced):
+                meta = find_group_meta(group.extensions)
+                if meta is not None:
+                    conv.name = meta.name or conv.name
+                    conv.disappearing_ms = meta.disappearing_ms
+                if conv.kind == "direct":
+                    self._check_direct_peer(conv, group)
+            elif isinstance(event, ProposalReceived):
+                await self._maybe_commit_leave(conv_id, group, event)
+        self._save_conv(conv)
+        self._index_mailboxes()
+        self._emit("conversation", conv_id)
+
+    def _check_direct_peer(self, conv: Conversation, group: Group) -> None:
+        """In a 1:1 conversation the other member must keep the identity key
+        we know.  If their leaf now carries another key (a re-install, or
+        someone else), warn loudly and withdraw verification."""
+        contact = next((c for c in self.contacts() if c.conversation == conv.group_id), None)
+        if contact is None:
+            return
+        keys = [key for _, _, key in group.members() if key != self.identity.signature_pub]
+        if len(keys) == 1 and keys[0] != contact.identity_key:
+            name = contact.name or contact.identity_key.hex()[:8]
+            contact.key_changed = True
+            contact.verified = False
+            self._save_contact(contact)
+            self._notice(
+                conv.group_id,
+                f"THE SAFETY NUMBER WITH {name.upper()} CHANGED: their key is not the one "
+                "you know. Verify it with them before trusting this conversation.",
+                warning=True,
+            )
+
+    async def _maybe_commit_leave(
+        self, conv_id: bytes, group: Group, event: ProposalReceived
+    ) -> None:
+        """A member asked to leave (a Remove of itself): the remaining member
+        with the lowest leaf index commits it, so the request does not wait."""
+        if event.proposal_type != 3 or event.sender_index is None:
+            return
+        leaver = event.sender_index
+        others = [i for i, _, _ in group.members() if i != leaver]
+        if not others or min(others) != group.own_leaf_index:
+            return
+
+        async def op() -> None:
+            result = self.groups[conv_id].commit(rng, int(time.time()))
+            await self._send_commit(conv_id, result.commit)
+
+        task = asyncio.get_running_loop().create_task(self._run_commit_quietly(conv_id, op))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_commit_quietly(self, conv_id: bytes, op: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._run_commit(conv_id, op)
+        except SamizdatError as exc:
+            self._notice(conv_id, f"could not commit a pending change: {exc}", True)
+
+    async def _on_app(
+        self, conv: Conversation, group: Group, event: ApplicationMessageReceived
+    ) -> None:
+        sender_key = group.member_leaf(event.sender).signature_key
+        try:
+            message = AppMessage.from_bytes(event.data)
+        except DecodeError:
+            conv.note(f"{self.display_name(sender_key)} sent a message this client cannot read")
+            return
+        self._track(conv, sender_key, message.sender_seq)
+        body = message.body
+        if isinstance(body, (Text, Article, File)):
+            entry = _history_entry(message, sender_key, outgoing=False)
+            self.store.append(history_ns(conv.group_id), entry.to_json())
+            conv.unread += 1
+            self._receipts.setdefault(conv.group_id, []).append(message.message_id)
+        elif isinstance(body, Receipt):
+            for mid in body.message_ids:
+                raw = self.store.get(NS_STATUS, mid)
+                if raw is None:
+                    continue
+                status = MessageStatus.from_json(raw)
+                target = (
+                    status.delivered_to if body.kind == ReceiptKind.DELIVERED else status.read_by
+                )
+                if sender_key not in target:
+                    target.append(sender_key)
+                    self.store.put(NS_STATUS, mid, status.to_json())
+        elif isinstance(body, Profile):
+            self._on_profile(conv, sender_key, body)
+        elif isinstance(body, KeyPackages):
+            contact = self.contact(sender_key)
+            if contact is not None:
+                valid = [kp for kp in body.key_packages if _kp_signed_by(kp, sender_key)]
+                contact.key_packages = (contact.key_packages + valid)[-2 * KEY_PACKAGE_STOCK :]
+                self._save_contact(contact)
+        elif isinstance(body, Disappearing):
+            conv.note(
+                f"{self.display_name(sender_key)} set disappearing messages to "
+                f"{body.timer_ms // 1000}s"
+                if body.timer_ms
+                else "disappearing messages off"
+            )
+        elif isinstance(body, RelayMove):
+            conv.note(
+                f"{self.display_name(sender_key)} moved from {body.old_relay_url} "
+                f"to {body.new_relay_url}"
+            )
+
+    def _on_profile(self, conv: Conversation, sender_key: bytes, body: Profile) -> None:
+        contact = self.contact(sender_key)
+        if contact is None:
+            if conv.kind != "direct":
+                return  # group members are not contacts until one accepts an invite
+            contact = Contact(sender_key, conversation=conv.group_id)
+        contact.name = body.display_name
+        if body.inboxes:
+            contact.inboxes = [
+                ContactInbox(i.relay_url, i.mailbox_id, i.write_seed) for i in body.inboxes
+            ]
+        if conv.kind == "direct" and not conv.name:
+            conv.name = body.display_name
+        self._save_contact(contact)
+
+    def _track(self, conv: Conversation, sender: bytes, seq: int) -> None:
+        track = conv.track(sender)
+        if seq in track.missing:
+            track.missing.remove(seq)
+        elif seq > track.max_seq:
+            gap = range(track.max_seq + 1, seq)
+            if len(gap) > 10_000:
+                conv.note(f"{self.display_name(sender)} skipped {len(gap)} messages")
+            else:
+                track.missing.extend(gap)
+            track.max_seq = seq
+        conv.set_track(sender, track)
+
+    def missing(self, conv: Conversation) -> dict[bytes, int]:
+        """Per sender, how many messages are known to be missing."""
+        out = {}
+        for key_hex, raw in conv.senders.items():
+            track = SenderTrack(**raw)
+            if track.missing:
+                out[bytes.fromhex(key_hex)] = len(track.missing)
+        return out
+
+    async def _flush_receipts(self) -> None:
+        pending, self._receipts = self._receipts, {}
+        for conv_id, ids in pending.items():
+            group = self.groups.get(conv_id)
+            if group is None or not group.active or len(group.members()) > 64:
+                continue  # receipts in very large groups would cost O(n^2) traffic
+            for body in new_receipts(ReceiptKind.DELIVERED, ids):
+                with contextlib.suppress(EngineError):
+                    await self._send_app(conv_id, body, history=False)

@@ -1,0 +1,184 @@
+"""The client's records: identity, contacts, conversations, history entries.
+
+Records are small dataclasses serialized as JSON (bytes as hex) and stored
+only inside the encrypted store (:mod:`client.store`), never in clear.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Self
+
+# store namespaces
+NS_CONFIG = "config"
+NS_CONTACTS = "contacts"
+NS_CONVS = "conversations"
+NS_GROUPS = "groups"
+NS_STATUS = "status"
+NS_OUTBOX = "outbox"
+NS_KEY_PACKAGES = "key-packages"
+NS_SEEN = "seen"
+NS_CURSORS = "cursors"
+
+
+def history_ns(conv_id: bytes) -> str:
+    return "history:" + conv_id.hex()
+
+
+class Record:
+    """JSON (de)serialization for the dataclass records below."""
+
+    def to_json(self) -> bytes:
+        return json.dumps(_encode(asdict(self)), sort_keys=True).encode()  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Self:
+        raw = json.loads(data)
+        names = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        kwargs = {k: _decode(v, str(names[k].type)) for k, v in raw.items() if k in names}
+        return cls(**kwargs)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$b": value.hex()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any, _type: str = "") -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$b"}:
+            return bytes.fromhex(value["$b"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+@dataclass
+class Inbox(Record):
+    """One of our inbox mailboxes (for Welcomes and contact requests)."""
+
+    relay_url: str
+    mailbox_id: bytes
+    read_seed: bytes
+    write_seed: bytes
+
+
+@dataclass
+class Identity(Record):
+    signature_priv: bytes  # Ed25519 seed: also the MLS signature key (suite 1)
+    signature_pub: bytes
+    name: str
+    relays: list[str] = field(default_factory=list)
+    inboxes: list[Inbox] = field(default_factory=list)
+    created_ms: int = 0
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Identity:
+        ident = super().from_json(data)
+        ident.inboxes = [i if isinstance(i, Inbox) else Inbox(**i) for i in ident.inboxes]
+        return ident
+
+
+@dataclass
+class ContactInbox(Record):
+    relay_url: str
+    mailbox_id: bytes
+    write_seed: bytes
+
+
+@dataclass
+class Contact(Record):
+    identity_key: bytes
+    name: str = ""
+    verified: bool = False
+    verified_key: bytes = b""
+    key_changed: bool = False
+    conversation: bytes = b""  # group id of the 1:1 conversation
+    inboxes: list[ContactInbox] = field(default_factory=list)
+    key_packages: list[bytes] = field(default_factory=list)  # MLSMessage(KeyPackage)s to add them
+    kps_published: int = 0  # our KeyPackages this contact holds and has not used
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Contact:
+        c = super().from_json(data)
+        c.inboxes = [i if isinstance(i, ContactInbox) else ContactInbox(**i) for i in c.inboxes]
+        return c
+
+
+@dataclass
+class SenderTrack(Record):
+    """Per-sender sequence numbers seen: gaps are missing messages."""
+
+    max_seq: int = 0
+    missing: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Conversation(Record):
+    group_id: bytes
+    kind: str  # "direct" | "group"
+    name: str = ""
+    created_ms: int = 0
+    unread: int = 0
+    my_seq: int = 0  # our last sender_seq here
+    disappearing_ms: int = 0
+    left: bool = False
+    senders: dict[str, Any] = field(default_factory=dict)  # identity hex -> SenderTrack dict
+    events: list[str] = field(default_factory=list)  # warnings shown to the user (bounded)
+
+    def track(self, identity: bytes) -> SenderTrack:
+        raw = self.senders.get(identity.hex())
+        return SenderTrack(**raw) if raw else SenderTrack()
+
+    def set_track(self, identity: bytes, track: SenderTrack) -> None:
+        self.senders[identity.hex()] = asdict(track)
+
+    def note(self, text: str) -> None:
+        self.events.append(text)
+        del self.events[:-50]
+
+
+@dataclass
+class HistoryEntry(Record):
+    message_id: bytes
+    sender: bytes  # identity key; ours for sent messages
+    kind: str  # text | article | file | event
+    sent_at_ms: int
+    received_at_ms: int
+    text: str = ""
+    title: str = ""
+    file: dict[str, Any] = field(default_factory=dict)  # name, media_type, size, file_id
+    expires_at_ms: int = 0
+    outgoing: bool = False
+
+
+@dataclass
+class MessageStatus(Record):
+    """Delivery state of one of our messages: sent -> on relay -> delivered."""
+
+    message_id: bytes
+    conversation: bytes
+    relays_stored: list[str] = field(default_factory=list)
+    delivered_to: list[bytes] = field(default_factory=list)
+    read_by: list[bytes] = field(default_factory=list)
+    recipients: int = 0
+
+
+@dataclass
+class OutboxItem(Record):
+    """A sealed envelope not yet acknowledged by one relay (survives restarts)."""
+
+    relay_url: str
+    mailbox_id: bytes
+    msg_id: bytes
+    sealed: bytes
+    conversation: bytes = b""
+    message_id: bytes = b""
+    created_ms: int = 0

@@ -1,0 +1,318 @@
+"""Sending: application messages, files, sealing per mailbox, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mimetypes
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from client.core import (
+    EngineCore,
+    EngineError,
+    _history_entry,
+    _read_blocks,
+    now_ms,
+    rng,
+)
+from client.model import (
+    NS_OUTBOX,
+    NS_STATUS,
+    ContactInbox,
+    MessageStatus,
+    OutboxItem,
+    history_ns,
+)
+from client.relay_client import RelayUnavailable
+from protocol.app import attachments
+from protocol.app.envelope import EnvelopeType, split
+from protocol.app.group_meta import (
+    GroupMeta,
+    find_group_meta,
+)
+from protocol.app.messages import (
+    AppMessage,
+    Article,
+    BlobRef,
+    ChunkRef,
+    Disappearing,
+    File,
+    KeyPackages,
+    Profile,
+    Receipt,
+    RelayMove,
+    Text,
+)
+from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key
+from protocol.errors import CryptoError, RemoteError
+from protocol.padding import BLOB_CHUNK_SIZE
+
+
+class Outbound(EngineCore):
+    """Sending: application messages, files, sealing per mailbox, the outbox."""
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send_text(self, conv_id: bytes, text: str) -> bytes:
+        return await self._send_app(conv_id, Text(text))
+
+    async def send_article(self, conv_id: bytes, title: str, markdown: str) -> bytes:
+        return await self._send_app(conv_id, Article(title, markdown))
+
+    async def send_file(
+        self,
+        conv_id: bytes,
+        path: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bytes:
+        """Encrypt ``path`` under a fresh key, upload its chunks to every relay
+        of the conversation, then send the File message.  The file is read in
+        chunks, never whole; ``progress(done, total)`` counts chunk uploads."""
+        meta = self._meta(conv_id)
+        if not path.is_file():
+            raise EngineError(f"{path} is not a readable file")
+        size = path.stat().st_size
+        key = attachments.new_file_key(rng)
+        encryptor = attachments.FileEncryptor(key)
+        n_chunks = attachments.chunk_count(size)
+        plain_size = attachments.CHUNK_PLAINTEXT_SIZE
+
+        # Encrypt once into a spool of ciphertext (safe on disk: the key is
+        # only in memory), then upload the same chunks to every relay.
+        digest = hashlib.sha256()
+        copies: list[list[BlobRef]] = [[] for _ in range(n_chunks)]
+        stored = 0
+        with tempfile.TemporaryFile() as spool:
+            with path.open("rb") as fh:
+                for index in range(n_chunks):
+                    plain = fh.read(plain_size)
+                    chunk = encryptor.encrypt_chunk(index, plain, index == n_chunks - 1)
+                    digest.update(chunk)
+                    spool.write(chunk)
+            total, done = n_chunks * len(meta.mailboxes), 0
+
+            def counted() -> Iterator[bytes]:
+                nonlocal done
+                spool.seek(0)
+                for _ in range(n_chunks):
+                    yield spool.read(BLOB_CHUNK_SIZE)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+
+            for ref in meta.mailboxes:
+                try:
+                    blob_id, token = await self._relay(ref.relay_url).upload_blob(counted())
+                except (RelayUnavailable, RemoteError) as exc:
+                    self._notice(conv_id, f"upload to {ref.relay_url} failed: {exc}", True)
+                    continue
+                for index in range(n_chunks):
+                    copies[index].append(BlobRef(ref.relay_url, blob_id, token))
+                stored += 1
+        if not stored:
+            raise EngineError("no relay accepted the file; nothing was sent")
+        body = File(
+            path.name,
+            mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+            size,
+            plain_size,
+            key,
+            tuple(ChunkRef(tuple(c)) for c in copies if c),
+            digest.digest(),
+        )
+        file_id = self.store.write_file(_read_blocks(path))
+        return await self._send_app(conv_id, body, file_id=file_id)
+
+    async def fetch_file(self, body: File, dest: Path) -> Path:
+        """Download, check and decrypt a received file into ``dest``, chunk
+        by chunk from whichever relay has each chunk.  Nothing is left at
+        ``dest`` if any chunk is missing or altered."""
+        decryptor = attachments.FileEncryptor(body.key)
+        digest = hashlib.sha256()
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            with partial.open("wb") as out:
+                for index, ref in enumerate(body.chunks):
+                    last = index == len(body.chunks) - 1
+                    for copy in ref.copies:
+                        try:
+                            chunk = await self._relay(copy.relay_url).download_chunk(
+                                copy.blob_id, index, copy.download_token
+                            )
+                            plain = decryptor.decrypt_chunk(index, chunk, last)
+                            break
+                        except (RelayUnavailable, RemoteError, CryptoError):
+                            continue
+                    else:
+                        raise EngineError(
+                            f"chunk {index} of {body.name!r} is unavailable on every relay"
+                        )
+                    digest.update(chunk)
+                    out.write(plain)
+            if digest.digest() != body.ciphertext_digest:
+                raise EngineError(f"{body.name!r}: the downloaded ciphertext does not match")
+            partial.replace(dest)
+        finally:
+            partial.unlink(missing_ok=True)
+        return dest
+
+    async def _send_app(
+        self,
+        conv_id: bytes,
+        body: Text | Article | File | Receipt | Profile | KeyPackages | Disappearing | RelayMove,
+        *,
+        history: bool = True,
+        file_id: str = "",
+    ) -> bytes:
+        group = self.groups.get(conv_id)
+        conv = self.conversation(conv_id)
+        if group is None or conv is None:
+            raise EngineError("unknown conversation")
+        if not group.active:
+            raise EngineError("you are no longer a member of this conversation")
+        conv.my_seq += 1
+        meta = self._meta(conv_id)
+        message = AppMessage.new(
+            body,
+            rng=rng,
+            now_ms=now_ms(),
+            sender_seq=conv.my_seq,
+            expires_after_ms=meta.disappearing_ms,
+        )
+        self._save_conv(conv)
+        ciphertext = group.encrypt(message.to_bytes(), rng)
+        self._save_group(conv_id)
+        if history:
+            entry = _history_entry(message, self.identity.signature_pub, outgoing=True)
+            if file_id:
+                entry.file["file_id"] = file_id
+            self.store.append(history_ns(conv_id), entry.to_json())
+            status = MessageStatus(message.message_id, conv_id, recipients=len(group.members()) - 1)
+            self.store.put(NS_STATUS, message.message_id, status.to_json())
+        await self._post_mls(conv_id, ciphertext, message.message_id)
+        self._emit("message", conv_id)
+        return message.message_id
+
+    async def _send_commit(self, conv_id: bytes, commit: bytes) -> None:
+        if self._only_member_left(conv_id):
+            return  # nobody to tell: the commit merges locally (see _run_commit)
+        await self._post_mls(conv_id, commit, b"")
+
+    async def _post_mls(self, conv_id: bytes, mls_message: bytes, message_id: bytes) -> None:
+        meta = self._meta(conv_id)
+        pieces = split(EnvelopeType.MLS, mls_message, rng, max_size=MAX_SEALED_PLAINTEXT)
+        full = len(pieces) > 1
+        items = []
+        for piece in pieces:
+            msg_id = rng(16)
+            for ref in meta.mailboxes:
+                sealed = seal(seal_key(ref.write_seed), ref.mailbox_id, piece, rng, full=full)
+                items.append(
+                    OutboxItem(
+                        ref.relay_url, ref.mailbox_id, msg_id, sealed, conv_id, message_id, now_ms()
+                    )
+                )
+        self._queue(items)
+        await self._flush_items(items)
+
+    async def _post_to_inboxes(
+        self, welcome: bytes, inboxes: list[ContactInbox], conv_id: bytes
+    ) -> None:
+        pieces = split(EnvelopeType.WELCOME, welcome, rng, max_size=MAX_SEALED_PLAINTEXT)
+        full = len(pieces) > 1
+        items = []
+        for piece in pieces:
+            msg_id = rng(16)
+            for inbox in inboxes:
+                sealed = seal(seal_key(inbox.write_seed), inbox.mailbox_id, piece, rng, full=full)
+                items.append(
+                    OutboxItem(
+                        inbox.relay_url, inbox.mailbox_id, msg_id, sealed, conv_id, b"", now_ms()
+                    )
+                )
+        # the write seed of a contact's inbox is a capability we hold
+        self._queue(items)
+        await self._flush_items(items)
+
+    def _queue(self, items: list[OutboxItem]) -> None:
+        with self.store.transaction():
+            for item in items:
+                self.store.put(NS_OUTBOX, item.msg_id + item.mailbox_id, item.to_json())
+
+    async def _flush_items(self, items: list[OutboxItem], wait: float = 3.0) -> None:
+        """Post ``items`` concurrently; return after ``wait`` seconds at most.
+        Posts still in flight go on in the background, and anything that
+        fails stays in the outbox for the next flush."""
+        tasks = [asyncio.get_running_loop().create_task(self._post_item(i)) for i in items]
+        for task in tasks:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=wait)
+
+    async def _post_item(self, item: OutboxItem) -> bool:
+        client = self._relay(item.relay_url)
+        client.start()
+        write_seed = self._write_seed_for(item)
+        if write_seed is None:
+            self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+            return False
+        try:
+            await client.post(item.mailbox_id, write_seed, item.msg_id, item.sealed)
+        except RelayUnavailable:
+            return False
+        except RemoteError as exc:
+            self._notice(
+                item.conversation or None, f"relay {item.relay_url} refused a message: {exc}", True
+            )
+            if getattr(exc, "fatal", False) or type(exc).__name__ in ("BadSize", "TooLarge"):
+                self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+            return False
+        self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+        if item.message_id:
+            raw = self.store.get(NS_STATUS, item.message_id)
+            if raw is not None:
+                status = MessageStatus.from_json(raw)
+                if item.relay_url not in status.relays_stored:
+                    status.relays_stored.append(item.relay_url)
+                    self.store.put(NS_STATUS, item.message_id, status.to_json())
+                    self._emit("status", item.conversation)
+        return True
+
+    def _write_seed_for(self, item: OutboxItem) -> bytes | None:
+        mb = self._mailboxes.get(item.mailbox_id)
+        if mb is not None:
+            return mb.write_seed
+        for contact in self.contacts():
+            for inbox in contact.inboxes:
+                if inbox.mailbox_id == item.mailbox_id:
+                    return inbox.write_seed
+        return None
+
+    def outbox(self) -> list[OutboxItem]:
+        return [OutboxItem.from_json(v) for _, v in self.store.items(NS_OUTBOX)]
+
+    async def flush_outbox(self, relay_url: str | None = None) -> int:
+        """Retry every queued envelope (for one relay, or all); returns how
+        many are still queued."""
+        async with self._flush_lock:
+            items = [i for i in self.outbox() if relay_url is None or i.relay_url == relay_url]
+            items.sort(key=lambda i: i.created_ms)
+            for item in items:
+                await self._post_item(item)
+        return len(self.outbox())
+
+    def _meta(self, conv_id: bytes) -> GroupMeta:
+        group = self.groups.get(conv_id)
+        if group is None:
+            raise EngineError("unknown conversation")
+        meta = find_group_meta(group.extensions)
+        if meta is None:
+            raise EngineError("conversation has no relay list")
+        return meta
+
+    def status(self, message_id: bytes) -> MessageStatus | None:
+        raw = self.store.get(NS_STATUS, message_id)
+        return MessageStatus.from_json(raw) if raw else None

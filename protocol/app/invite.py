@@ -1,0 +1,303 @@
+"""Invite links and safety numbers.
+
+Provides :class:`InboxAddress` (a relay mailbox plus the capability to post
+to it), :class:`Invite` (signed, expiring, carrying the inviter's inboxes,
+identity key and one KeyPackage), its link form
+``samizdat:invite/<base64url>`` (:meth:`Invite.to_link`,
+:func:`parse_invite_link`), and :func:`safety_number` /
+:func:`safety_qr_payload` for comparing identity keys out of band.
+
+Theory of operation
+-------------------
+An invite is everything a stranger needs to open a 1:1 conversation with the
+inviter: where to post (``inboxes``, with each inbox's Ed25519 write seed as
+the posting capability), what to post (a Welcome built from ``key_package``),
+and whom to expect (``identity_key``, the inviter's MLS signature key; the
+KeyPackage's leaf must carry the same key, which the client checks when it
+builds the group).  The invite is signed by that key under the label
+``"samizdat-invite/v1"``, so a link altered in transit (a swapped inbox, a
+swapped KeyPackage) does not verify.  No display name travels in the link: a
+link is seen by whoever carries it, names travel only inside encrypted
+messages (``Profile``).
+
+Safety numbers follow Signal's construction (per-key fingerprints from
+iterated SHA-512, 30 digits each, the two halves sorted so both parties see
+the same 60 digits); SPEC-app.md argues the parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import nacl.bindings
+import nacl.exceptions
+
+from protocol.app import (
+    check_len,
+    check_range,
+    pull_opaque_max,
+    pull_url,
+    pull_vector_max,
+    push_fixed,
+    push_opaque_max,
+    push_url,
+    push_vector_max,
+)
+from protocol.codec import Reader, Writer, decode_exact, opaque
+from protocol.errors import DecodeError, LocalError
+from protocol.mls.tree_structs import Struct
+
+INVITE_VERSION = 1
+MAILBOX_ID_LEN = 32
+SEED_LEN = 32
+IDENTITY_KEY_LEN = 32  # Ed25519 (cipher suites 1 and 3)
+SIGNATURE_LEN = 64
+MAX_INBOXES = 8
+#: A suite-1 KeyPackage is ~300-400 B; 16 KiB leaves room for post-quantum keys.
+MAX_KEY_PACKAGE_LEN = 16 * 1024
+
+LINK_PREFIX = "samizdat:invite/"
+_LINK_PREFIXES = ("samizdat://invite/", "samizdat:invite/")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_SIGN_LABEL = b"samizdat-invite/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxAddress(Struct):
+    """A personal inbox: a mailbox on a relay and the seed of its write key.
+
+    ``write_seed`` is the 32-byte Ed25519 seed whose public key the relay
+    registered as the mailbox's write key; holding it is the capability to post.
+    """
+
+    relay_url: str
+    mailbox_id: bytes
+    write_seed: bytes
+
+    def __post_init__(self) -> None:
+        check_len(self.mailbox_id, MAILBOX_ID_LEN, "mailbox_id")
+        check_len(self.write_seed, SEED_LEN, "write_seed")
+
+    def encode(self, w: Writer) -> None:
+        push_url(w, self.relay_url)
+        push_fixed(w, self.mailbox_id, MAILBOX_ID_LEN, "mailbox_id")
+        push_fixed(w, self.write_seed, SEED_LEN, "write_seed")
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        relay_url = pull_url(r)
+        mailbox_id = r.pull_bytes(MAILBOX_ID_LEN)
+        return cls(relay_url, mailbox_id, r.pull_bytes(SEED_LEN))
+
+    def write_key(self) -> bytes:
+        """The Ed25519 public key the relay knows as this inbox's write key."""
+        return ed25519_public_key(self.write_seed)
+
+
+def pull_inboxes(r: Reader, *, min_count: int = 0) -> tuple[InboxAddress, ...]:
+    return pull_vector_max(r, InboxAddress.decode, MAX_INBOXES, "inboxes", min_count=min_count)
+
+
+def push_inboxes(w: Writer, inboxes: Sequence[InboxAddress], *, min_count: int = 0) -> None:
+    push_vector_max(w, inboxes, _push_inbox, MAX_INBOXES, "inboxes", min_count=min_count)
+
+
+def _push_inbox(w: Writer, inbox: InboxAddress) -> None:
+    inbox.encode(w)
+
+
+@dataclass(frozen=True, slots=True)
+class Invite(Struct):
+    """A signed invitation to open a 1:1 conversation (SPEC-app.md §A.5)."""
+
+    inboxes: tuple[InboxAddress, ...]
+    identity_key: bytes
+    key_package: bytes
+    expires_at_ms: int
+    signature: bytes
+    version: int = INVITE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != INVITE_VERSION:
+            raise LocalError(f"unsupported invite version {self.version}")
+        check_range(len(self.inboxes), 1, MAX_INBOXES, "number of inboxes")
+        check_len(self.identity_key, IDENTITY_KEY_LEN, "identity_key")
+        check_range(len(self.key_package), 1, MAX_KEY_PACKAGE_LEN, "key_package length")
+        check_range(self.expires_at_ms, 0, (1 << 64) - 1, "expires_at_ms")
+        check_len(self.signature, SIGNATURE_LEN, "signature")
+
+    @classmethod
+    def create(
+        cls,
+        inboxes: Sequence[InboxAddress],
+        identity_seed: bytes,
+        key_package: bytes,
+        expires_at_ms: int,
+    ) -> Invite:
+        """Build and sign an invite with the inviter's Ed25519 identity seed."""
+        check_len(identity_seed, SEED_LEN, "identity_seed")
+        pk, sk = nacl.bindings.crypto_sign_seed_keypair(identity_seed)
+        unsigned = cls(tuple(inboxes), bytes(pk), key_package, expires_at_ms, bytes(64))
+        signature = bytes(nacl.bindings.crypto_sign(unsigned.to_be_signed(), sk)[:SIGNATURE_LEN])
+        return cls(unsigned.inboxes, unsigned.identity_key, key_package, expires_at_ms, signature)
+
+    def _encode_tbs(self, w: Writer) -> None:
+        w.push_uint16(self.version)
+        push_inboxes(w, self.inboxes, min_count=1)
+        push_opaque_max(w, self.identity_key, IDENTITY_KEY_LEN, "identity_key")
+        push_opaque_max(w, self.key_package, MAX_KEY_PACKAGE_LEN, "key_package")
+        w.push_uint64(self.expires_at_ms)
+
+    def to_be_signed(self) -> bytes:
+        """``opaque label<V> || InviteTBS``: the bytes the signature covers."""
+        w = Writer()
+        self._encode_tbs(w)
+        return opaque(_SIGN_LABEL) + w.getvalue()
+
+    def encode(self, w: Writer) -> None:
+        self._encode_tbs(w)
+        push_opaque_max(w, self.signature, SIGNATURE_LEN, "signature")
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        version = r.pull_uint16()
+        if version != INVITE_VERSION:
+            raise DecodeError(f"unsupported invite version {version}")
+        inboxes = pull_inboxes(r, min_count=1)
+        identity_key = pull_opaque_max(r, IDENTITY_KEY_LEN, "identity_key")
+        if len(identity_key) != IDENTITY_KEY_LEN:
+            raise DecodeError("identity_key is not an Ed25519 public key")
+        key_package = pull_opaque_max(r, MAX_KEY_PACKAGE_LEN, "key_package")
+        if not key_package:
+            raise DecodeError("invite carries no key_package")
+        expires_at_ms = r.pull_uint64()
+        signature = pull_opaque_max(r, SIGNATURE_LEN, "signature")
+        if len(signature) != SIGNATURE_LEN:
+            raise DecodeError("invite signature has the wrong length")
+        return cls(inboxes, identity_key, key_package, expires_at_ms, signature)
+
+    def verify(self, now_ms: int) -> None:
+        """DecodeError unless the signature verifies and the invite is unexpired."""
+        try:
+            nacl.bindings.crypto_sign_open(self.signature + self.to_be_signed(), self.identity_key)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            raise DecodeError("invite signature does not verify") from None
+        if now_ms >= self.expires_at_ms:
+            raise DecodeError("invite expired")
+
+    def to_link(self) -> str:
+        """``samizdat:invite/`` + the signed invite in unpadded base64url."""
+        return LINK_PREFIX + base64.urlsafe_b64encode(self.to_bytes()).rstrip(b"=").decode()
+
+
+def parse_invite_link(text: str, now_ms: int) -> Invite:
+    """Parse, verify and check the expiry of an invite link.
+
+    Accepts ``samizdat:invite/`` or ``samizdat://invite/`` (any case in the
+    scheme) with surrounding whitespace.  Every failure is a DecodeError whose
+    message is fit to show a user.
+    """
+    text = text.strip()
+    body: str | None = None
+    for prefix in _LINK_PREFIXES:
+        if text[: len(prefix)].lower() == prefix:
+            body = text[len(prefix) :]
+            break
+    if body is None or not body:
+        raise DecodeError("not a Samizdat invite link")
+    raw = b64url_decode(body)
+    try:
+        invite = decode_exact(raw, Invite.decode)
+    except DecodeError as exc:
+        raise DecodeError(f"damaged Samizdat invite link ({exc})") from None
+    invite.verify(now_ms)
+    return invite
+
+
+def b64url_decode(body: str) -> bytes:
+    """Strict unpadded base64url: alphabet, length and canonical trailing bits."""
+    if not _B64URL.fullmatch(body) or len(body) % 4 == 1:
+        raise DecodeError("not a Samizdat invite link")
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError("not a Samizdat invite link") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != body:
+        raise DecodeError("not a Samizdat invite link (non-canonical base64)")
+    return raw
+
+
+def ed25519_public_key(seed: bytes) -> bytes:
+    """The Ed25519 public key of a 32-byte seed (libsodium)."""
+    check_len(seed, SEED_LEN, "Ed25519 seed")
+    pk, _ = nacl.bindings.crypto_sign_seed_keypair(seed)
+    return bytes(pk)
+
+
+# ---------------------------------------------------------------- safety numbers
+
+#: Signal's iteration count for its numeric fingerprints: ~3 ms per key here.
+SAFETY_ITERATIONS = 5200
+SAFETY_DIGITS = 60
+SAFETY_QR_VERSION = 1
+_SAFETY_LABEL = b"samizdat-safety-number/v1"
+_FINGERPRINT_LEN = 32
+
+
+def key_fingerprint(identity_key: bytes) -> bytes:
+    """A 32-byte iterated-SHA-512 fingerprint of one identity key.
+
+    ``h_0 = label || key``; ``h_{i+1} = SHA-512(h_i || key)`` for
+    :data:`SAFETY_ITERATIONS` rounds; the first 32 bytes of the last hash.
+    """
+    if not identity_key:
+        raise LocalError("identity key is empty")
+    digest = opaque(_SAFETY_LABEL) + identity_key
+    for _ in range(SAFETY_ITERATIONS):
+        digest = hashlib.sha512(digest + identity_key).digest()
+    return digest[:_FINGERPRINT_LEN]
+
+
+def _digits(fingerprint: bytes) -> str:
+    """30 digits: six 5-byte big-endian chunks, each reduced mod 10^5."""
+    return "".join(
+        f"{int.from_bytes(fingerprint[i : i + 5], 'big') % 100_000:05d}" for i in range(0, 30, 5)
+    )
+
+
+def _sorted_fingerprints(key_a: bytes, key_b: bytes) -> tuple[bytes, bytes]:
+    fa, fb = key_fingerprint(key_a), key_fingerprint(key_b)
+    return (fa, fb) if fa <= fb else (fb, fa)
+
+
+def safety_number(key_a: bytes, key_b: bytes) -> str:
+    """60 digits in 12 groups of 5, the same whichever key is passed first."""
+    low, high = _sorted_fingerprints(key_a, key_b)
+    digits = _digits(low) + _digits(high)
+    return " ".join(digits[i : i + 5] for i in range(0, SAFETY_DIGITS, 5))
+
+
+def safety_qr_payload(key_a: bytes, key_b: bytes) -> bytes:
+    """``uint8 version || opaque low[32] || opaque high[32]`` (65 bytes).
+
+    Symmetric like :func:`safety_number`: both devices render the same QR
+    code, and a scan is compared with :func:`safety_qr_matches`.
+    """
+    low, high = _sorted_fingerprints(key_a, key_b)
+    return bytes([SAFETY_QR_VERSION]) + low + high
+
+
+def safety_qr_matches(scanned: bytes, key_a: bytes, key_b: bytes) -> bool:
+    """True if a scanned payload equals ours; DecodeError if it is not one."""
+    if len(scanned) != 1 + 2 * _FINGERPRINT_LEN:
+        raise DecodeError("not a Samizdat safety-number code")
+    if scanned[0] != SAFETY_QR_VERSION:
+        raise DecodeError(f"unsupported safety-number code version {scanned[0]}")
+    return hmac.compare_digest(scanned, safety_qr_payload(key_a, key_b))
