@@ -1,0 +1,210 @@
+"""The aiohttp application: ``create_app(config) -> web.Application``.
+
+Routes live under the optional secret prefix: ``{prefix}/ws`` (mailbox
+frames), ``{prefix}/blob…`` (chunks over HTTP) and ``{prefix}/metrics``.
+Everything else, including a plain GET on the WebSocket endpoint and any
+404/405 aiohttp would raise, is answered by the decoy site.  Storage, the
+expiry task and open connections are resources of ``cleanup_ctx``;
+``on_shutdown`` closes every WebSocket with 1001 after finishing its
+pending posts and queued frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from protocol.padding import MAX_ENVELOPE_SIZE
+from protocol.relay_frames import Error, RateLimited, TooManyConnections
+from relay.blobs import BlobHandlers
+from relay.config import RelayConfig
+from relay.connection import Connection
+from relay.limits import ConnectionCounter, PerIpLimiter
+from relay.metrics import Metrics
+from relay.static import Decoy, set_server_header
+from relay.storage.base import Storage
+
+log = logging.getLogger("relay")
+
+EXPIRY_INTERVAL = 60.0
+# The largest valid frame: a PostSigned with a 64 KiB envelope is 65,657 B.
+# Anything bigger is closed by aiohttp with 1009 (message too big).
+MAX_FRAME_SIZE = MAX_ENVELOPE_SIZE + 1024
+
+
+@dataclass
+class RelayContext:
+    config: RelayConfig
+    storage: Storage
+    metrics: Metrics = field(default_factory=Metrics)
+    decoy: Decoy = field(init=False)
+    connect_limiter: PerIpLimiter = field(init=False)
+    frame_limiter: PerIpLimiter = field(init=False)
+    blob_limiter: PerIpLimiter = field(init=False)
+    counter: ConnectionCounter = field(init=False)
+    connections: set[Connection] = field(default_factory=set)
+    shutting_down: bool = False
+
+    def __post_init__(self) -> None:
+        lim = self.config.limits
+        self.decoy = Decoy(self.config.decoy_dir)
+        self.connect_limiter = PerIpLimiter(lim.connect_rate, lim.connect_burst)
+        self.frame_limiter = PerIpLimiter(lim.frame_rate, lim.frame_burst)
+        self.blob_limiter = PerIpLimiter(lim.blob_rate, lim.blob_burst)
+        self.counter = ConnectionCounter(lim.max_connections, lim.max_connections_per_ip)
+
+    def client_ip(self, request: web.Request) -> str:
+        if self.config.forwarded_for:
+            fwd = request.headers.get("X-Forwarded-For", "")
+            if fwd:
+                return fwd.rsplit(",", 1)[-1].strip()
+        return request.remote or "?"
+
+
+CONTEXT = web.AppKey("relay_context", RelayContext)
+
+
+def make_storage(config: RelayConfig) -> Storage:
+    if config.backend == "nats":
+        from relay.storage.nats import NatsStorage
+
+        return NatsStorage(
+            config.nats_url,
+            config.limits,
+            spool_dir=config.data_dir / "spool",
+            shards=config.nats_shards,
+            replicas=config.nats_replicas,
+        )
+    from relay.storage.sqlite import SqliteStorage
+
+    return SqliteStorage(config.data_dir, config.limits, config.sqlite_synchronous)
+
+
+def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Application:
+    """Build the relay application; ``storage`` overrides the configured backend."""
+    config.validate()
+    ctx = RelayContext(config, storage if storage is not None else make_storage(config))
+    app = web.Application(
+        middlewares=[_decoy_errors(ctx)], client_max_size=config.limits.max_envelope_size
+    )
+    app[CONTEXT] = ctx
+    app.on_response_prepare.append(set_server_header(config.server_header))
+    app.cleanup_ctx.append(_storage_ctx)
+    app.on_shutdown.append(_close_connections)
+
+    p = config.prefix
+    blobs = BlobHandlers(ctx)
+    app.router.add_get(f"{p}/ws", _ws_handler)
+    app.router.add_post(f"{p}/blob", blobs.create)
+    app.router.add_put(f"{p}/blob/{{blob_id}}/{{index}}", blobs.put_chunk)
+    app.router.add_get(f"{p}/blob/{{blob_id}}/{{index}}", blobs.get_chunk)
+    app.router.add_delete(f"{p}/blob/{{blob_id}}", blobs.delete)
+    if config.metrics:
+        app.router.add_get(f"{p}/metrics", _metrics_handler)
+    app.router.add_route("*", "/{tail:.*}", ctx.decoy.handle)
+    return app
+
+
+def _decoy_errors(ctx: RelayContext) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status in (404, 405):
+                return ctx.decoy.not_found()
+            raise
+
+    return middleware
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CONTEXT]
+    await ctx.storage.start()
+    expiry = asyncio.create_task(_expiry_loop(ctx))
+    if ctx.config.debug_log:
+        log.warning("debug log ON: client addresses and mailbox ids will be logged")
+    yield
+    expiry.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await expiry
+    await ctx.storage.close()
+
+
+async def _expiry_loop(ctx: RelayContext) -> None:
+    while True:
+        await asyncio.sleep(EXPIRY_INTERVAL)
+        try:
+            n = await ctx.storage.expire(int(time.time()))
+            ctx.metrics.inc("samizdat_relay_expired_total", n)
+        except Exception:
+            log.exception("expiry pass failed")
+
+
+async def _close_connections(app: web.Application) -> None:
+    ctx = app[CONTEXT]
+    ctx.shutting_down = True
+    conns = list(ctx.connections)
+    if conns:
+        await asyncio.gather(*(c.shutdown() for c in conns), return_exceptions=True)
+        deadline = time.monotonic() + ctx.config.limits.shutdown_grace
+        while ctx.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+
+async def _ws_handler(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    lim = ctx.config.limits
+    ws = web.WebSocketResponse(
+        heartbeat=lim.heartbeat,
+        max_msg_size=MAX_FRAME_SIZE,
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        return ctx.decoy.not_found()
+    ip = ctx.client_ip(request)
+    await ws.prepare(request)
+    refusal = None
+    if ctx.shutting_down:
+        refusal, code = TooManyConnections("relay shutting down"), 1001
+    elif not ctx.connect_limiter.take(ip):
+        refusal, code = RateLimited("too many new connections"), 1013
+    elif not ctx.counter.acquire(ip):
+        refusal, code = TooManyConnections("too many connections"), 1013
+    if refusal is not None:
+        ctx.metrics.inc_label("samizdat_relay_errors_total", str(refusal.code))
+        await ws.send_bytes(Error.from_exception(0, refusal).encode())
+        await ws.close(code=code, message=str(refusal).encode())
+        return ws
+    conn = Connection(ctx, ws, ip, ctx.frame_limiter.bucket(ip))
+    ctx.connections.add(conn)
+    ctx.metrics.inc("samizdat_relay_connections")
+    ctx.metrics.inc("samizdat_relay_connections_total")
+    if ctx.config.debug_log:
+        log.debug("connection from %s", ip)
+    try:
+        await conn.run()
+    finally:
+        ctx.connections.discard(conn)
+        ctx.counter.release(ip)
+        ctx.metrics.dec("samizdat_relay_connections")
+    return ws
+
+
+async def _metrics_handler(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    token = ctx.config.metrics_token
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return ctx.decoy.not_found()
+    return web.Response(text=ctx.metrics.render(), content_type="text/plain")

@@ -1,0 +1,94 @@
+"""``samizdat-relay``: run the relay (``serve``, the default) or ``check-config``.
+
+``samizdat-relay`` alone serves on 127.0.0.1:8480 with SQLite under the
+per-user data directory.  Logs hold no client address, mailbox id or size
+unless ``--debug-log`` is given, which says so at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from relay.app import create_app
+from relay.config import ConfigError, RelayConfig, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="samizdat-relay", description=__doc__.split("\n")[0])
+    p.add_argument("command", nargs="?", default="serve", choices=("serve", "check-config"))
+    p.add_argument("--config", type=Path, help="relay.toml (TOML; see SPEC-relay.md)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8480)")
+    p.add_argument("--data-dir", type=Path, help="SQLite, blobs and spool files")
+    p.add_argument("--backend", choices=("sqlite", "nats"))
+    p.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--prefix", help="secret path prefix for every relay endpoint")
+    p.add_argument(
+        "--debug-log",
+        action="store_true",
+        default=None,
+        help="log client addresses, mailbox ids and errors (never use in production)",
+    )
+    return p
+
+
+def build_config(args: argparse.Namespace) -> RelayConfig:
+    return load_config(
+        args.config,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        backend=args.backend,
+        nats_url=args.nats_url,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        prefix=args.prefix,
+        debug_log=args.debug_log,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"samizdat-relay: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(json.dumps(config.describe(), indent=2, sort_keys=True))
+        print("configuration OK", file=sys.stderr)
+        return 0
+    logging.basicConfig(
+        level=logging.DEBUG if config.debug_log else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    ssl_ctx = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    scheme = "https" if ssl_ctx else "http"
+    print(f"samizdat-relay listening on {scheme}://{config.host}:{config.port}", flush=True)
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        ssl_context=ssl_ctx,
+        print=None,
+        access_log=None,
+        shutdown_timeout=config.limits.shutdown_grace + 1,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

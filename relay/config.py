@@ -1,0 +1,177 @@
+"""Relay configuration: defaults, ``relay.toml`` loading and validation.
+
+A :class:`RelayConfig` is built from defaults, then a TOML file (top-level
+keys plus a ``[limits]`` table), then command-line overrides.  Unknown keys
+are errors so that a typo never silently leaves a limit at its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from protocol.errors import LocalError
+from protocol.padding import MAX_ENVELOPE_SIZE
+
+DAY = 86_400
+
+
+class ConfigError(LocalError):
+    """An invalid relay configuration."""
+
+    code = 20
+
+
+@dataclass(slots=True)
+class Limits:
+    """Quotas and rate limits; every figure is per relay process."""
+
+    max_envelope_size: int = MAX_ENVELOPE_SIZE
+    mailbox_max_messages: int = 10_000
+    mailbox_max_bytes: int = 64 * 1024 * 1024
+    total_max_bytes: int = 10 * 1024**3
+    default_ttl: int = 21 * DAY
+    max_ttl: int = 90 * DAY
+    blob_ttl: int = 7 * DAY
+    blob_max_chunks: int = 400
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 256
+    # Token buckets: sustained rate per second and burst size.
+    connect_rate: float = 20.0
+    connect_burst: int = 100
+    frame_rate: float = 2_000.0
+    frame_burst: int = 4_000
+    blob_rate: float = 50.0
+    blob_burst: int = 200
+    mailboxes_per_connection: int = 1_024
+    send_queue_frames: int = 1_024
+    send_queue_bytes: int = 8 * 1024 * 1024
+    heartbeat: float = 30.0
+    shutdown_grace: float = 5.0
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8480
+    data_dir: Path = field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("samizdat-relay"))
+    )
+    backend: str = "sqlite"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_shards: int = 4
+    nats_replicas: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    prefix: str = ""
+    access_token: str = ""
+    metrics: bool = True
+    metrics_token: str = ""
+    decoy_dir: Path | None = None
+    server_header: str = "nginx"
+    forwarded_for: bool = False
+    debug_log: bool = False
+    sqlite_synchronous: str = "FULL"
+    limits: Limits = field(default_factory=Limits)
+
+    def validate(self) -> RelayConfig:
+        """Normalise and check; raises :class:`ConfigError`."""
+        if self.backend not in ("sqlite", "nats"):
+            raise ConfigError(f"backend must be sqlite or nats, not {self.backend!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port out of range: {self.port}")
+        prefix = self.prefix.strip().strip("/")
+        if prefix and not all(c.isalnum() or c in "-_." for c in prefix):
+            raise ConfigError("prefix may hold only letters, digits, '-', '_' and '.'")
+        self.prefix = f"/{prefix}" if prefix else ""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together")
+        if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError("sqlite_synchronous must be FULL, EXTRA or NORMAL")
+        self.sqlite_synchronous = self.sqlite_synchronous.upper()
+        if not 1 <= self.nats_shards <= 64:
+            raise ConfigError("nats_shards must be in 1..64")
+        if self.nats_replicas not in (1, 3, 5):
+            raise ConfigError("nats_replicas must be 1, 3 or 5")
+        lim = self.limits
+        if not 256 <= lim.max_envelope_size <= MAX_ENVELOPE_SIZE:
+            raise ConfigError(f"max_envelope_size must be in 256..{MAX_ENVELOPE_SIZE}")
+        for f in dataclasses.fields(lim):
+            value = getattr(lim, f.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"limits.{f.name} must be a positive number")
+        if lim.default_ttl > lim.max_ttl:
+            raise ConfigError("default_ttl exceeds max_ttl")
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings, secrets masked (for ``check-config``)."""
+        out = dataclasses.asdict(self)
+        for secret in ("access_token", "metrics_token", "prefix"):
+            if out[secret]:
+                out[secret] = "<set>"
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+
+
+_PATH_KEYS = {"data_dir", "tls_cert", "tls_key", "decoy_dir"}
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> RelayConfig:
+    """Defaults, then the TOML file at ``path``, then non-None ``overrides``."""
+    cfg = RelayConfig()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        _apply(cfg, data)
+    _apply(cfg, {k: v for k, v in overrides.items() if v is not None})
+    return cfg.validate()
+
+
+def _apply(cfg: RelayConfig, data: dict[str, Any]) -> None:
+    top = {f.name: f for f in dataclasses.fields(cfg)}
+    lim_fields = {f.name: f for f in dataclasses.fields(cfg.limits)}
+    for key, value in data.items():
+        if key == "limits":
+            if not isinstance(value, dict):
+                raise ConfigError("[limits] must be a table")
+            for lkey, lvalue in value.items():
+                if lkey not in lim_fields:
+                    raise ConfigError(f"unknown setting limits.{lkey}")
+                setattr(cfg.limits, lkey, _coerce(f"limits.{lkey}", lvalue, lim_fields[lkey].type))
+        elif key in top:
+            if key in _PATH_KEYS:
+                setattr(cfg, key, Path(value).expanduser() if value not in ("", None) else None)
+                if key == "data_dir" and cfg.data_dir is None:
+                    raise ConfigError("data_dir may not be empty")
+            else:
+                setattr(cfg, key, _coerce(key, value, top[key].type))
+        else:
+            raise ConfigError(f"unknown setting {key}")
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    kind = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string")
+        return value
+    return value

@@ -1,0 +1,184 @@
+"""The storage interface both backends implement, and the live-push hub.
+
+Theory of operation
+-------------------
+* Storage never sees a client's mailbox id or message id in the clear.  A
+  mailbox is stored under ``mailbox_key(id) = SHA-256(label || id)``; a
+  message's de-duplication key is ``SHA-256(label || mailbox_id || msg_id)``
+  truncated to 16 bytes.  A seized database therefore cannot be searched for
+  a mailbox id or a client message id without already knowing them, and a
+  msg_id reused across mailboxes does not link them.
+* Sequence numbers are assigned by the backend, strictly increasing per
+  mailbox (contiguous on SQLite, gapped on NATS where they are stream
+  sequences), and never reused, even after an ack deletes messages.
+* A backend calls :meth:`LiveHub.publish` exactly once per newly stored
+  message, in sequence order per mailbox, on the event loop.  Subscribers
+  get the same encoded ``Deliver`` frame, built once per message.
+* Blob chunks are streamed through spool files of :data:`BLOB_CHUNK_SIZE`
+  bytes; no backend ever holds a whole blob in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.relay_frames import encode_deliver
+
+MAILBOX_LABEL = b"samizdat-relay/v1 mailbox-key"
+DEDUP_LABEL = b"samizdat-relay/v1 dedup-key"
+BLOB_LABEL = b"samizdat-relay/v1 blob-key"
+MAX_DB_SEQ = (1 << 63) - 1
+
+
+def mailbox_key(mailbox_id: bytes) -> bytes:
+    return hashlib.sha256(MAILBOX_LABEL + mailbox_id).digest()
+
+
+def dedup_key(mailbox_id: bytes, msg_id: bytes) -> bytes:
+    return hashlib.sha256(DEDUP_LABEL + mailbox_id + msg_id).digest()[:16]
+
+
+def blob_key(blob_id: bytes) -> bytes:
+    return hashlib.sha256(BLOB_LABEL + blob_id).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    read_key: bytes
+    write_key: bytes
+    ttl: int
+    head_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobMeta:
+    upload_hash: bytes
+    read_hash: bytes
+    expires: int
+    chunks: int
+
+
+Listener = Callable[[int, bytes], None]
+"""Called with ``(seq, encoded Deliver frame)`` for each new message."""
+
+
+class LiveHub:
+    """Fan-out of new messages to the subscribed connections of this process."""
+
+    def __init__(self) -> None:
+        self._subs: dict[bytes, tuple[bytes, dict[int, Listener]]] = {}
+        self.on_first: Callable[[bytes, bytes], None] | None = None
+        self.on_last: Callable[[bytes], None] | None = None
+        self.delivered = 0
+
+    def subscribe(self, key: bytes, mailbox_id: bytes, token: int, listener: Listener) -> None:
+        entry = self._subs.get(key)
+        if entry is None:
+            entry = (mailbox_id, {})
+            self._subs[key] = entry
+            if self.on_first is not None:
+                self.on_first(key, mailbox_id)
+        entry[1][token] = listener
+
+    def unsubscribe(self, key: bytes, token: int) -> None:
+        entry = self._subs.get(key)
+        if entry is None:
+            return
+        entry[1].pop(token, None)
+        if not entry[1]:
+            del self._subs[key]
+            if self.on_last is not None:
+                self.on_last(key)
+
+    def has_subscribers(self, key: bytes) -> bool:
+        return key in self._subs
+
+    def publish(self, key: bytes, seq: int, envelope: bytes) -> None:
+        entry = self._subs.get(key)
+        if entry is None:
+            return
+        frame = encode_deliver(entry[0], seq, envelope)
+        for listener in list(entry[1].values()):
+            listener(seq, frame)
+        self.delivered += len(entry[1])
+
+
+class Storage(ABC):
+    """What the relay needs from a backend.  All methods run on the event loop.
+
+    Errors are the relay's typed errors from :mod:`protocol.relay_frames`
+    (``UnknownMailbox``, ``MailboxExists``, ``QuotaExceeded``,
+    ``StorageFull``, ``Unavailable``).
+    """
+
+    hub: LiveHub
+    spool_dir: Path
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def create_mailbox(
+        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int
+    ) -> None:
+        """Create, or accept an identical re-create; else ``MailboxExists``."""
+
+    @abstractmethod
+    async def get_mailbox(self, key: bytes) -> MailboxInfo | None: ...
+
+    @abstractmethod
+    async def rotate_write_key(self, key: bytes, new_key: bytes) -> None: ...
+
+    @abstractmethod
+    async def post(
+        self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
+    ) -> tuple[int, bool]:
+        """Store; returns ``(seq, duplicate)``; publishes new messages to the hub.
+
+        With ``write_key`` set the post is refused (``NotAuthorized``) unless it
+        is still the mailbox's write key: a rotation revokes proven connections.
+        """
+
+    def post_nowait(
+        self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
+    ) -> asyncio.Future[tuple[int, bool]]:
+        """Start :meth:`post` now (requests keep their order); its future."""
+        return asyncio.ensure_future(self.post(key, dkey, envelope, now, write_key))
+
+    @abstractmethod
+    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored messages with ``seq >= from_seq``, in order."""
+
+    @abstractmethod
+    async def ack(self, key: bytes, up_to_seq: int) -> None: ...
+
+    @abstractmethod
+    async def expire(self, now: int) -> int:
+        """Remove expired messages, mailboxes and blobs; returns how many."""
+
+    @abstractmethod
+    async def blob_create(
+        self, blob_id: bytes, upload_hash: bytes, read_hash: bytes, expires: int
+    ) -> None: ...
+
+    @abstractmethod
+    async def blob_meta(self, blob_id: bytes) -> BlobMeta | None: ...
+
+    @abstractmethod
+    async def blob_put_chunk(self, blob_id: bytes, index: int, spool: Path) -> bool:
+        """Take ownership of the spool file; False if the chunk already existed."""
+
+    @abstractmethod
+    async def blob_open_chunk(self, blob_id: bytes, index: int) -> AsyncIterator[bytes] | None:
+        """An async iterator over the chunk's bytes, or None if it is absent."""
+
+    @abstractmethod
+    async def blob_delete(self, blob_id: bytes) -> None: ...

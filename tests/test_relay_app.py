@@ -1,0 +1,288 @@
+"""Mailbox protocol behaviour through aiohttp's test client (SQLite backend)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from protocol.padding import ENVELOPE_BUCKETS
+from protocol.relay_frames import (
+    AccessDenied,
+    BadRequest,
+    BadSignature,
+    BadSize,
+    Challenge,
+    Error,
+    MailboxExists,
+    NotAuthorized,
+    Ok,
+    Posted,
+    Subscribed,
+    TooLarge,
+    TooManyMailboxes,
+    UnknownMailbox,
+    Unsubscribe,
+)
+from relay.app import CONTEXT, create_app
+from relay.config import RelayConfig
+from tests.relay_support import Client, Mailbox, envelope
+
+
+def make_config(tmp_path: Path, **kw: Any) -> RelayConfig:
+    limits = kw.pop("limits", {})
+    cfg = RelayConfig(data_dir=tmp_path, **kw)
+    for k, v in limits.items():
+        setattr(cfg.limits, k, v)
+    return cfg.validate()
+
+
+@pytest.fixture
+async def relay(aiohttp_client: Any, tmp_path: Path) -> Any:
+    async def start(**kw: Any) -> Any:
+        app = create_app(make_config(tmp_path, **kw))
+        tc = await aiohttp_client(app)
+        tc.ctx = app[CONTEXT]
+        tc.ws_path = f"{app[CONTEXT].config.prefix}/ws"
+        return tc
+
+    return start
+
+
+async def connect(tc: Any) -> Client:
+    return await Client.connect(tc.session, tc.make_url(tc.ws_path))
+
+
+def code(frame: Any) -> int:
+    assert isinstance(frame, Error), frame
+    return frame.code
+
+
+async def test_challenge_first(relay: Any) -> None:
+    tc = await relay()
+    ws = await tc.ws_connect(tc.ws_path)
+    msg = await ws.receive(timeout=5)
+    c = Client(ws)
+    frame = c.proto.receive(msg.data)
+    assert isinstance(frame, Challenge)
+    assert frame.version == 1 and len(frame.nonce) == 32
+    assert frame.max_envelope_size == 65536
+    await ws.close()
+
+
+async def test_nonce_differs_per_connection(relay: Any) -> None:
+    tc = await relay()
+    a, b = await connect(tc), await connect(tc)
+    assert a.proto.challenge.nonce != b.proto.challenge.nonce
+
+
+async def test_create_post_subscribe_roundtrip(relay: Any) -> None:
+    tc = await relay()
+    w, r = await connect(tc), await connect(tc)
+    mb = Mailbox()
+    assert isinstance(await w.create(mb), Ok)
+    assert isinstance(await w.create(mb), Ok)  # identical re-create is idempotent
+    assert isinstance(await w.auth_write(mb), Ok)
+    first = await w.post(mb, envelope(b"one"))
+    assert first == Posted(first.req_id, 1, False)
+    assert isinstance(await r.auth_read(mb), Ok)
+    sub = await r.subscribe(mb)
+    assert isinstance(sub, Subscribed) and sub.head_seq == 1
+    await r.wait_delivered(1)
+    for i in range(2, 6):
+        p = await w.post(mb, envelope(b"n%d" % i))
+        assert isinstance(p, Posted) and p.seq == i
+    got = await r.wait_delivered(5)
+    assert [d.seq for d in got] == [1, 2, 3, 4, 5]
+    assert got[0].envelope == envelope(b"one") and got[0].mailbox_id == mb.id
+
+
+async def test_idempotent_post_returns_original_seq(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb = Mailbox()
+    await c.create(mb)
+    await c.auth_write(mb)
+    mid = os.urandom(16)
+    a = await c.post(mb, envelope(b"x"), mid)
+    await c.post(mb, envelope(b"y"))
+    b = await c.post(mb, envelope(b"x"), mid)
+    assert isinstance(a, Posted) and isinstance(b, Posted)
+    assert (a.seq, a.duplicate) == (1, False) and (b.seq, b.duplicate) == (1, True)
+    # one-shot signed retries de-duplicate against the same index
+    s = await c.post_signed(mb, envelope(b"x"), mid)
+    assert isinstance(s, Posted) and (s.seq, s.duplicate) == (1, True)
+
+
+async def test_backfill_from_seq_and_ack(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb = Mailbox()
+    await c.create(mb)
+    await c.auth_write(mb)
+    for i in range(10):
+        await c.post(mb, envelope(b"%d" % i))
+    r = await connect(tc)
+    await r.auth_read(mb)
+    await r.subscribe(mb, from_seq=7)
+    assert [d.seq for d in await r.wait_delivered(4)] == [7, 8, 9, 10]
+    assert isinstance(await r.ack(mb, 8), Ok)
+    r2 = await connect(tc)
+    await r2.auth_read(mb)
+    sub = await r2.subscribe(mb)
+    assert isinstance(sub, Subscribed) and sub.head_seq == 10
+    assert [d.seq for d in await r2.wait_delivered(2)] == [9, 10]
+    # acking past the head, even at 2^64-1, is clamped and harmless
+    assert isinstance(await r2.ack(mb, 2**64 - 1), Ok)
+    p = await c.post(mb, envelope(b"after"))
+    assert isinstance(p, Posted) and p.seq == 11  # seqs are never reused
+
+
+async def test_backfill_larger_than_a_page_then_live(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb = Mailbox()
+    await c.create(mb)
+    await c.auth_write(mb)
+    for _ in range(600):
+        await c.send(
+            __import__("protocol.relay_frames").relay_frames.Post(
+                c.rid(), mb.id, os.urandom(16), envelope(b"b")
+            )
+        )
+    while len([f for f in c.replies.values() if isinstance(f, Posted)]) < 600:
+        f = await c.recv()
+        c.replies[f.req_id] = f
+    r = await connect(tc)
+    await r.auth_read(mb)
+    await r.subscribe(mb)
+    await c.post(mb, envelope(b"live"))
+    got = await r.wait_delivered(601)
+    assert [d.seq for d in got] == list(range(1, 602))
+
+
+async def test_unsubscribe_stops_pushes(relay: Any) -> None:
+    tc = await relay()
+    w, r = await connect(tc), await connect(tc)
+    mb = Mailbox()
+    await w.create(mb)
+    await w.auth_write(mb)
+    await r.auth_read(mb)
+    await r.subscribe(mb)
+    assert isinstance(await r.request(Unsubscribe(r.rid(), mb.id)), Ok)
+    await w.post(mb, envelope())
+    assert isinstance(await r.ack(mb, 0), Ok)  # a round trip: nothing was pushed before it
+    assert r.delivered == []
+
+
+async def test_refusals(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb, other = Mailbox(), Mailbox()
+    assert code(await c.auth_read(mb)) == UnknownMailbox.code
+    await c.create(mb)
+    clash = Mailbox(id=mb.id)
+    assert code(await c.create(clash)) == MailboxExists.code
+    assert code(await c.post(mb, envelope())) == NotAuthorized.code
+    assert code(await c.subscribe(mb)) == NotAuthorized.code
+    assert code(await c.ack(mb, 1)) == NotAuthorized.code
+    assert code(await c.auth_read(mb, key=mb.write)) == BadSignature.code
+    assert code(await c.auth_write(mb, key=mb.read)) == BadSignature.code
+    assert code(await c.post_signed(mb, envelope(), key=SigningKey.generate())) == (
+        BadSignature.code
+    )
+    assert code(await c.post_signed(other, envelope())) == UnknownMailbox.code
+    await c.auth_write(mb)
+    assert code(await c.post(mb, envelope(size=300))) == BadSize.code
+    assert code(await c.post(mb, envelope(size=0))) == BadSize.code
+    assert code(await c.post(mb, envelope(size=65537))) == TooLarge.code
+    assert code(await c.create(Mailbox(), ttl=10**9)) == BadRequest.code
+    bad = Mailbox()
+    frame = bad.create(c.rid())
+    bogus = type(frame)(frame.req_id, bad.id, b"\xff" * 32, frame.write_key)
+    assert code(await c.request(bogus)) == BadRequest.code
+    assert not c.ws.closed  # non-fatal refusals keep the connection
+
+
+async def test_every_bucket_size_accepted(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb = Mailbox()
+    await c.create(mb)
+    await c.auth_write(mb)
+    for size in ENVELOPE_BUCKETS:
+        assert isinstance(await c.post(mb, envelope(size=size)), Posted)
+
+
+async def test_max_envelope_size_limit(relay: Any) -> None:
+    tc = await relay(limits={"max_envelope_size": 1024})
+    c = await connect(tc)
+    assert c.proto.challenge.max_envelope_size == 1024
+    mb = Mailbox()
+    await c.create(mb)
+    await c.auth_write(mb)
+    assert isinstance(await c.post(mb, envelope(size=1024)), Posted)
+    assert code(await c.post(mb, envelope(size=2048))) == TooLarge.code
+
+
+async def test_write_key_rotation(relay: Any) -> None:
+    tc = await relay()
+    a, b = await connect(tc), await connect(tc)
+    mb = Mailbox()
+    await a.create(mb)
+    await a.auth_write(mb)
+    await b.auth_write(mb)
+    new = SigningKey.generate()
+    assert code(await a.rotate(mb, new, signer=new)) == BadSignature.code
+    assert isinstance(await a.rotate(mb, new), Ok)
+    # the rotating connection keeps posting; the other one lost its grant
+    assert isinstance(await a.post(mb, envelope()), Posted)
+    assert code(await b.post(mb, envelope())) == NotAuthorized.code
+    assert code(await b.post_signed(mb, envelope())) == BadSignature.code
+    old = mb.write
+    mb.write = new
+    assert isinstance(await b.auth_write(mb), Ok)
+    assert isinstance(await b.post_signed(mb, envelope()), Posted)
+    assert code(await b.auth_write(mb, key=old)) == BadSignature.code
+
+
+async def test_access_token_for_create(relay: Any) -> None:
+    tc = await relay(access_token="s3cret")
+    c = await connect(tc)
+    assert code(await c.create(Mailbox())) == AccessDenied.code
+    assert code(await c.create(Mailbox(), token=b"wrong")) == AccessDenied.code
+    assert isinstance(await c.create(Mailbox(), token=b"s3cret"), Ok)
+
+
+async def test_mailboxes_per_connection_limit(relay: Any) -> None:
+    tc = await relay(limits={"mailboxes_per_connection": 2})
+    c = await connect(tc)
+    boxes = [Mailbox() for _ in range(3)]
+    for mb in boxes:
+        await c.create(mb)
+    assert isinstance(await c.auth_read(boxes[0]), Ok)
+    assert isinstance(await c.auth_write(boxes[0]), Ok)
+    assert isinstance(await c.auth_write(boxes[1]), Ok)
+    assert code(await c.auth_read(boxes[2])) == TooManyMailboxes.code
+    assert isinstance(await c.auth_read(boxes[1]), Ok)  # already counted
+
+
+async def test_ttl_expiry(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb, keep = Mailbox(), Mailbox()
+    await c.create(mb, ttl=60)
+    await c.create(keep, ttl=3600)
+    await c.auth_write(mb)
+    await c.post(mb, envelope())
+    storage = tc.ctx.storage
+    import time
+
+    now = int(time.time())
+    assert await storage.expire(now) == 0
+    assert await storage.expire(now + 120) == 2  # the message, then the idle mailbox
+    assert code(await c.auth_read(mb)) == UnknownMailbox.code
+    assert isinstance(await c.auth_read(keep), Ok)
