@@ -502,6 +502,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     return int(run_app(args))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from client.demo import main as demo_main
+
+    return demo_main(args)
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -607,6 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("old")
     r.add_argument("new")
     p.set_defaults(func=cmd_relays)
+
+    p = sub.add_parser(
+        "demo", help="try Samizdat: local relays, two contacts and a group, in the app"
+    )
+    p.add_argument("--keep", metavar="DIR", help="keep the demo's data in DIR (default: delete)")
+    p.set_defaults(func=cmd_demo)
 
     for name, func, helptext in (
         ("export", cmd_export, "write an encrypted backup"),

@@ -115,6 +115,7 @@ class _Mailbox:
     read_seed: bytes
     write_seed: bytes
     key: bytes  # seal key
+    old_keys: tuple[bytes, ...] = ()  # seal keys before a rotation, for messages in flight
 
 
 @dataclass
@@ -257,29 +258,32 @@ class EngineCore(ABC):
     # -- mailboxes ---------------------------------------------------------------
 
     def _index_mailboxes(self) -> None:
-        self._mailboxes.clear()
-        for inbox in self.identity.inboxes:
-            self._mailboxes[inbox.mailbox_id] = _Mailbox(
-                None,
-                inbox.relay_url,
-                inbox.mailbox_id,
-                inbox.read_seed,
-                inbox.write_seed,
-                seal_key(inbox.write_seed),
-            )
+        """Rebuild the mailbox index from our inboxes and every active group's
+        GroupMeta.  A mailbox whose write seed changed keeps its previous seal
+        keys (at most 3): envelopes sealed before the rotation may still be in
+        flight, and only members ever held those keys."""
+        previous = self._mailboxes
+        self._mailboxes = {}
+        entries: list[tuple[bytes | None, str, bytes, bytes, bytes]] = [
+            (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed)
+            for i in self.identity.inboxes
+        ]
         for conv_id, group in self.groups.items():
             meta = find_group_meta(group.extensions)
-            if meta is None or not group.active:
-                continue
-            for ref in meta.mailboxes:
-                self._mailboxes[ref.mailbox_id] = _Mailbox(
-                    conv_id,
-                    ref.relay_url,
-                    ref.mailbox_id,
-                    ref.read_seed,
-                    ref.write_seed,
-                    seal_key(ref.write_seed),
+            if meta is not None and group.active:
+                entries.extend(
+                    (conv_id, r.relay_url, r.mailbox_id, r.read_seed, r.write_seed)
+                    for r in meta.mailboxes
                 )
+        for owner, url, mailbox_id, read_seed, write_seed in entries:
+            key = seal_key(write_seed)
+            old = previous.get(mailbox_id)
+            old_keys: tuple[bytes, ...] = ()
+            if old is not None:
+                old_keys = old.old_keys if old.key == key else (old.key, *old.old_keys)[:3]
+            self._mailboxes[mailbox_id] = _Mailbox(
+                owner, url, mailbox_id, read_seed, write_seed, key, old_keys
+            )
 
     async def _subscribe(self, mb: _Mailbox) -> None:
         client = self._relay(mb.relay_url)

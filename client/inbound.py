@@ -15,6 +15,7 @@ from client.core import (
     EngineError,
     _history_entry,
     _kp_signed_by,
+    _Mailbox,
     now_ms,
     payload_is_own,
     rng,
@@ -90,7 +91,7 @@ class Inbound(Conversations):
         if mb is None:
             return
         try:
-            piece = unseal(mb.key, mailbox_id, sealed)
+            piece = _unseal_any(mb, sealed)
             envelope = Envelope.from_bytes(piece)
         except (CryptoError, DecodeError) as exc:
             self._notice(
@@ -107,19 +108,21 @@ class Inbound(Conversations):
             return
         if complete is None:
             return
-        # The same message arrives from every relay: keep the first complete copy.
-        digest = hashlib.sha256(bytes([complete[0]]) + complete[1]).digest()[:16]
+        # The same message arrives from every relay: handle the first complete
+        # copy that is processed (a handshake held for the ordering relay is
+        # not "seen" yet, so the orderer's copy still counts).
+        kind, payload = complete
+        digest = hashlib.sha256(bytes([kind]) + payload).digest()[:16]
         if self.store.get(NS_SEEN, digest) is not None:
             return
-        self.store.put(NS_SEEN, digest, b"")
-        kind, payload = complete
         if kind == EnvelopeType.WELCOME:
+            self.store.put(NS_SEEN, digest, b"")
             if mb.conv_id is None:
                 await self._on_welcome(payload)
             return
         if mb.conv_id is None:
             return
-        await self._on_mls(mb.conv_id, url, seq, payload)
+        await self._on_mls(mb.conv_id, url, seq, payload, digest)
 
     async def _on_welcome(self, welcome: bytes) -> None:
         msg = MLSMessage.from_bytes(welcome)
@@ -161,7 +164,9 @@ class Inbound(Conversations):
         await self._introduce(conv_id)
         self._emit("conversation", conv_id)
 
-    async def _on_mls(self, conv_id: bytes, url: str, seq: int, payload: bytes) -> None:
+    async def _on_mls(
+        self, conv_id: bytes, url: str, seq: int, payload: bytes, digest: bytes
+    ) -> None:
         group = self.groups.get(conv_id)
         if group is None:
             return
@@ -178,6 +183,11 @@ class Inbound(Conversations):
             if url != self._ordering_url(meta):
                 self._held.setdefault(conv_id, []).append((url, seq, payload))
                 return
+        self.store.put(NS_SEEN, digest, b"")
+        # copies of this message held from other relays are now redundant
+        held = self._held.get(conv_id)
+        if held:
+            self._held[conv_id] = [h for h in held if h[2] != payload]
         await self._process(conv_id, payload)
 
     async def _drain_held(self) -> None:
@@ -189,6 +199,10 @@ class Inbound(Conversations):
                 mine = sorted((s, p) for u, s, p in held if u == order)
                 self._held[conv_id] = [h for h in held if h[0] != order]
                 for _, payload in mine:
+                    digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + payload).digest()[:16]
+                    if self.store.get(NS_SEEN, digest) is not None:
+                        continue
+                    self.store.put(NS_SEEN, digest, b"")
                     await self._process(conv_id, payload)
 
     async def _process(self, conv_id: bytes, payload: bytes) -> None:
@@ -392,3 +406,13 @@ class Inbound(Conversations):
             for body in new_receipts(ReceiptKind.DELIVERED, ids):
                 with contextlib.suppress(EngineError):
                     await self._send_app(conv_id, body, history=False)
+
+
+def _unseal_any(mb: _Mailbox, sealed: bytes) -> bytes:
+    """Open with the mailbox's current seal key, or one from before a rotation."""
+    for key in (mb.key, *mb.old_keys):
+        try:
+            return unseal(key, mb.mailbox_id, sealed)
+        except CryptoError:
+            continue
+    raise CryptoError("sealed envelope does not open with this mailbox's keys")

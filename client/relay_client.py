@@ -44,6 +44,7 @@ from protocol.relay_frames import (
     Deliver,
     Error,
     Frame,
+    NotAuthorized,
     Ok,
     Post,
     Posted,
@@ -342,18 +343,28 @@ class RelayClient:
         self, mailbox_id: bytes, write_seed: bytes, msg_id: bytes, envelope: bytes
     ) -> int:
         """Append ``envelope``; returns its relay sequence number.  Idempotent
-        by ``msg_id``: a retry returns the original number."""
-        if mailbox_id not in self._written:
+        by ``msg_id``: a retry returns the original number.  The write key is
+        proved once per connection; if the relay has since seen the key
+        rotated, it is proved again (once) with ``write_seed``."""
+        for attempt in (1, 2):
+            if mailbox_id not in self._written:
 
-            def auth(req_id: int) -> Frame:
-                payload = self._conn.auth_payload("auth-write", mailbox_id)
-                return AuthWrite(req_id, mailbox_id, sign(write_seed, payload))
+                def auth(req_id: int) -> Frame:
+                    payload = self._conn.auth_payload("auth-write", mailbox_id)
+                    return AuthWrite(req_id, mailbox_id, sign(write_seed, payload))
 
-            await self._request(auth)
-            self._written.add(mailbox_id)
-        reply = await self._request(lambda r: Post(r, mailbox_id, msg_id, envelope))
-        assert isinstance(reply, Posted)
-        return reply.seq
+                await self._request(auth)
+                self._written.add(mailbox_id)
+            try:
+                reply = await self._request(lambda r: Post(r, mailbox_id, msg_id, envelope))
+            except NotAuthorized:
+                self._written.discard(mailbox_id)
+                if attempt == 2:
+                    raise
+                continue
+            assert isinstance(reply, Posted)
+            return reply.seq
+        raise AssertionError("unreachable")
 
     async def ack(self, mailbox_id: bytes, up_to_seq: int) -> None:
         await self._request(lambda r: Ack(r, mailbox_id, up_to_seq))
