@@ -211,10 +211,12 @@ class Conversations(Outbound):
 
     async def _merged(self, conv_id: bytes, events: list[GroupEvent]) -> None:
         """Our pending commit took effect."""
-        self._save_group(conv_id)
+        with self.store.transaction():
+            self._save_group(conv_id)
+            self._record_events(conv_id, events)
         pending = self._pending.pop(conv_id, None)
         self._index_mailboxes()
-        await self._apply_events(conv_id, events, b"")
+        self._emit("conversation", conv_id)
         if pending is not None:
             for welcome, inboxes in pending.welcomes:
                 await self._post_to_inboxes(welcome, inboxes, conv_id)

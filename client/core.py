@@ -148,6 +148,7 @@ class EngineCore(ABC):
         self._lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
+        self._receipt_task: asyncio.Task[None] | None = None
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),
@@ -168,7 +169,7 @@ class EngineCore(ABC):
         """Retry queued envelopes (:mod:`client.outbound`)."""
 
     @abstractmethod
-    async def _apply_events(self, conv_id: bytes, events: list[GroupEvent], payload: bytes) -> None:
+    def _record_events(self, conv_id: bytes, events: list[GroupEvent]) -> None:
         """Turn group events into history and notices (:mod:`client.inbound`)."""
 
     @abstractmethod

@@ -84,7 +84,6 @@ class Inbound(Conversations):
         if mb is not None and mb.conv_id is None:
             with contextlib.suppress(RelayUnavailable, RemoteError):
                 await self._relay(url).ack(mailbox_id, seq)  # inboxes are ours alone
-        await self._flush_receipts()
 
     async def _receive(self, url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
         mb = self._mailboxes.get(mailbox_id)
@@ -183,7 +182,6 @@ class Inbound(Conversations):
             if url != self._ordering_url(meta):
                 self._held.setdefault(conv_id, []).append((url, seq, payload))
                 return
-        self.store.put(NS_SEEN, digest, b"")
         # copies of this message held from other relays are now redundant
         held = self._held.get(conv_id)
         if held:
@@ -200,14 +198,13 @@ class Inbound(Conversations):
                 self._held[conv_id] = [h for h in held if h[0] != order]
                 for _, payload in mine:
                     digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + payload).digest()[:16]
-                    if self.store.get(NS_SEEN, digest) is not None:
-                        continue
-                    self.store.put(NS_SEEN, digest, b"")
-                    await self._process(conv_id, payload)
+                    if self.store.get(NS_SEEN, digest) is None:
+                        await self._process(conv_id, payload)
 
     async def _process(self, conv_id: bytes, payload: bytes) -> None:
         group = self.groups[conv_id]
         was_pending = group.has_pending_commit
+        digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + payload).digest()[:16]
         try:
             events = group.process(payload, now=int(time.time()))
         except (ReplayedMessage, WrongEpoch):
@@ -215,36 +212,48 @@ class Inbound(Conversations):
         except SamizdatError as exc:
             self._notice(conv_id, f"rejected a message: {exc}", True)
             return
-        self._save_group(conv_id)
-        if (
+        own_commit = (
             was_pending
             and not group.has_pending_commit
             and any(isinstance(e, EpochAdvanced) for e in events)
             and not any(isinstance(e, PendingCommitDiscarded) for e in events)
-        ):
-            pending = self._pending.get(conv_id)
-            if pending is not None and payload_is_own(group, events):
-                await self._merged(conv_id, events)
-                return
-        if any(isinstance(e, PendingCommitDiscarded) for e in events):
-            await self._apply_events(conv_id, events, payload)
-            pending = self._pending.get(conv_id)
-            if pending is not None and pending.redo is not None and not pending.retried:
-                pending.retried = True
-                pending.welcomes.clear()
-                pending.after.clear()
-                await pending.redo()
+            and conv_id in self._pending
+            and payload_is_own(group, events)
+        )
+        if own_commit:
+            await self._merged(conv_id, events)
             return
-        await self._apply_events(conv_id, events, payload)
+        # One durable transaction for everything this message changed.
+        with self.store.transaction():
+            self.store.put(NS_SEEN, digest, b"")
+            self._save_group(conv_id)
+            self._record_events(conv_id, events)
+        self._index_mailboxes()
+        self._emit("conversation", conv_id)
+        if any(isinstance(e, ApplicationMessageReceived) for e in events):
+            self._schedule_receipts()
+        pending = self._pending.get(conv_id)
+        if (
+            any(isinstance(e, PendingCommitDiscarded) for e in events)
+            and pending is not None
+            and pending.redo is not None
+            and not pending.retried
+        ):
+            pending.retried = True
+            pending.welcomes.clear()
+            pending.after.clear()
+            await pending.redo()
 
-    async def _apply_events(self, conv_id: bytes, events: list[GroupEvent], payload: bytes) -> None:
+    def _record_events(self, conv_id: bytes, events: list[GroupEvent]) -> None:
+        """Turn group events into history, statuses and notes (no I/O but the
+        store; callers wrap it in one transaction with the group state)."""
         conv = self.conversation(conv_id)
         if conv is None:
             return
         group = self.groups[conv_id]
         for event in events:
             if isinstance(event, ApplicationMessageReceived):
-                await self._on_app(conv, group, event)
+                self._on_app(conv, group, event)
             elif isinstance(event, MemberAdded):
                 conv.note(f"{self.display_name(event.signature_key)} joined")
             elif isinstance(event, MemberRemoved):
@@ -260,10 +269,8 @@ class Inbound(Conversations):
                 if conv.kind == "direct":
                     self._check_direct_peer(conv, group)
             elif isinstance(event, ProposalReceived):
-                await self._maybe_commit_leave(conv_id, group, event)
+                self._maybe_commit_leave(conv_id, group, event)
         self._save_conv(conv)
-        self._index_mailboxes()
-        self._emit("conversation", conv_id)
 
     def _check_direct_peer(self, conv: Conversation, group: Group) -> None:
         """In a 1:1 conversation the other member must keep the identity key
@@ -285,9 +292,7 @@ class Inbound(Conversations):
                 warning=True,
             )
 
-    async def _maybe_commit_leave(
-        self, conv_id: bytes, group: Group, event: ProposalReceived
-    ) -> None:
+    def _maybe_commit_leave(self, conv_id: bytes, group: Group, event: ProposalReceived) -> None:
         """A member asked to leave (a Remove of itself): the remaining member
         with the lowest leaf index commits it, so the request does not wait."""
         if event.proposal_type != 3 or event.sender_index is None:
@@ -311,9 +316,7 @@ class Inbound(Conversations):
         except SamizdatError as exc:
             self._notice(conv_id, f"could not commit a pending change: {exc}", True)
 
-    async def _on_app(
-        self, conv: Conversation, group: Group, event: ApplicationMessageReceived
-    ) -> None:
+    def _on_app(self, conv: Conversation, group: Group, event: ApplicationMessageReceived) -> None:
         sender_key = group.member_leaf(event.sender).signature_key
         try:
             message = AppMessage.from_bytes(event.data)
@@ -396,6 +399,20 @@ class Inbound(Conversations):
             if track.missing:
                 out[bytes.fromhex(key_hex)] = len(track.missing)
         return out
+
+    def _schedule_receipts(self, delay: float = 0.3) -> None:
+        """Send delivery receipts once a burst of deliveries has passed, one
+        receipt message per conversation (not one per message)."""
+        if self._receipt_task is not None and not self._receipt_task.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self._flush_receipts()
+
+        self._receipt_task = asyncio.get_running_loop().create_task(later())
+        self._tasks.add(self._receipt_task)
+        self._receipt_task.add_done_callback(self._tasks.discard)
 
     async def _flush_receipts(self) -> None:
         pending, self._receipts = self._receipts, {}

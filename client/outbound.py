@@ -19,6 +19,7 @@ from client.core import (
 )
 from client.model import (
     NS_OUTBOX,
+    NS_SEEN,
     NS_STATUS,
     ContactInbox,
     MessageStatus,
@@ -191,6 +192,10 @@ class Outbound(EngineCore):
             self.store.append(history_ns(conv_id), entry.to_json())
             status = MessageStatus(message.message_id, conv_id, recipients=len(group.members()) - 1)
             self.store.put(NS_STATUS, message.message_id, status.to_json())
+        # our own copy comes back from every relay: known, so dropped unread
+        self.store.put(
+            NS_SEEN, hashlib.sha256(bytes([EnvelopeType.MLS]) + ciphertext).digest()[:16], b""
+        )
         await self._post_mls(conv_id, ciphertext, message.message_id)
         self._emit("message", conv_id)
         return message.message_id

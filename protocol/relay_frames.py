@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from protocol.codec import Reader, Writer, decode_exact, opaque
+from protocol.codec import Reader, Writer, decode_exact, encode_varint, opaque
 from protocol.errors import DecodeError, LocalError, RemoteError
 
 PROTOCOL_VERSION = 1
@@ -629,8 +629,43 @@ def _decode(data: bytes, registry: dict[int, type[Frame]], direction: str) -> Fr
     return decode_exact(data[1:], cls._pull)
 
 
+_POST_HEAD = 1 + 4 + MAILBOX_ID_LEN + MSG_ID_LEN
+
+
+def _decode_post_fast(data: bytes) -> Post | None:
+    """The common ``Post`` by slicing; None means "use the general decoder".
+
+    Accepts exactly what :meth:`Post._pull` accepts: the varint length must be
+    minimal and the envelope must end the frame.
+    """
+    if len(data) < _POST_HEAD + 1:
+        return None
+    first = data[_POST_HEAD]
+    prefix = first >> 6
+    if prefix == 0:
+        n, start = first, _POST_HEAD + 1
+    elif prefix == 1 and len(data) >= _POST_HEAD + 2:
+        n, start = ((first & 0x3F) << 8) | data[_POST_HEAD + 1], _POST_HEAD + 2
+        if n < 64:
+            return None
+    else:
+        return None
+    if len(data) - start != n:
+        return None
+    return Post(
+        int.from_bytes(data[1:5], "big"),
+        data[5 : 5 + MAILBOX_ID_LEN],
+        data[5 + MAILBOX_ID_LEN : _POST_HEAD],
+        data[start:],
+    )
+
+
 def decode_client_frame(data: bytes) -> ClientFrame:
     """Decode a frame sent by a client; raises :class:`DecodeError`."""
+    if data[:1] == b"\x06":
+        fast = _decode_post_fast(bytes(data))
+        if fast is not None:
+            return fast
     frame = _decode(data, CLIENT_FRAMES, "client")
     assert isinstance(frame, ClientFrame)
     return frame
@@ -649,12 +684,10 @@ def encode_frame(frame: Frame) -> bytes:
 
 def encode_deliver(mailbox_id: bytes, seq: int, envelope: bytes) -> bytes:
     """:class:`Deliver` bytes without building the dataclass (hot path)."""
-    w = Writer()
-    w.push_uint8(Deliver.TYPE)
-    _push_id(w, "mailbox_id", mailbox_id, MAILBOX_ID_LEN)
-    w.push_uint64(seq)
-    w.push_opaque(envelope)
-    return w.getvalue()
+    _check_len("mailbox_id", mailbox_id, MAILBOX_ID_LEN)
+    return b"".join(
+        (b"\x84", mailbox_id, seq.to_bytes(8, "big"), encode_varint(len(envelope)), envelope)
+    )
 
 
 # ---------------------------------------------------------------- client state

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from protocol.padding import MAX_ENVELOPE_SIZE
-from protocol.relay_frames import Error, RateLimited, TooManyConnections
+from protocol.relay_frames import Error, RateLimited, RelayError, TooManyConnections
 from relay.blobs import BlobHandlers
 from relay.config import RelayConfig
 from relay.connection import Connection
@@ -173,7 +173,7 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
         return ctx.decoy.not_found()
     ip = ctx.client_ip(request)
     await ws.prepare(request)
-    refusal = None
+    refusal: RelayError | None = None
     if ctx.shutting_down:
         refusal, code = TooManyConnections("relay shutting down"), 1001
     elif not ctx.connect_limiter.take(ip):

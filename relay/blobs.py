@@ -23,7 +23,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
@@ -140,7 +140,7 @@ class BlobHandlers:
         parsed = self._parse(request)
         if parsed is None or parsed[1] is None:
             return self.ctx.decoy.not_found()
-        blob_id, index = parsed
+        blob_id, index = parsed[0], parsed[1]
         try:
             self._limit(request)
             if index >= self.ctx.config.limits.blob_max_chunks:
@@ -186,7 +186,7 @@ class BlobHandlers:
         parsed = self._parse(request)
         if parsed is None or parsed[1] is None:
             return self.ctx.decoy.not_found()
-        blob_id, index = parsed
+        blob_id, index = parsed[0], parsed[1]
         try:
             self._limit(request)
             err = await self._authorize(request, blob_id, upload=False)
@@ -222,6 +222,6 @@ class BlobHandlers:
         return web.Response(status=204)
 
 
-def _flush_sync(fh: object) -> None:
-    fh.flush()  # type: ignore[attr-defined]
-    os.fsync(fh.fileno())  # type: ignore[attr-defined]
+def _flush_sync(fh: BinaryIO) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())

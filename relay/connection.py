@@ -16,10 +16,13 @@ submitted to storage in order (so their seqs follow arrival order), and
 answered when storage commits; at most ``MAX_INFLIGHT`` posts are pending
 per connection, after which reading pauses (TCP back-pressure).
 
-Every outbound frame goes through one bounded :class:`SendQueue` drained by
-one writer task, so replies and pushes are never interleaved mid-frame and
-a peer that does not read is disconnected (``SlowConsumer``) instead of
-growing memory.  A subscription first buffers live pushes, sends its
+Outbound frames keep one order: a frame is written straight to the
+transport only while nothing is queued, no batch is being written and the
+transport buffers less than ``DIRECT_WRITE_LIMIT`` (no task switch per
+frame, the common case); otherwise it joins one bounded :class:`SendQueue`
+drained by one writer task.  A peer that does not read therefore costs at
+most that buffer plus the queue's bounds, then is disconnected
+(``SlowConsumer``) instead of growing memory.  A subscription first buffers live pushes, sends its
 backfill page by page (each page waits for room in the queue), then flushes
 the buffer skipping seqs already sent: no gap, no duplicate.
 """
@@ -33,7 +36,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import nacl.bindings
 import nacl.exceptions
@@ -79,7 +82,7 @@ from protocol.relay_frames import (
     post_message,
 )
 from relay.limits import SendQueue, TokenBucket
-from relay.storage.base import MAX_DB_SEQ, dedup_key, mailbox_key
+from relay.storage.base import MAX_DB_SEQ, Listener, dedup_key, mailbox_key
 
 if TYPE_CHECKING:
     from relay.app import RelayContext
@@ -142,7 +145,7 @@ class Connection:
         self.write_grants: dict[bytes, bytes] = {}
         self.subs: dict[bytes, Subscription] = {}
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
-        self.pending: set[asyncio.Future[object]] = set()
+        self.pending: set[asyncio.Future[Any]] = set()
         self.close_code = 1000
         self.close_reason = ""
         self.closing = False
@@ -449,7 +452,7 @@ class Connection:
         self.send(Subscribed(f.req_id, info.head_seq))
         sub.task = asyncio.create_task(self._backfill(sub))
 
-    def _listener(self, sub: Subscription):  # type: ignore[no-untyped-def]
+    def _listener(self, sub: Subscription) -> Listener:
         metrics = self.ctx.metrics
 
         def on_message(seq: int, frame: bytes) -> None:

@@ -11,6 +11,7 @@ others rather than like a Samizdat relay.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -77,7 +78,9 @@ class Decoy:
         return web.FileResponse(target, headers={"Content-Type": ctype})
 
 
-def set_server_header(value: str):  # type: ignore[no-untyped-def]
+def set_server_header(
+    value: str,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """An ``on_response_prepare`` hook giving every response the same Server."""
 
     async def hook(request: web.Request, response: web.StreamResponse) -> None:

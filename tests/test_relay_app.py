@@ -24,6 +24,7 @@ from protocol.relay_frames import (
     Subscribed,
     TooLarge,
     TooManyMailboxes,
+    Unavailable,
     UnknownMailbox,
     Unsubscribe,
 )
@@ -286,3 +287,37 @@ async def test_ttl_expiry(relay: Any) -> None:
     assert await storage.expire(now + 120) == 2  # the message, then the idle mailbox
     assert code(await c.auth_read(mb)) == UnknownMailbox.code
     assert isinstance(await c.auth_read(keep), Ok)
+
+
+async def test_storage_failure_is_a_typed_unavailable(relay: Any) -> None:
+    tc = await relay()
+    c = await connect(tc)
+    mb = Mailbox()
+    await c.create(mb)
+    await c.auth_write(mb)
+    await tc.ctx.storage.close()
+    assert code(await c.post(mb, envelope())) == Unavailable.code
+    assert code(await c.create(Mailbox())) == Unavailable.code
+    assert not c.ws.closed
+
+
+async def test_identical_recreate_refreshes_lifetime(relay: Any) -> None:
+    import time
+
+    tc = await relay()
+    c = await connect(tc)
+    mb = Mailbox()
+    await c.create(mb, ttl=60)
+    now = int(time.time())
+    storage = tc.ctx.storage
+
+    def age(db: Any) -> None:  # pretend the mailbox was created long ago
+        db.execute("UPDATE mailboxes SET expires=?", (now - 1,))
+        storage._mbx.clear()
+
+    await storage._call(age)
+    await c.create(mb, ttl=60)
+    assert await storage.expire(now + 30) == 0
+    assert isinstance(await c.auth_read(mb), Ok)
+    await storage._call(age)
+    assert await storage.expire(now) == 1  # without the refresh it would have gone

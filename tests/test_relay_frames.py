@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.codec import decode_exact
 from protocol.errors import DecodeError, LocalError
 from protocol.padding import (
     BLOB_CHUNK_SIZE,
@@ -252,3 +253,27 @@ def test_pad_fill_from_rng() -> None:
         unpad(b"\x00\x00")
     with pytest.raises(DecodeError):
         unpad(b"\x00\x00\x01\x00" + b"x")
+
+
+@given(st.binary(max_size=70), st.binary(max_size=20_000))
+def test_post_fast_path_agrees_with_the_general_decoder(junk: bytes, env: bytes) -> None:
+    from protocol.relay_frames import _decode_post_fast
+
+    frame = Post(7, M, I16, env).encode()
+    assert _decode_post_fast(frame) == Post(7, M, I16, env) == decode_client_frame(frame)
+    for data in (frame[:-1], frame + b"\x00", b"\x06" + junk, frame[:54] + junk):
+        fast = _decode_post_fast(data)
+        try:
+            general = decode_exact(data[1:], Post._pull)
+        except DecodeError:
+            general = None
+        assert fast is None or fast == general
+
+
+def test_post_fast_path_rejects_non_minimal_varint() -> None:
+    from protocol.relay_frames import _decode_post_fast
+
+    bad = b"\x06" + b"\x00\x00\x00\x01" + M + I16 + b"\x40\x02ab"
+    assert _decode_post_fast(bad) is None
+    with pytest.raises(DecodeError):
+        decode_client_frame(bad)

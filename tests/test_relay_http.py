@@ -160,7 +160,12 @@ async def test_blob_oversized_streamed_body(relay: Any) -> None:
 async def test_blob_limits(relay: Any) -> None:
     tc = await relay(
         access_token="tok",
-        limits={"blob_max_chunks": 1, "total_max_bytes": BLOB_CHUNK_SIZE, "blob_burst": 12},
+        limits={
+            "blob_max_chunks": 1,
+            "total_max_bytes": BLOB_CHUNK_SIZE,
+            "blob_burst": 12,
+            "blob_rate": 0.001,
+        },
     )
     denied = await new_blob(tc)
     assert denied.status == 403 and err_code(await denied.read()) == AccessDenied.code

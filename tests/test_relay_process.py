@@ -200,3 +200,54 @@ def test_debug_log_says_what_it_logs(tmp_path: Path, processes: list) -> None:
     err = relay.kill(signal.SIGTERM)
     assert "debug log ON: client addresses and mailbox ids will be logged" in err
     assert "connection from 127.0.0.1" in err
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls(tmp_path: Path, processes: list[RelayProcess]) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    relay = RelayProcess(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key))
+    processes.append(relay.start())
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    async with aiohttp.ClientSession() as s:
+        c = await Client.connect(s, f"wss://127.0.0.1:{relay.port}/ws", ssl=ctx)
+        mb = Mailbox()
+        await c.create(mb)
+        await c.auth_write(mb)
+        assert isinstance(await c.post(mb, envelope()), Posted)
+        home = await s.get(f"https://127.0.0.1:{relay.port}/", ssl=ctx)
+        assert home.status == 200 and home.headers["Server"] == "nginx"
