@@ -3,7 +3,7 @@
 Sans-I/O: frozen dataclasses with strict TLS-PL codecs (``encode()`` /
 ``decode_*_frame(data)``), the typed relay errors that travel in
 :class:`Error` frames, the domain-separated messages that clients sign, and
-:class:`ClientConnection`, a small client-side state object.  SPEC-relay.md
+:class:`ClientConnection`, a small client-side state object.  SPEC.md §7
 describes every struct in the presentation language.
 
 Theory of operation

@@ -23,7 +23,7 @@ from relay.config import ConfigError, RelayConfig, load_config
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samizdat-relay", description=__doc__.split("\n")[0])
     p.add_argument("command", nargs="?", default="serve", choices=("serve", "check-config"))
-    p.add_argument("--config", type=Path, help="relay.toml (TOML; see SPEC-relay.md)")
+    p.add_argument("--config", type=Path, help="relay.toml (TOML; see SPEC.md §7)")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8480)")
     p.add_argument("--data-dir", type=Path, help="SQLite, blobs and spool files")

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-State per connection (SPEC-relay.md, "Connection state machine"): the relay
+State per connection (SPEC.md §7, "Connection state machine"): the relay
 sends ``Challenge`` with a fresh 32-byte nonce, then serves requests until
 either side closes.  A connection accumulates *grants*: ``read`` for a
 mailbox after a valid ``AuthRead``, ``write`` (remembering the proven key)

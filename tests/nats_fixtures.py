@@ -2,7 +2,7 @@
 
 Every server listens on 127.0.0.1 on a free port, stores JetStream data in a
 temporary directory, runs with ``sync_interval: always`` (so an acknowledged
-publish is on disk, SPEC-relay.md "Durability"), and is waited for with a
+publish is on disk, SPEC.md §7 "Durability"), and is waited for with a
 bounded loop.  A test that cannot find the binary is skipped with the reason.
 """
 

@@ -216,7 +216,7 @@ async def test_cluster_node_killed_under_load_loses_no_ack(
     assert sorted(acked.values()) == sorted(envelope(b"m%d" % i) for i in range(300))
     r = await connect(tc)
     # Right after a fail-over a request may time out (typed Unavailable): a
-    # client retries, as SPEC-relay.md §8 says.
+    # client retries, as SPEC.md §7.8 says.
     for step in (r.auth_read, r.subscribe):
         for _ in range(20):
             if not isinstance(await step(mb), Error):

@@ -1,5 +1,5 @@
 """The encrypted-at-rest local store (see :mod:`client.store.store` for the
-theory of operation and SPEC-store.md for the on-disk format).
+theory of operation and SPEC.md §9 for the on-disk format).
 
 ``crypto`` holds the primitives and byte layouts, ``database`` the SQLite
 settings, schema and header row, ``backup`` the backup file format, ``store``

@@ -8,7 +8,7 @@ format only; :class:`client.store.Store` feeds it items and consumes them.
 
 Theory of operation
 -------------------
-Layout (SPEC-store.md, "Backup file")::
+Layout (SPEC.md §9, "Backup file")::
 
     header  = "SZBK" || u8 version=1 || u8 kdf=2 || u32 opslimit || u64 memlimit || salt[16]
     check   = seal(K_check, "samizdat backup key check v1", aad=header)

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of its arguments except the random nonces
 and keys drawn from ``os.urandom``; no file or database is touched.  The exact
-byte layouts are normative (SPEC-store.md), so that another implementation can
+byte layouts are normative (SPEC.md §9), so that another implementation can
 read a store or a backup.
 
 Theory of operation

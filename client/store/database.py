@@ -3,7 +3,7 @@
 The header row is the only place the passphrase matters: it holds the Argon2id
 salt and cost, the master key wrapped under the passphrase key, and a
 key-check box.  Everything below it is keyed off the master key's subkeys
-(:class:`Keys`).  SPEC-store.md, "Header" and "Key derivation", is normative.
+(:class:`Keys`).  SPEC.md §9, "Header" and "Key derivation", is normative.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ SCHEMA = (
 
 @dataclass(frozen=True)
 class Keys:
-    """The subkeys of one master key (SPEC-store.md, "Key derivation")."""
+    """The subkeys of one master key (SPEC.md §9, "Key derivation")."""
 
     record: bytes
     lookup: bytes

@@ -1,6 +1,6 @@
 """Samizdat's application layer: what travels inside and around MLS.
 
-Modules (SPEC-app.md describes every struct in the TLS presentation language):
+Modules (SPEC.md §8 describes every struct in the TLS presentation language):
 
 * :mod:`protocol.app.messages` — ``AppMessage``, the application payload of an
   MLS PrivateMessage (text, articles, files, receipts, profiles, ...);

@@ -114,7 +114,7 @@ def new_mailbox_ref(relay_url: str, rng: Rng) -> MailboxRef:
 
 @dataclass(frozen=True, slots=True)
 class GroupMeta(Struct):
-    """``GroupMeta`` (SPEC-app.md §A.3); ``mailboxes[0]`` is the preferred orderer."""
+    """``GroupMeta`` (SPEC.md §8.3); ``mailboxes[0]`` is the preferred orderer."""
 
     name: str
     mailboxes: tuple[MailboxRef, ...]

@@ -22,7 +22,7 @@ messages (``Profile``).
 
 Safety numbers follow Signal's construction (per-key fingerprints from
 iterated SHA-512, 30 digits each, the two halves sorted so both parties see
-the same 60 digits); SPEC-app.md argues the parameters.
+the same 60 digits); SPEC.md §8 argues the parameters.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _push_inbox(w: Writer, inbox: InboxAddress) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Invite(Struct):
-    """A signed invitation to open a 1:1 conversation (SPEC-app.md §A.5)."""
+    """A signed invitation to open a 1:1 conversation (SPEC.md §8.5)."""
 
     inboxes: tuple[InboxAddress, ...]
     identity_key: bytes

@@ -22,7 +22,7 @@ bodies are decoded strictly (exact length, bounds, UTF-8).
 
 Bounds: every message must fit the envelope reassembly limit
 (:data:`MAX_APP_MESSAGE_LEN`, 16 MiB); per-field limits are in the constants
-below and SPEC-app.md.
+below and SPEC.md §8.
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ _BODY_CLASSES: dict[int, type[Body]] = {
 
 @dataclass(frozen=True, slots=True)
 class AppMessage(Struct):
-    """``AppMessage`` (SPEC-app.md §A.2): the header and one body."""
+    """``AppMessage`` (SPEC.md §8.2): the header and one body."""
 
     message_id: bytes
     sent_at_ms: int

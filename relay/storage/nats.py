@@ -31,7 +31,7 @@ Theory of operation
 * Blobs: chunks in the object store ``sz_blobs``, capability hashes and the
   chunk count in KV ``sz_blobmeta``; both expire with the blob TTL.
 * Durability is the server's: run JetStream with ``sync_interval: always``
-  (SPEC-relay.md); with replicas 3 a publish is acknowledged after a quorum
+  (SPEC.md §7); with replicas 3 a publish is acknowledged after a quorum
   has it.
 """
 

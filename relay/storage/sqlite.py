@@ -18,7 +18,7 @@ Theory of operation
 * ``journal_mode=WAL`` with ``synchronous=FULL`` (the default) fsyncs the WAL
   at every commit, so an acknowledged post survives ``kill -9`` and power
   loss.  ``NORMAL`` survives a process kill but not power loss; it is offered
-  for operators who accept that (SPEC-relay.md, "Durability").
+  for operators who accept that (SPEC.md §7, "Durability").
 * Results come back to the loop in one ``call_soon_threadsafe`` per batch, in
   commit order, and new messages are published to the hub there, so live
   pushes are in sequence order.
