@@ -21,6 +21,7 @@ sizes anything but an envelope, and an envelope is bounded by the codec's
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -213,7 +214,7 @@ def _fixed(name: str, value: bytes, n: int) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(ABC):
     """Base of every frame; ``TYPE`` is its ``uint8`` tag on the wire."""
 
     TYPE: ClassVar[int] = 0
@@ -224,12 +225,14 @@ class Frame:
         self._push(w)
         return w.getvalue()
 
+    @abstractmethod
     def _push(self, w: Writer) -> None:
-        raise NotImplementedError
+        """Append the frame's struct (after the type byte)."""
 
     @classmethod
+    @abstractmethod
     def _pull(cls, r: Reader) -> Frame:
-        raise NotImplementedError
+        """Read the frame's struct (after the type byte)."""
 
 
 def _push_id(w: Writer, name: str, value: bytes, n: int) -> None:

@@ -38,6 +38,7 @@ enclosing LeafNode stays parseable.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -149,17 +150,19 @@ def _require(ok: bool, what: str) -> None:
         raise LocalError(what)
 
 
-class Struct:
+class Struct(ABC):
     """Base of every wire struct: ``to_bytes`` / ``from_bytes`` over encode/decode."""
 
     __slots__ = ()
 
+    @abstractmethod
     def encode(self, w: Writer) -> None:
-        raise NotImplementedError
+        """Append this struct's TLS-PL encoding to ``w``."""
 
     @classmethod
+    @abstractmethod
     def decode(cls, r: Reader) -> Self:
-        raise NotImplementedError
+        """Read one struct from ``r`` (``DecodeError`` if malformed)."""
 
     def to_bytes(self) -> bytes:
         w = Writer()
