@@ -8,27 +8,16 @@ has a loop guard so a bug cannot spin forever.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.conformance import seeded_rng as make_rng
 from protocol.mls.crypto import get_suite
 from protocol.mls.events import GroupEvent
 from protocol.mls.group import CommitResult, Group
 from protocol.mls.key_package import KeyPackageBundle, SigningIdentity, create_key_package
 
 NOW = 1_790_000_000
-
-
-def make_rng(seed: bytes) -> Callable[[int], bytes]:
-    counter = 0
-
-    def rng(n: int) -> bytes:
-        nonlocal counter
-        counter += 1
-        return hashlib.shake_256(seed + counter.to_bytes(8, "big")).digest(n)
-
-    return rng
 
 
 @dataclass

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.conformance import message_protection, transcript_hashes, welcome
-from harness.conformance.message_protection import seeded_rng
+from harness.conformance import message_protection, seeded_rng, transcript_hashes, welcome
 from protocol.errors import CryptoError
 from protocol.mls.crypto import get_suite
 from protocol.mls.errors import InvalidMessage, ReplayedMessage, WrongEpoch

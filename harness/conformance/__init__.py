@@ -14,6 +14,9 @@ field names of its cases, so renamed vector files are still recognised.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+
 
 class VectorFailure(AssertionError):
     """A vector case produced a value different from the expected one."""
@@ -25,6 +28,19 @@ def expect_equal(what: str, got: object, want: object) -> None:
         g = got.hex() if isinstance(got, bytes) else got
         w = want.hex() if isinstance(want, bytes) else want
         raise VectorFailure(f"{what}: got {g!r}, want {w!r}")
+
+
+def seeded_rng(seed: bytes) -> Callable[[int], bytes]:
+    """A deterministic rng (a SHAKE-256 stream of ``seed``) for reproducible
+    vector runs and tests; never for real keys."""
+    counter = 0
+
+    def rng(n: int) -> bytes:
+        nonlocal counter
+        counter += 1
+        return hashlib.shake_256(seed + counter.to_bytes(8, "big")).digest(n)
+
+    return rng
 
 
 def h(value: str | None) -> bytes:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from typing import Any
 
-from harness.conformance import VectorFailure, expect_equal, h
+from harness.conformance import VectorFailure, expect_equal, h, seeded_rng
 from protocol.mls.crypto import CipherSuite, get_suite
 from protocol.mls.errors import InvalidMessage
 from protocol.mls.framing import (
@@ -33,18 +31,6 @@ from protocol.mls.secret_tree import SecretTree
 
 KIND = "message-protection"
 SENDER = 1
-
-
-def seeded_rng(seed: bytes) -> Callable[[int], bytes]:
-    """A deterministic rng for vector runs (SHAKE-256 stream of ``seed``)."""
-    counter = 0
-
-    def rng(n: int) -> bytes:
-        nonlocal counter
-        counter += 1
-        return hashlib.shake_256(seed + counter.to_bytes(8, "big")).digest(n)
-
-    return rng
 
 
 def _check(

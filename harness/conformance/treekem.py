@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.conformance import VectorFailure, expect_equal, h
-from harness.conformance.message_protection import seeded_rng
+from harness.conformance import VectorFailure, expect_equal, h, seeded_rng
 from protocol.mls.crypto import CipherSuite, get_suite
 from protocol.mls.messages import GroupContext
 from protocol.mls.ratchet_tree import RatchetTree, verify_leaf_node_signature

@@ -488,14 +488,7 @@ class Group:
     ) -> bytes:
         """An application message as an encoded MLSMessage(PrivateMessage)."""
         state = self._require_active()
-        framed = FramedContent(
-            state.context.group_id,
-            state.context.epoch,
-            Sender.member(state.own_leaf),
-            authenticated_data,
-            ContentType.APPLICATION,
-            plaintext,
-        )
+        framed = _own_content(state, ContentType.APPLICATION, plaintext, authenticated_data)
         auth = sign_content(
             state.suite,
             WireFormat.MLS_PRIVATE_MESSAGE,
@@ -521,14 +514,7 @@ class Group:
         """Send a proposal by value; it is cached for our next commit too."""
         state = self._require_active()
         wire_format = WireFormat.MLS_PUBLIC_MESSAGE if public else WireFormat.MLS_PRIVATE_MESSAGE
-        framed = FramedContent(
-            state.context.group_id,
-            state.context.epoch,
-            Sender.member(state.own_leaf),
-            authenticated_data,
-            ContentType.PROPOSAL,
-            proposal,
-        )
+        framed = _own_content(state, ContentType.PROPOSAL, proposal, authenticated_data)
         auth = sign_content(state.suite, wire_format, framed, state.context, state.signature_priv)
         state.proposals[proposal_ref(state.suite, auth)] = auth
         return self._protect(state, auth, rng)
@@ -649,14 +635,7 @@ class Group:
         )
         commit = Commit(proposal_or_refs, update_path)
         wire_format = WireFormat.MLS_PUBLIC_MESSAGE if public else WireFormat.MLS_PRIVATE_MESSAGE
-        framed = FramedContent(
-            state.context.group_id,
-            state.context.epoch,
-            Sender.member(state.own_leaf),
-            authenticated_data,
-            ContentType.COMMIT,
-            commit,
-        )
+        framed = _own_content(state, ContentType.COMMIT, commit, authenticated_data)
         signature = content_signature(
             suite, wire_format, framed, state.context, state.signature_priv
         )
@@ -1010,6 +989,23 @@ def _expect_body(data: bytes, kind: type[B]) -> B:
     if not isinstance(msg.body, kind):
         raise InvalidMessage(f"expected {kind.__name__}, got {msg.wire_format.name}")
     return msg.body
+
+
+def _own_content(
+    state: GroupState,
+    content_type: ContentType,
+    content: bytes | Proposal | Commit,
+    authenticated_data: bytes,
+) -> FramedContent:
+    """FramedContent sent by this member in the current epoch."""
+    return FramedContent(
+        state.context.group_id,
+        state.context.epoch,
+        Sender.member(state.own_leaf),
+        authenticated_data,
+        content_type,
+        content,
+    )
 
 
 def _resolved(cached: AuthenticatedContent) -> ResolvedProposal:
