@@ -81,6 +81,8 @@ REQUIRED = Extension(
 KEY_PACKAGE_STOCK = 3  # KeyPackages each contact holds so they can add us offline
 INVITE_LIFETIME_MS = 30 * 24 * 3600 * 1000
 COMMIT_TIMEOUT = 30.0
+# seconds a handshake other relays delivered may wait for the ordering relay
+HOLD_TIMEOUT = 10.0
 MAX_CONVERSATION_RELAYS = 3
 
 
@@ -142,13 +144,18 @@ class EngineCore(ABC):
         self.listeners: list[Callable[[str, bytes | None], None]] = []
         self._mailboxes: dict[bytes, _Mailbox] = {}
         self._reassemblers: dict[bytes, Reassembler] = {}  # one per mailbox (per relay)
-        self._held: dict[bytes, list[tuple[str, int, bytes]]] = {}  # conv -> held handshakes
+        # conv -> handshakes held for the ordering relay: (relay, seq, payload, held since)
+        self._held: dict[bytes, list[tuple[str, int, bytes, float]]] = {}
+        # conv -> relays that withheld handshakes others delivered (skipped as orderer)
+        self._suspect: dict[bytes, set[str]] = {}
         self._pending: dict[bytes, _PendingOp] = {}
         self._receipts: dict[bytes, list[bytes]] = {}
         self._lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._receipt_task: asyncio.Task[None] | None = None
+        self._hold_task: asyncio.Task[None] | None = None
+        self.hold_timeout = HOLD_TIMEOUT
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),
@@ -318,13 +325,18 @@ class EngineCore(ABC):
                 ref.mailbox_id, ref.read_seed, ref.write_seed
             )
 
-    def _ordering_url(self, meta: GroupMeta) -> str:
-        """The ordering relay: the first one in list order that is reachable."""
+    def _ordering_url(self, meta: GroupMeta, conv_id: bytes | None = None) -> str:
+        """The ordering relay: the first one in list order that is reachable
+        and has not been caught withholding handshakes in this conversation."""
+        suspect = self._suspect.get(conv_id, set()) if conv_id is not None else set()
         for ref in meta.mailboxes:
             client = self.relays.get(ref.relay_url)
+            if ref.relay_url in suspect:
+                continue
             if client is not None and client.state == "connected":
                 return ref.relay_url
-        return meta.mailboxes[0].relay_url
+        usable = [r.relay_url for r in meta.mailboxes if r.relay_url not in suspect]
+        return (usable or [meta.mailboxes[0].relay_url])[0]
 
     # -- records --------------------------------------------------------------------
 

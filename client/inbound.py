@@ -179,8 +179,9 @@ class Inbound(Conversations):
         )
         if handshake:
             meta = self._meta(conv_id)
-            if url != self._ordering_url(meta):
-                self._held.setdefault(conv_id, []).append((url, seq, payload))
+            if url != self._ordering_url(meta, conv_id):
+                self._held.setdefault(conv_id, []).append((url, seq, payload, time.monotonic()))
+                self._schedule_hold_check()
                 return
         # copies of this message held from other relays are now redundant
         held = self._held.get(conv_id)
@@ -188,13 +189,41 @@ class Inbound(Conversations):
             self._held[conv_id] = [h for h in held if h[2] != payload]
         await self._process(conv_id, payload)
 
+    def _schedule_hold_check(self) -> None:
+        if self._hold_task is None or self._hold_task.done():
+            self._hold_task = asyncio.get_running_loop().create_task(self._check_holds())
+            self._tasks.add(self._hold_task)
+            self._hold_task.add_done_callback(self._tasks.discard)
+
+    async def _check_holds(self) -> None:
+        """A relay that stays connected but withholds handshakes other relays
+        delivered would stall the conversation: after HOLD_TIMEOUT it is
+        skipped as this conversation's orderer (a loud notice says so)."""
+        while any(self._held.values()):
+            await asyncio.sleep(self.hold_timeout / 4)
+            now = time.monotonic()
+            for conv_id, held in list(self._held.items()):
+                if conv_id not in self.groups or not held:
+                    continue
+                if min(h[3] for h in held) > now - self.hold_timeout:
+                    continue
+                order = self._ordering_url(self._meta(conv_id), conv_id)
+                self._suspect.setdefault(conv_id, set()).add(order)
+                self._notice(
+                    conv_id,
+                    f"relay {order} withheld messages that other relays delivered; "
+                    "ordering moved to the next relay",
+                    warning=True,
+                )
+            await self._drain_held()
+
     async def _drain_held(self) -> None:
         async with self._lock:
             for conv_id, held in list(self._held.items()):
                 if conv_id not in self.groups:
                     continue
-                order = self._ordering_url(self._meta(conv_id))
-                mine = sorted((s, p) for u, s, p in held if u == order)
+                order = self._ordering_url(self._meta(conv_id), conv_id)
+                mine = sorted((h[1], h[2]) for h in held if h[0] == order)
                 self._held[conv_id] = [h for h in held if h[0] != order]
                 for _, payload in mine:
                     digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + payload).digest()[:16]

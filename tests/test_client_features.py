@@ -186,3 +186,35 @@ async def test_all_relay_traffic_through_socks5(tmp_path: Path, relays: list[Rel
         await bob.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_withholding_ordering_relay_is_bypassed(trio: list[Engine]) -> None:
+    """A relay that stays connected but withholds commits must not stall the
+    conversation: after the hold timeout ordering fails over, loudly."""
+    alice, bob, carol = trio
+    await befriend(alice, bob)
+    await befriend(alice, carol)
+    group = await alice.create_group("stubborn")
+    await alice.add_members(
+        group.group_id, [alice.find_contact("Bob"), alice.find_contact("Carol")]
+    )
+    await eventually(lambda: any(c.name == "stubborn" for c in bob.conversations()))
+    orderer = alice._meta(group.group_id).mailboxes[0]
+    alice.hold_timeout = 1.0
+    original = alice._on_deliver
+
+    async def withhold(url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
+        if mailbox_id == orderer.mailbox_id:
+            return  # the orderer "delivers" nothing of this conversation to alice
+        await original(url, mailbox_id, seq, sealed)
+
+    for client in alice.relays.values():
+        client._on_deliver = withhold  # type: ignore[method-assign]
+    bob_gid = bob.find_conversation("stubborn").group_id
+    await bob.remove_member(bob_gid, carol.identity.signature_pub)
+    await eventually(
+        lambda: len(alice.members(group.group_id)) == 2,
+        timeout=20,
+        what="alice applies the commit via the second relay",
+    )
+    assert any(n.warning and "withheld" in n.text for n in alice.notices)
