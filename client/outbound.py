@@ -182,21 +182,27 @@ class Outbound(EngineCore):
             sender_seq=conv.my_seq,
             expires_after_ms=meta.disappearing_ms,
         )
-        self._save_conv(conv)
         ciphertext = group.encrypt(message.to_bytes(), rng)
-        self._save_group(conv_id)
-        if history:
-            entry = _history_entry(message, self.identity.signature_pub, outgoing=True)
-            if file_id:
-                entry.file["file_id"] = file_id
-            self.store.append(history_ns(conv_id), entry.to_json())
-            status = MessageStatus(message.message_id, conv_id, recipients=len(group.members()) - 1)
-            self.store.put(NS_STATUS, message.message_id, status.to_json())
-        # our own copy comes back from every relay: known, so dropped unread
-        self.store.put(
-            NS_SEEN, hashlib.sha256(bytes([EnvelopeType.MLS]) + ciphertext).digest()[:16], b""
-        )
-        await self._post_mls(conv_id, ciphertext, message.message_id)
+        items = self._sealed_items(conv_id, ciphertext, message.message_id)
+        # Everything this send changes is one durable transaction: the ratchet
+        # position is saved with the outbox entry, before anything is posted.
+        with self.store.transaction():
+            self._save_conv(conv)
+            self._save_group(conv_id)
+            if history:
+                entry = _history_entry(message, self.identity.signature_pub, outgoing=True)
+                if file_id:
+                    entry.file["file_id"] = file_id
+                self.store.append(history_ns(conv_id), entry.to_json())
+                status = MessageStatus(
+                    message.message_id, conv_id, recipients=len(group.members()) - 1
+                )
+                self.store.put(NS_STATUS, message.message_id, status.to_json())
+            # our own copy comes back from every relay: known, so dropped unread
+            digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + ciphertext).digest()[:16]
+            self.store.put(NS_SEEN, digest, b"")
+            self._queue(items)
+        await self._flush_items(items)
         self._emit("message", conv_id)
         return message.message_id
 
@@ -205,7 +211,10 @@ class Outbound(EngineCore):
             return  # nobody to tell: the commit merges locally (see _run_commit)
         await self._post_mls(conv_id, commit, b"")
 
-    async def _post_mls(self, conv_id: bytes, mls_message: bytes, message_id: bytes) -> None:
+    def _sealed_items(
+        self, conv_id: bytes, mls_message: bytes, message_id: bytes
+    ) -> list[OutboxItem]:
+        """``mls_message`` split and sealed for every mailbox of the conversation."""
         meta = self._meta(conv_id)
         pieces = split(EnvelopeType.MLS, mls_message, rng, max_size=MAX_SEALED_PLAINTEXT)
         full = len(pieces) > 1
@@ -216,9 +225,19 @@ class Outbound(EngineCore):
                 sealed = seal(seal_key(ref.write_seed), ref.mailbox_id, piece, rng, full=full)
                 items.append(
                     OutboxItem(
-                        ref.relay_url, ref.mailbox_id, msg_id, sealed, conv_id, message_id, now_ms()
+                        ref.relay_url,
+                        ref.mailbox_id,
+                        msg_id,
+                        sealed,
+                        conv_id,
+                        message_id,
+                        now_ms(),
                     )
                 )
+        return items
+
+    async def _post_mls(self, conv_id: bytes, mls_message: bytes, message_id: bytes) -> None:
+        items = self._sealed_items(conv_id, mls_message, message_id)
         self._queue(items)
         await self._flush_items(items)
 
@@ -275,15 +294,18 @@ class Outbound(EngineCore):
             if getattr(exc, "fatal", False) or type(exc).__name__ in ("BadSize", "TooLarge"):
                 self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
             return False
-        self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
-        if item.message_id:
-            raw = self.store.get(NS_STATUS, item.message_id)
+        changed = False
+        with self.store.transaction():
+            self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+            raw = self.store.get(NS_STATUS, item.message_id) if item.message_id else None
             if raw is not None:
                 status = MessageStatus.from_json(raw)
                 if item.relay_url not in status.relays_stored:
                     status.relays_stored.append(item.relay_url)
                     self.store.put(NS_STATUS, item.message_id, status.to_json())
-                    self._emit("status", item.conversation)
+                    changed = True
+        if changed:
+            self._emit("status", item.conversation)
         return True
 
     def _write_seed_for(self, item: OutboxItem) -> bytes | None:
