@@ -22,6 +22,7 @@ from client.model import (
     NS_CURSORS,
     NS_GROUPS,
     NS_KEY_PACKAGES,
+    NS_PEOPLE,
     Contact,
     ContactInbox,
     Conversation,
@@ -156,6 +157,7 @@ class EngineCore(ABC):
         self._receipt_task: asyncio.Task[None] | None = None
         self._hold_task: asyncio.Task[None] | None = None
         self.hold_timeout = HOLD_TIMEOUT
+        self._forks: dict[bytes, set[int]] = {}  # conv -> epochs with a detected fork
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),
@@ -407,7 +409,14 @@ class EngineCore(ABC):
         contact = self.contact(identity_key)
         if contact is not None and contact.name:
             return contact.name
+        known = self.store.get(NS_PEOPLE, identity_key)
+        if known:
+            return known.decode(errors="replace")
         return identity_key.hex()[:8]
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
 
     def _save_group(self, conv_id: bytes) -> None:
         self.store.put(NS_GROUPS, conv_id, self.groups[conv_id].to_bytes())

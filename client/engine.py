@@ -161,6 +161,10 @@ class Engine(Inbound):
             kps = tuple(self._new_key_package() for _ in range(KEY_PACKAGE_STOCK))
             await self._send_app(conv_id, KeyPackages(kps), history=False)
 
+    def conversation_relays(self, conv_id: bytes) -> list[str]:
+        """The conversation's relays, ordering relay first (GroupMeta order)."""
+        return list(self._meta(conv_id).relay_urls)
+
     def safety_number(self, contact: Contact) -> str:
         return safety_number(self.identity.signature_pub, contact.identity_key)
 

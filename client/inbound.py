@@ -23,6 +23,7 @@ from client.core import (
 from client.model import (
     NS_CURSORS,
     NS_KEY_PACKAGES,
+    NS_PEOPLE,
     NS_SEEN,
     NS_STATUS,
     Contact,
@@ -189,6 +190,39 @@ class Inbound(Conversations):
             self._held[conv_id] = [h for h in held if h[2] != payload]
         await self._process(conv_id, payload)
 
+    def _on_undecryptable(self, conv_id: bytes, payload: bytes, exc: Exception) -> None:
+        """An MLS message for our current epoch that does not decrypt.
+
+        It came out of a sealed envelope, which only holders of the mailbox's
+        write seed (members) can make; the relay cannot forge one.  So it was
+        made by a member under other keys for this epoch: the member is on
+        another branch of the group, i.e. a relay served different commits
+        to different members (a fork, SPEC.md §2).  Report it, once per epoch.
+        """
+        group = self.groups[conv_id]
+        body = MLSMessage.from_bytes(payload).body
+        epoch = body.epoch if isinstance(body, PrivateMessage) else None
+        if isinstance(body, PublicMessage):
+            epoch = body.content.epoch
+        if epoch != group.epoch:
+            self._notice(conv_id, f"rejected a message: {exc}", True)
+            return
+        if epoch in self._forks.setdefault(conv_id, set()):
+            return
+        self._forks[conv_id].add(epoch)
+        self._notice(
+            conv_id,
+            f"FORK DETECTED at epoch {epoch}: a member's messages do not decrypt under "
+            "this epoch's keys, so members hold different group states. A relay ordered "
+            "commits differently for different members. Messages from the other branch "
+            "cannot be read until the group is re-established.",
+            warning=True,
+        )
+
+    def forks(self, conv_id: bytes) -> set[int]:
+        """Epochs at which a fork was detected in this conversation."""
+        return set(self._forks.get(conv_id, set()))
+
     def _schedule_hold_check(self) -> None:
         if self._hold_task is None or self._hold_task.done():
             self._hold_task = asyncio.get_running_loop().create_task(self._check_holds())
@@ -238,6 +272,9 @@ class Inbound(Conversations):
             events = group.process(payload, now=int(time.time()))
         except (ReplayedMessage, WrongEpoch):
             return  # a duplicate, or a commit we already applied
+        except CryptoError as exc:
+            self._on_undecryptable(conv_id, payload, exc)
+            return
         except SamizdatError as exc:
             self._notice(conv_id, f"rejected a message: {exc}", True)
             return
@@ -261,6 +298,8 @@ class Inbound(Conversations):
         self._emit("conversation", conv_id)
         if any(isinstance(e, ApplicationMessageReceived) for e in events):
             self._schedule_receipts()
+        if any(isinstance(e, EpochAdvanced) for e in events):
+            self._schedule_flush()  # posts refused under a rotated write key go out now
         pending = self._pending.get(conv_id)
         if (
             any(isinstance(e, PendingCommitDiscarded) for e in events)
@@ -371,6 +410,7 @@ class Inbound(Conversations):
                 if sender_key not in target:
                     target.append(sender_key)
                     self.store.put(NS_STATUS, mid, status.to_json())
+                    self._emit("status", conv.group_id)
         elif isinstance(body, Profile):
             self._on_profile(conv, sender_key, body)
         elif isinstance(body, KeyPackages):
@@ -396,7 +436,9 @@ class Inbound(Conversations):
         contact = self.contact(sender_key)
         if contact is None:
             if conv.kind != "direct":
-                return  # group members are not contacts until one accepts an invite
+                # group members are not contacts; remember only how to name them
+                self.store.put(NS_PEOPLE, sender_key, body.display_name.encode())
+                return
             contact = Contact(sender_key, conversation=conv.group_id)
         contact.name = body.display_name
         if body.inboxes:
@@ -428,6 +470,11 @@ class Inbound(Conversations):
             if track.missing:
                 out[bytes.fromhex(key_hex)] = len(track.missing)
         return out
+
+    def _schedule_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.flush_outbox())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _schedule_receipts(self, delay: float = 0.3) -> None:
         """Send delivery receipts once a burst of deliveries has passed, one

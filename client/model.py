@@ -20,6 +20,7 @@ NS_OUTBOX = "outbox"
 NS_KEY_PACKAGES = "key-packages"
 NS_SEEN = "seen"
 NS_CURSORS = "cursors"
+NS_PEOPLE = "people"  # display names of group members who are not contacts
 
 
 def history_ns(conv_id: bytes) -> str:

@@ -133,7 +133,8 @@ class NatsStorage(Storage):
                 duplicate_window=DEDUP_WINDOW,
                 max_age=float(lim.max_ttl),
                 max_bytes=per_shard,
-                max_msg_size=lim.max_envelope_size,
+                # JetStream counts headers (Nats-Msg-Id, Nats-TTL) in the size
+                max_msg_size=lim.max_envelope_size + 1024,
                 max_msgs_per_subject=lim.mailbox_max_messages,
                 discard=api.DiscardPolicy.NEW,
                 discard_new_per_subject=True,
