@@ -1,0 +1,99 @@
+"""The composer's ``/commands`` and the command palette's provider.
+
+Each command names a ``cmd_<name>`` method of ``MainScreen``; parsing is
+pure so it is tested without an app.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    name: str
+    usage: str
+    help: str
+
+
+SLASH_COMMANDS: tuple[SlashCommand, ...] = (
+    SlashCommand("invite", "/invite", "show your invite link and QR code"),
+    SlashCommand("accept", "/accept LINK", "accept someone's invite link"),
+    SlashCommand("verify", "/verify NAME", "compare safety numbers with a contact"),
+    SlashCommand("group", "/group create NAME", "create a group"),
+    SlashCommand("add", "/add NAME...", "add contacts to this group"),
+    SlashCommand("remove", "/remove NAME", "remove a member from this group"),
+    SlashCommand("members", "/members", "list the members of this conversation"),
+    SlashCommand("leave", "/leave", "leave this conversation"),
+    SlashCommand("file", "/file PATH", "send a file or photo"),
+    SlashCommand("article", "/article [PATH]", "write an article, or send a Markdown file"),
+    SlashCommand("disappear", "/disappear SECONDS", "disappearing messages (0: off)"),
+    SlashCommand("relays", "/relays", "relay status; add, remove or move relays"),
+    SlashCommand("theme", "/theme", "switch between the light and dark theme"),
+    SlashCommand("help", "/help", "keys and commands"),
+)
+BY_NAME = {c.name: c for c in SLASH_COMMANDS}
+
+
+class CommandError(ValueError):
+    """A /command the composer cannot run (unknown, or bad arguments)."""
+
+
+def parse(text: str) -> tuple[str, list[str]]:
+    """``"/add Bob Carol"`` -> ``("add", ["Bob", "Carol"])``."""
+    body = text.strip()[1:]
+    try:
+        words = shlex.split(body)
+    except ValueError:
+        words = body.split()
+    if not words:
+        raise CommandError("empty command: try /help")
+    name = words[0].lower()
+    if name not in BY_NAME:
+        raise CommandError(f"unknown command /{name}: try /help")
+    return name, words[1:]
+
+
+# (title, help, slash text or action) for the palette; the action runs on
+# the main screen as if typed in the composer.
+PALETTE: tuple[tuple[str, str, str], ...] = (
+    ("Invite a contact", "show your invite link and QR code", "/invite"),
+    ("Accept an invite", "paste someone's invite link", "accept-dialog"),
+    ("New group", "create a group", "group-dialog"),
+    ("Members", "members of this conversation; add or remove", "/members"),
+    ("Verify contact", "compare safety numbers with this contact", "verify-current"),
+    ("Write an article", "a long text rendered as Markdown", "/article"),
+    ("Send a file", "send a file or photo", "file-dialog"),
+    ("Relays", "relay status; add, remove or move relays", "/relays"),
+    ("Leave conversation", "leave this conversation", "/leave"),
+    ("Toggle theme", "light or dark", "/theme"),
+    ("Help", "keys and commands", "/help"),
+)
+
+
+class SamizdatCommands(Provider):
+    """Samizdat's actions in Textual's command palette (ctrl+p)."""
+
+    def _run(self, action: str) -> None:
+        from client.tui.screens.main import MainScreen
+
+        screen = next((s for s in self.app.screen_stack if isinstance(s, MainScreen)), None)
+        if screen is not None:
+            screen.run_palette_action(action)
+
+    async def discover(self) -> Hits:
+        for title, help_text, action in PALETTE:
+            yield DiscoveryHit(title, partial(self._run, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, action in PALETTE:
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(
+                    score, matcher.highlight(title), partial(self._run, action), help=help_text
+                )

@@ -1,0 +1,1 @@
+"""Modal dialogs: invite, accept, verify, members, prompts, articles, files."""

@@ -1,0 +1,60 @@
+"""A received (or sent) file: preview photos, save anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from client.model import HistoryEntry
+from client.tui.format import human_size, is_image
+
+try:
+    from textual_image.widget import Image as PhotoImage
+except Exception:  # pragma: no cover
+    PhotoImage = None
+
+
+class FileDialog(ModalScreen[Path | None]):
+    """Dismisses with the path to save to, or None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self, entry: HistoryEntry, preview: Path | None, default_dir: Path) -> None:
+        super().__init__(classes="dialog-screen")
+        self.entry, self.preview, self.default_dir = entry, preview, default_dir
+
+    def compose(self) -> ComposeResult:
+        name = str(self.entry.file.get("name", "file"))
+        size = human_size(int(self.entry.file.get("size", 0)))
+        with Vertical(id="file-dialog", classes="dialog"):
+            yield Label(
+                f"{name} ({size}, {self.entry.file.get('media_type')})", classes="dialog-title"
+            )
+            if is_image(self.entry) and self.preview is not None and PhotoImage is not None:
+                yield PhotoImage(str(self.preview), id="photo-preview")
+            elif is_image(self.entry):
+                yield Static(
+                    "[photo: this terminal cannot show images; save it to open it]",
+                    id="photo-placeholder",
+                )
+            yield Input(str(self.default_dir / name), id="save-path")
+            with Horizontal(classes="buttons"):
+                yield Button("Close", id="close")
+                yield Button("Save", variant="primary", id="save")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        value = self.query_one("#save-path", Input).value.strip()
+        self.dismiss(Path(value).expanduser() if value else None)
+
+    @on(Button.Pressed, "#close")
+    def _close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""Full screens: first-run setup, unlock, main, relays, help, article reader."""

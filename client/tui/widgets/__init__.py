@@ -1,0 +1,1 @@
+"""Widgets of the main screen: sidebar, message view, composer."""
