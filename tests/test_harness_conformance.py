@@ -74,12 +74,6 @@ async def test_passes_on_nats_relay(tmp_path: Path, nats_server: NatsServer) -> 
     finally:
         await r.stop()
     failed = {o.name: o.detail for o in out if o.status == "failed"}
-    if failed == {"padding": "bucket size 65536: 115"}:
-        # Known relay shortcoming (reported to the lead): the JetStream stream's
-        # max_msg_size equals max_envelope_size but JetStream counts the message
-        # headers (Nats-Msg-Id, Nats-TTL) too, so the largest bucket is refused
-        # with Unavailable.  Everything else conforms.
-        pytest.xfail("NATS backend refuses 65,536-byte envelopes (relay/storage/nats.py)")
     assert not failed, format_outcomes(out)
 
 
