@@ -140,7 +140,9 @@ async def main() -> None:
     parser.add_argument("--latency", type=int, default=200)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="samizdat-bench-"))
-    relay = RelayProcess(base / "relay").start()
+    # room for the queued messages plus the conversation's own traffic
+    quota = {"mailbox_max_messages": args.queued + 1000}
+    relay = RelayProcess(base / "relay", limits=quota).start()
     try:
         lat = await bench_latency(base, relay.url, args.latency)
         lat.sort()

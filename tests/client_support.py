@@ -28,7 +28,10 @@ def free_port() -> int:
 class RelayProcess:
     """One real relay process (SQLite), started and stopped by tests."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, limits: dict[str, int] | None = None
+    ) -> None:
+        self.limits = limits or {}
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
