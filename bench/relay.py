@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +290,7 @@ def serve_bare(port: int) -> None:
 # ---------------------------------------------------------------- drivers
 
 
-class Driver:
+class Driver(ABC):
     """Protocol-specific steps; ``token`` identifies a message for latency."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
@@ -299,21 +300,27 @@ class Driver:
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         return await self.session.ws_connect(self.url, max_msg_size=0, compress=0)
 
-    async def prepare(self, n_mailboxes: int, n_messages: int) -> None: ...
+    # Optional steps: a protocol that needs none of them keeps these no-ops.
+    async def prepare(self, n_mailboxes: int, n_messages: int) -> None:  # noqa: B027
+        """Create whatever the server needs before the run (default: nothing)."""
 
-    async def subscribe(self, ws: Any, mailbox: int) -> None: ...
+    async def subscribe(self, ws: Any, mailbox: int) -> None:  # noqa: B027
+        """Make ``ws`` a reader of ``mailbox`` (default: nothing)."""
 
-    async def setup_publisher(self, ws: Any, mailboxes: list[int]) -> None: ...
+    async def setup_publisher(self, ws: Any, mailboxes: list[int]) -> None:  # noqa: B027
+        """Authorize ``ws`` to post to ``mailboxes`` (default: nothing)."""
 
+    @abstractmethod
     def post(self, i: int, mailbox: int) -> tuple[bytes | str, bytes]:
         """(what to send, token)"""
-        raise NotImplementedError
 
+    @abstractmethod
     def is_ack(self, data: Any) -> bool:
-        raise NotImplementedError
+        """Whether ``data`` acknowledges a post."""
 
+    @abstractmethod
     def delivered_token(self, data: Any) -> bytes | None:
-        raise NotImplementedError
+        """The token of the message ``data`` delivers, if it delivers one."""
 
 
 class SamizdatDriver(Driver):

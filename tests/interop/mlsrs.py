@@ -562,7 +562,7 @@ class RsMember:
         ks = _parse_key_schedule(self.snapshot(), bytes(self._keypair.secret_key.bytes))
         probe = (b"samizdat interop probe", b"ctx", 32)
         if ks is None or mls_exporter(ks["exporter"], *probe) != self.export_secret(*probe):
-            raise NotImplementedError("mls-rs snapshot layout not recognised")
+            raise RuntimeError("mls-rs snapshot layout not recognised by this adapter")
         return ks
 
     def epoch_authenticator(self) -> bytes:
