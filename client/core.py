@@ -158,6 +158,9 @@ class EngineCore(ABC):
         self._hold_task: asyncio.Task[None] | None = None
         self.hold_timeout = HOLD_TIMEOUT
         self._forks: dict[bytes, set[int]] = {}  # conv -> epochs with a detected fork
+        self._refusals: dict[tuple[str, str], float] = {}  # (relay, error) -> last notice
+        self._retry_delay: dict[str, float] = {}  # relay -> current retry backoff
+        self._retry_tasks: dict[str, asyncio.Task[object]] = {}
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),

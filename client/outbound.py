@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import mimetypes
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -288,12 +289,14 @@ class Outbound(EngineCore):
         except RelayUnavailable:
             return False
         except RemoteError as exc:
-            self._notice(
-                item.conversation or None, f"relay {item.relay_url} refused a message: {exc}", True
-            )
-            if getattr(exc, "fatal", False) or type(exc).__name__ in ("BadSize", "TooLarge"):
+            kind = type(exc).__name__
+            self._refused(item, exc)
+            if kind in _NEVER_ACCEPTED:
                 self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+            elif kind in _TRANSIENT:
+                self._retry_later(item.relay_url)
             return False
+        self._retry_delay.pop(item.relay_url, None)
         changed = False
         with self.store.transaction():
             self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
@@ -307,6 +310,35 @@ class Outbound(EngineCore):
         if changed:
             self._emit("status", item.conversation)
         return True
+
+    def _refused(self, item: OutboxItem, exc: RemoteError) -> None:
+        """Tell the user a relay refused a message, once a minute per relay
+        and kind of refusal (a quota refuses every message, not just one)."""
+        key = (item.relay_url, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._refusals.get(key, -1e9) < 60:
+            return
+        self._refusals[key] = now
+        self._notice(
+            item.conversation or None, f"relay {item.relay_url} refused a message: {exc}", True
+        )
+
+    def _retry_later(self, relay_url: str) -> None:
+        """Retry this relay's outbox after a growing delay (2 s doubling to 60 s)."""
+        if relay_url in self._retry_tasks:
+            return
+        delay = min(60.0, self._retry_delay.get(relay_url, 1.0) * 2)
+        self._retry_delay[relay_url] = delay
+
+        async def retry() -> None:
+            await asyncio.sleep(delay)
+            self._retry_tasks.pop(relay_url, None)
+            await self.flush_outbox(relay_url)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retry_tasks[relay_url] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _write_seed_for(self, item: OutboxItem) -> bytes | None:
         mb = self._mailboxes.get(item.mailbox_id)
@@ -343,3 +375,21 @@ class Outbound(EngineCore):
     def status(self, message_id: bytes) -> MessageStatus | None:
         raw = self.store.get(NS_STATUS, message_id)
         return MessageStatus.from_json(raw) if raw else None
+
+
+# Refusals after which a message can never be accepted by that relay (dropped
+# there; the conversation's other relays still carry it), and refusals that
+# pass with time (retried with backoff).  Others (authorization) are retried
+# on the next epoch or connection.
+_NEVER_ACCEPTED = frozenset({"BadSize", "TooLarge", "BadFrame", "BadRequest"})
+_TRANSIENT = frozenset(
+    {
+        "RateLimited",
+        "QuotaExceeded",
+        "StorageFull",
+        "Unavailable",
+        "SlowConsumer",
+        "ShuttingDown",
+        "UnknownMailbox",
+    }
+)

@@ -42,22 +42,23 @@ class RelayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir.parent / f"relay-{self.port}.log").open("ab")
         self._log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.cli",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        args = [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if self.limits:
+            config = self.data_dir.parent / f"relay-{self.port}.toml"
+            lines = [f"{key} = {value}" for key, value in self.limits.items()]
+            config.write_text("[limits]\n" + "\n".join(lines) + "\n")
+            args += ["--config", str(config)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with (

@@ -218,3 +218,23 @@ async def test_withholding_ordering_relay_is_bypassed(trio: list[Engine]) -> Non
         what="alice applies the commit via the second relay",
     )
     assert any(n.warning and "withheld" in n.text for n in alice.notices)
+
+
+async def test_quota_refusal_is_queued_retried_and_reported_once(tmp_path: Path) -> None:
+    relay = RelayProcess(tmp_path / "small", limits={"mailbox_max_messages": 12}).start()
+    alice = make_engine(tmp_path / "alice", "Alice", [relay.url])
+    bob = make_engine(tmp_path / "bob", "Bob", [relay.url])
+    try:
+        await alice.connect()
+        await bob.connect()
+        conv = await befriend(alice, bob)
+        for i in range(10):
+            await bob.send_text(conv, f"flood {i}")
+        await eventually(lambda: len(bob.outbox()) > 0, what="refused messages stay queued")
+        refusals = [n for n in bob.notices if "quota" in n.text]
+        assert len(refusals) == 1  # one notice, not one per message
+        assert relay.url in bob._retry_tasks or relay.url in bob._retry_delay
+    finally:
+        await alice.close()
+        await bob.close()
+        relay.stop()
