@@ -183,3 +183,4 @@ class OutboxItem(Record):
     conversation: bytes = b""
     message_id: bytes = b""
     created_ms: int = 0
+    write_seed: bytes = b""  # for a contact's inbox (a capability from their invite)

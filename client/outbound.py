@@ -254,10 +254,16 @@ class Outbound(EngineCore):
                 sealed = seal(seal_key(inbox.write_seed), inbox.mailbox_id, piece, rng, full=full)
                 items.append(
                     OutboxItem(
-                        inbox.relay_url, inbox.mailbox_id, msg_id, sealed, conv_id, b"", now_ms()
+                        inbox.relay_url,
+                        inbox.mailbox_id,
+                        msg_id,
+                        sealed,
+                        conv_id,
+                        b"",
+                        now_ms(),
+                        write_seed=inbox.write_seed,
                     )
                 )
-        # the write seed of a contact's inbox is a capability we hold
         self._queue(items)
         await self._flush_items(items)
 
@@ -341,14 +347,12 @@ class Outbound(EngineCore):
         task.add_done_callback(self._tasks.discard)
 
     def _write_seed_for(self, item: OutboxItem) -> bytes | None:
+        """The current write seed for the item's mailbox: a conversation
+        mailbox's seed may have been rotated since the item was queued."""
         mb = self._mailboxes.get(item.mailbox_id)
         if mb is not None:
             return mb.write_seed
-        for contact in self.contacts():
-            for inbox in contact.inboxes:
-                if inbox.mailbox_id == item.mailbox_id:
-                    return inbox.write_seed
-        return None
+        return item.write_seed or None
 
     def outbox(self) -> list[OutboxItem]:
         return [OutboxItem.from_json(v) for _, v in self.store.items(NS_OUTBOX)]
