@@ -23,7 +23,7 @@ FAULT_CLAIMS: dict[str, str] = {
     "replay": "survived (de-duplicated; ratchet generation already used)",
     "inject": "detected (envelope does not unseal: warning notice)",
     "tamper": "detected (envelope does not unseal: warning notice)",
-    "fork": "detected (epoch authenticators compared across relays)",
+    "fork": "detected (sealed messages of the current epoch that do not decrypt, SPEC.md §8.11)",
     "dark": "survived (fail-over to the next relay of the group)",
     "refuse": "survived (fail-over to the next relay of the group)",
 }
