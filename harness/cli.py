@@ -217,8 +217,8 @@ def malicious_relay(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
+        if sys.platform != "win32":  # the Windows event loop has no signal handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         await relay.start()
         print(f"malicious relay on {relay.url} -> {relay.upstream}, seed {args.seed}", flush=True)
