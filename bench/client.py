@@ -26,10 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client.engine import Engine
+from harness.relay_process import RelayProcess
 from protocol.mls.crypto import get_suite
 from protocol.mls.group import Group
 from protocol.mls.key_package import SigningIdentity, create_key_package
-from tests.client_support import RelayProcess, befriend, eventually, make_engine
+from tests.client_support import befriend, eventually, make_engine
 
 
 async def bench_sync(base: Path, url: str, n: int) -> tuple[float, float]:

@@ -255,7 +255,7 @@ async def test_standalone_cli_logs_faults_to_its_report(world: Start, tmp_path: 
     import json
     import sys
 
-    from harness.scenario.relays import ROOT, free_port
+    from harness.relay_process import ROOT, free_port
 
     upstream = (await world())[0].upstream  # the fixture's honest relay
     port = free_port()

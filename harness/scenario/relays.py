@@ -5,27 +5,14 @@ optionally behind a :class:`~harness.malicious.MaliciousRelay`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from harness.relay_process import RelayProcess, free_port
 from relay.app import create_app
 from relay.config import RelayConfig
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def relay_config(data_dir: Path, **settings: Any) -> RelayConfig:
@@ -78,51 +65,21 @@ class ProcessRelay:
     """``samizdat-relay`` as a separate process (SQLite), killable with SIGKILL."""
 
     def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self._process = RelayProcess(data_dir, port or None)
         self.data_dir = data_dir
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = self._process.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._process.url
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._process.running
 
     async def start(self) -> ProcessRelay:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        logf = (self.data_dir.parent / f"relay-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.cli",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            cwd=ROOT,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
-        logf.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"relay exited with {self.proc.returncode}")
-            await asyncio.sleep(0.05)
-        raise RuntimeError("relay did not start within 20 s")
+        await asyncio.get_running_loop().run_in_executor(None, self._process.start)
+        return self
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
+        await asyncio.get_running_loop().run_in_executor(None, self._process.kill)

@@ -1,0 +1,84 @@
+"""A real ``samizdat-relay`` process on 127.0.0.1, for tests, benchmarks and
+scenarios: started on a free port (or a given one), waited for with a bounded
+loop, stopped gracefully or killed with SIGKILL (durability checks)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RelayProcess:
+    """One relay process (SQLite) whose log goes next to its data directory."""
+
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, limits: dict[str, int] | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.limits = limits or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> RelayProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable, "-m", "relay.cli", "--host", "127.0.0.1",
+            "--port", str(self.port), "--data-dir", str(self.data_dir),
+        ]  # fmt: skip
+        if self.limits:
+            config = self.data_dir.parent / f"relay-{self.port}.toml"
+            lines = [f"{key} = {value}" for key, value in self.limits.items()]
+            config.write_text("[limits]\n" + "\n".join(lines) + "\n")
+            args += ["--config", str(config)]
+        with (self.data_dir.parent / f"relay-{self.port}.log").open("ab") as log:
+            # the child keeps its own copy of the log descriptor
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"relay did not start within {START_TIMEOUT:.0f} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown (what a crash looks like)."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM and wait (graceful), then SIGKILL if it hangs."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
