@@ -181,13 +181,15 @@ class Inbound(Conversations):
         if handshake:
             meta = self._meta(conv_id)
             if url != self._ordering_url(meta, conv_id):
-                self._held.setdefault(conv_id, []).append((url, seq, payload, time.monotonic()))
+                held = self._held.setdefault(conv_id, [])
+                # a relay replaying a held envelope must not grow the list
+                if not any(h[0] == url and h[2] == payload for h in held):
+                    held.append((url, seq, payload, time.monotonic()))
                 self._schedule_hold_check()
                 return
         # copies of this message held from other relays are now redundant
-        held = self._held.get(conv_id)
-        if held:
-            self._held[conv_id] = [h for h in held if h[2] != payload]
+        if self._held.get(conv_id):
+            self._held[conv_id] = [h for h in self._held[conv_id] if h[2] != payload]
         await self._process(conv_id, payload)
 
     def _on_undecryptable(self, conv_id: bytes, payload: bytes, exc: Exception) -> None:

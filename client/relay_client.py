@@ -35,6 +35,7 @@ from nacl.signing import SigningKey
 
 from protocol.errors import DecodeError, RemoteError
 from protocol.relay_frames import (
+    MAX_SEQ,
     Ack,
     AuthRead,
     AuthWrite,
@@ -229,6 +230,10 @@ class RelayClient:
                 return
             if isinstance(frame, Deliver):
                 sub = self._subs.get(frame.mailbox_id)
+                if frame.seq >= MAX_SEQ:
+                    # no successor seq would fit a Subscribe: a broken or hostile relay
+                    log.warning("relay sent an out-of-range sequence number; reconnecting")
+                    return
                 if sub is not None and frame.seq >= sub.next_seq:
                     sub.next_seq = frame.seq + 1
                     self._deliveries.put_nowait(frame)

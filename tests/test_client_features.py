@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import aiohttp
 import pytest
 
 from client.engine import Engine
@@ -238,3 +242,53 @@ async def test_quota_refusal_is_queued_retried_and_reported_once(tmp_path: Path)
         await alice.close()
         await bob.close()
         relay.stop()
+
+
+async def test_replayed_held_handshake_is_held_once(trio: list[Engine]) -> None:
+    """A relay replaying a handshake that waits for the ordering relay must
+    not grow the hold list."""
+    alice, bob, _ = trio
+    conv = await befriend(alice, bob)
+    alice_conv = alice.find_conversation("Bob").group_id
+    commit = bob.groups[conv].commit(os.urandom, int(time.time()), public=True).commit
+    bob.groups[conv].clear_pending_commit()
+    meta = alice._meta(alice_conv)
+    other = next(u for u in meta.relay_urls if u != alice._ordering_url(meta, alice_conv))
+    for seq in range(50):
+        await alice._on_mls(alice_conv, other, seq, commit, b"d" * 16)
+    assert len(alice._held[alice_conv]) == 1
+
+
+async def test_out_of_range_sequence_drops_the_connection_not_the_relay() -> None:
+    """seq 2^64-1 has no successor a Subscribe could carry: the client drops
+    that connection (and reconnects) instead of storing an unusable cursor."""
+    from client.relay_client import RelayClient
+    from protocol.relay_frames import MAX_SEQ, Challenge, Deliver
+
+    delivered: list[int] = []
+
+    async def on_deliver(url: str, mailbox: bytes, seq: int, env: bytes) -> None:
+        delivered.append(seq)
+
+    client = RelayClient("http://127.0.0.1:1", on_deliver)
+    mailbox = b"m" * 32
+    await client.subscribe(mailbox, b"r" * 32, 0)
+    frames = [
+        Challenge(1, b"n" * 32, 65536).encode(),
+        Deliver(mailbox, 5, b"\x00" * 256).encode(),
+        Deliver(mailbox, MAX_SEQ, b"\x00" * 256).encode(),
+        Deliver(mailbox, 6, b"\x00" * 256).encode(),
+    ]
+
+    class FakeSocket:
+        def __aiter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        async def __anext__(self):  # type: ignore[no-untyped-def]
+            if not frames:
+                raise StopAsyncIteration
+            return SimpleNamespace(type=aiohttp.WSMsgType.BINARY, data=frames.pop(0))
+
+    await client._read(FakeSocket())  # type: ignore[arg-type]
+    assert client.next_seq(mailbox) == 6  # seq 5 taken, MAX_SEQ refused, reading stopped
+    assert len(frames) == 1  # the frame after the hostile one was never read
