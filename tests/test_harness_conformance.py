@@ -12,7 +12,8 @@ import pytest
 import relay.app
 import relay.connection
 from harness.relay_conformance import Options, format_outcomes, run_suite
-from harness.scenario.relays import ROOT, LocalRelay, ProcessRelay
+from harness.relay_process import ROOT
+from harness.scenario.relays import LocalRelay, ProcessRelay
 from tests import nats_fixtures
 from tests.nats_fixtures import NatsServer, wait_jetstream
 
