@@ -70,3 +70,11 @@ def test_harness_vectors_command_fails_on_a_wrong_vector(tmp_path: Any) -> None:
     )  # fmt: skip
     assert out.returncode != 0
     assert re.search(r"[1-9]\d* failed", out.stdout), out.stdout
+
+
+def test_scenario_reports_default_outside_the_working_tree() -> None:
+    from harness.cli import build_parser, default_report_dir
+
+    args = build_parser().parse_args(["scenario", "x.toml"])
+    assert args.report_dir is None
+    assert not default_report_dir().resolve().is_relative_to(ROOT)
