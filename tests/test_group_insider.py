@@ -19,18 +19,29 @@ from collections.abc import Sequence
 import pytest
 
 import protocol.mls.group as group_module
+from protocol.mls.crypto import get_suite
 from protocol.mls.errors import InvalidCommit, InvalidMessage, StateError
 from protocol.mls.group import Group
 from protocol.mls.key_package import create_key_package, sign_leaf_node
 from protocol.mls.messages import (
     Add,
+    MLSMessage,
     PreSharedKey,
     PreSharedKeyID,
     Proposal,
     Remove,
+    Sender,
     Update,
 )
-from protocol.mls.tree_structs import Capabilities, LeafNode, LeafNodeSource, ProposalType
+from protocol.mls.policy import AllowAll
+from protocol.mls.tree_structs import (
+    Capabilities,
+    Extension,
+    KeyPackage,
+    LeafNode,
+    LeafNodeSource,
+    ProposalType,
+)
 from tests.mls_harness import NOW, Harness, Party
 
 DAY = 24 * 3600
@@ -64,7 +75,19 @@ def forged_update(p: Party, **changes: object) -> LeafNode:
     return sign_leaf_node(g.suite, leaf, p.identity.signature_priv, g.group_id, g.own_leaf_index)
 
 
-def keep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+def forged_key_package(p: Party, encryption_key: bytes) -> KeyPackage:
+    """A KeyPackage of ``p`` whose leaf carries ``encryption_key``, validly signed."""
+    kp = p.key_package().key_package
+    suite, priv = get_suite(p.suite_id), p.identity.signature_priv
+    leaf = sign_leaf_node(
+        suite, dataclasses.replace(kp.leaf_node, encryption_key=encryption_key), priv
+    )
+    unsigned = dataclasses.replace(kp, leaf_node=leaf, signature=b"")
+    signature = suite.sign_with_label(priv, "KeyPackageTBS", unsigned.tbs_bytes())
+    return dataclasses.replace(unsigned, signature=signature)
+
+
+def keep_everything(monkeypatch: pytest.MonkeyPatch, omit: int = ProposalType.UPDATE) -> None:
     """Make this process's committer a hostile one: its commit references every
     cached proposal, unfiltered, and its own validation of the list is skipped
     (it computes its new tree without the Updates, which honest receivers never
@@ -78,7 +101,7 @@ def keep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
         try:
             return real(suite, context, tree, proposals, committer, now, *rest, **kw)
         except InvalidMessage:
-            kept = [p for p in proposals if p.proposal.proposal_type != ProposalType.UPDATE]
+            kept = [p for p in proposals if p.proposal.proposal_type != omit]
             return real(suite, context, tree, kept, committer, now, *rest, **kw)
 
     monkeypatch.setattr(group_module, "select_proposals", select_all, raising=False)
@@ -230,6 +253,38 @@ def test_external_rejoin_keeping_the_old_leaf_is_refused(
     assert_still_works(h, "alice", "bob", "dave")
 
 
+def test_add_reusing_a_key_of_the_tree_is_never_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(["alice", "bob", "carol"])
+    tree = h["alice"].g.state.tree
+    parent_key = next(k for x in range(1, len(tree.nodes), 2) if (k := tree.public_key(x)))
+    for stolen in (tree.member_leaf(0).encryption_key, parent_key):  # a leaf's, a parent's (§16.7)
+        add = Proposal.of(Add(forged_key_package(Party("sybil"), stolen)))
+        h.broadcast("bob", h["bob"].g.propose(add, h["bob"].rng))
+    with pytest.raises(InvalidMessage, match="encryption key"):  # as the committer's own Add
+        h["alice"].g.commit(
+            h["alice"].rng,
+            NOW,
+            add=[MLSMessage.of(forged_key_package(Party("x"), parent_key)).to_bytes()],
+        )
+    # a hostile committer's commit is refused
+    with monkeypatch.context() as m:
+        keep_everything(m, omit=ProposalType.ADD)
+        hostile = h["carol"].g.commit(h["carol"].rng, NOW)
+    before = states(h, "alice", "bob")
+    for name in ("alice", "bob"):
+        with pytest.raises(InvalidMessage, match="encryption key"):
+            h[name].g.process(hostile.commit)
+    assert states(h, "alice", "bob") == before
+    h["carol"].g.clear_pending_commit()
+    # an honest committer leaves both out
+    result = h["alice"].g.commit(h["alice"].rng, NOW)
+    assert [d.proposal_type for d in result.dropped] == [ProposalType.ADD] * 2
+    h["alice"].g.clear_pending_commit()
+    assert_still_works(h, "alice", "bob", "dave")
+
+
 # -- item 3: an external commit removes only the joiner's own old leaf ----------------------
 
 
@@ -362,6 +417,16 @@ def test_leaves_not_listing_the_group_suite_are_accepted() -> None:
     other = Party("dave", suite_id=1).key_package()
     with pytest.raises(InvalidMessage, match="suite"):
         alice.g.commit(alice.rng, NOW, add=[other])
+    # ... the group's extensions listed in a new member's capabilities (§13.4) ...
+    h.commit("alice", extensions=(Extension(0xFF00, b"x"),))
+    with pytest.raises(InvalidMessage, match="lacks group extension"):
+        alice.g.commit(alice.rng, NOW, add=[Party("gina", 7).key_package()])
+    caps = dataclasses.replace(_no_suite_caps(), extensions=(0xFF00,))
+    gina = create_key_package(
+        alice.g.suite, Party("gina", 7).identity, NOW, bob.rng, capabilities=caps
+    )
+    alice.g.commit(alice.rng, NOW, add=[gina])
+    alice.g.clear_pending_commit()
     # ... and the credential type listed in the leaf's capabilities (§7.2)
     caps = dataclasses.replace(_no_suite_caps(), credentials=(2,))
     odd = create_key_package(
@@ -369,3 +434,62 @@ def test_leaves_not_listing_the_group_suite_are_accepted() -> None:
     )
     with pytest.raises(InvalidMessage, match="credential"):
         alice.g.commit(alice.rng, NOW, add=[odd])
+
+
+# -- the policy hook (POLICY.md) -------------------------------------------------------------
+
+
+class OnlyLeafZeroRemoves:
+    """Samizdat-like admin rule: only leaf 0 may remove others."""
+
+    def check(self, state: object, proposer: Sender, proposal: Proposal) -> str | None:
+        if isinstance(proposal.body, Remove) and proposer.leaf_index != 0:
+            return "only admins may remove others"
+        return None
+
+
+def test_policy_refuses_proposals_and_commits_and_the_committer_leaves_them_out() -> None:
+    h = Harness(["alice", "bob", "carol"])
+    for p in h.members():
+        p.g.policy = OnlyLeafZeroRemoves()
+    bob, carol = h["bob"], h["carol"]
+
+    # a refused standalone proposal is not cached
+    kick = bob.g.propose(Proposal.of(Remove(2)), bob.rng)
+    before = states(h, "alice")
+    with pytest.raises(InvalidMessage, match="policy: only admins"):
+        h["alice"].g.process(kick)
+    assert states(h, "alice") == before
+
+    # carol's client has no policy yet, so it cached the proposal; with the
+    # policy set, her commit leaves it out and says so
+    carol.g.policy = AllowAll()
+    carol.g.process(kick)
+    carol.g.policy = OnlyLeafZeroRemoves()
+    result = carol.g.commit(carol.rng, NOW)
+    (dropped,) = result.dropped
+    assert dropped.reason == "policy: only admins may remove others"
+    assert dropped.sender_index == 1 and dropped.proposal_type == ProposalType.REMOVE
+    assert not carol.g.state.proposals  # refused proposals are forgotten
+    carol.g.clear_pending_commit()
+
+    # our own refused by-value proposal is a local error
+    with pytest.raises(StateError, match="policy"):
+        bob.g.commit(bob.rng, NOW, remove=[2])
+
+    # a commit covering a refused proposal is refused, state unchanged
+    bob.g.policy = AllowAll()
+    hostile = bob.g.commit(bob.rng, NOW, remove=[2])
+    before = states(h, "alice", "carol")
+    for name in ("alice", "carol"):
+        with pytest.raises(InvalidCommit, match="policy: only admins"):
+            h[name].g.process(hostile.commit)
+    assert states(h, "alice", "carol") == before
+    bob.g.clear_pending_commit()
+    bob.g.state.proposals.clear()
+
+    # the admin can remove, and the policy survives nothing: it is not serialized
+    h.commit("alice", remove=[1])
+    assert not bob.g.active
+    assert isinstance(Group.from_bytes(h["alice"].g.to_bytes()).policy, AllowAll)
+    h.assert_converged()
