@@ -36,7 +36,6 @@ from protocol.mls.messages import (
 from protocol.mls.policy import AllowAll
 from protocol.mls.tree_structs import (
     Capabilities,
-    Extension,
     KeyPackage,
     LeafNode,
     LeafNodeSource,
@@ -417,16 +416,6 @@ def test_leaves_not_listing_the_group_suite_are_accepted() -> None:
     other = Party("dave", suite_id=1).key_package()
     with pytest.raises(InvalidMessage, match="suite"):
         alice.g.commit(alice.rng, NOW, add=[other])
-    # ... the group's extensions listed in a new member's capabilities (§13.4) ...
-    h.commit("alice", extensions=(Extension(0xFF00, b"x"),))
-    with pytest.raises(InvalidMessage, match="lacks group extension"):
-        alice.g.commit(alice.rng, NOW, add=[Party("gina", 7).key_package()])
-    caps = dataclasses.replace(_no_suite_caps(), extensions=(0xFF00,))
-    gina = create_key_package(
-        alice.g.suite, Party("gina", 7).identity, NOW, bob.rng, capabilities=caps
-    )
-    alice.g.commit(alice.rng, NOW, add=[gina])
-    alice.g.clear_pending_commit()
     # ... and the credential type listed in the leaf's capabilities (§7.2)
     caps = dataclasses.replace(_no_suite_caps(), credentials=(2,))
     odd = create_key_package(

@@ -35,7 +35,6 @@ from protocol.mls.messages import (
     Update,
 )
 from protocol.mls.ratchet_tree import (
-    DEFAULT_EXTENSIONS,
     DEFAULT_PROPOSALS,
     RatchetTree,
     check_leaf_node_basics,
@@ -149,17 +148,6 @@ def validate_leaf_for_group(
             raise InvalidMessage(f"a member does not support credential type {cred}")
         if member.credential.credential_type not in leaf.capabilities.credentials:
             raise InvalidMessage("new leaf does not support a credential type in use")
-
-
-def check_group_extensions_supported(leaf: LeafNode, extensions: Sequence[Extension]) -> None:
-    """RFC 9420 §13.4: "A client adding a new member MUST verify that [its]
-    capabilities field [...] indicate[s] support for each extension in the
-    GroupContext" (the default ones of §7.2 are never listed)."""
-    for ext in extensions:
-        if ext.extension_type not in DEFAULT_EXTENSIONS and (
-            ext.extension_type not in leaf.capabilities.extensions
-        ):
-            raise InvalidMessage(f"new member lacks group extension {ext.extension_type}")
 
 
 def check_unique_keys(tree: RatchetTree, leaf: LeafNode, leaf_index: int | None) -> None:
@@ -325,7 +313,6 @@ def apply_proposals(
             kp = body.key_package
             validate_key_package(suite, kp, now)
             validate_leaf_for_group(suite, new, kp.leaf_node, result.extensions, now)
-            check_group_extensions_supported(kp.leaf_node, result.extensions)
             if kp.leaf_node.signature_key in signature_keys:
                 raise InvalidCommit("Add of a client already in the group")
             if kp.leaf_node.encryption_key in encryption_keys:
