@@ -36,6 +36,7 @@ from protocol.mls.messages import (
 from protocol.mls.policy import AllowAll
 from protocol.mls.tree_structs import (
     Capabilities,
+    Credential,
     KeyPackage,
     LeafNode,
     LeafNodeSource,
@@ -198,6 +199,34 @@ def test_update_reusing_a_sybils_signature_key_is_refused() -> None:
     assert states(h, "alice") == before
     mallory.g.state.proposals.clear()
     assert_still_works(h, "alice", "mallory", "dave")
+
+
+def test_a_member_cannot_take_another_members_name() -> None:
+    h = Harness(["alice", "bob", "carol"])
+    bob = h["bob"]
+    fresh = bob.g.suite.hpke_key_pair(bob.rng)[1]
+    as_alice = Credential.basic(b"alice")
+    attack = bob.g.propose(
+        Proposal.of(Update(forged_update(bob, credential=as_alice, encryption_key=fresh))),
+        bob.rng,
+    )
+    before = states(h, "alice", "carol")
+    for name in ("alice", "carol"):
+        with pytest.raises(InvalidMessage, match="credential"):
+            h[name].g.process(attack)
+    assert states(h, "alice", "carol") == before
+    bob.g.state.proposals.clear()
+    # the same through bob's own commit: his path leaf claims to be alice
+    own = bob.g.state.tree.member_leaf(1)
+    bob.g.state.tree.set_leaf(1, dataclasses.replace(own, credential=as_alice))
+    hostile = bob.g.commit(bob.rng, NOW)
+    for name in ("alice", "carol"):
+        with pytest.raises(InvalidCommit, match="credential"):
+            h[name].g.process(hostile.commit)
+    assert states(h, "alice", "carol") == before
+    bob.g.clear_pending_commit()
+    bob.g.state.tree.set_leaf(1, own)
+    assert_still_works(h, "alice", "bob", "dave")
 
 
 def test_two_updates_with_one_new_key_are_never_both_committed(

@@ -128,6 +128,7 @@ from protocol.mls.proposals import (
     AppliedProposals,
     ResolvedProposal,
     check_external_joiner,
+    check_successor_credential,
     check_update_leaf,
     validate_leaf_for_group,
 )
@@ -1158,6 +1159,10 @@ def _check_path_leaf(
         old = state.tree.member_leaf(committer)
         if leaf.encryption_key == old.encryption_key:
             raise InvalidCommit("the committer's leaf must get a new encryption key")
+        try:
+            check_successor_credential(old, leaf)
+        except InvalidMessage as exc:
+            raise InvalidCommit(str(exc)) from exc
     # §7.3 and §16.7 uniqueness, for an external joiner's leaf too (it is
     # already in ``tree``, at ``committer``).
     in_tree = {tree.public_key(x) for x in range(len(tree.nodes)) if x != 2 * committer}

@@ -182,6 +182,16 @@ def check_update_leaf(
     verify_leaf_node_signature(suite, leaf, group_id, sender)
     validate_leaf_for_group(suite, tree, leaf, extensions, now)
     check_unique_keys(tree, leaf, sender)
+    check_successor_credential(old, leaf)
+
+
+def check_successor_credential(old: LeafNode, new: LeafNode) -> None:
+    """RFC 9420 §5.3.1: a member's new credential (Update, commit path, resync)
+    must present identifiers "valid as a successor" to the old ones under the
+    application's policy.  Samizdat's policy: the credential does not change,
+    so a member cannot take another's name (the signature key may change)."""
+    if new.credential != old.credential:
+        raise InvalidMessage("a member's credential may not change to another identity")
 
 
 def check_external_joiner(
