@@ -25,6 +25,7 @@ from protocol.mls.group import Group
 from protocol.mls.key_package import create_key_package, sign_leaf_node
 from protocol.mls.messages import (
     Add,
+    GroupContextExtensions,
     MLSMessage,
     PreSharedKey,
     PreSharedKeyID,
@@ -37,10 +38,13 @@ from protocol.mls.policy import AllowAll
 from protocol.mls.tree_structs import (
     Capabilities,
     Credential,
+    Extension,
+    ExtensionType,
     KeyPackage,
     LeafNode,
     LeafNodeSource,
     ProposalType,
+    RequiredCapabilities,
 )
 from tests.mls_harness import NOW, Harness, Party
 
@@ -511,3 +515,32 @@ def test_policy_refuses_proposals_and_commits_and_the_committer_leaves_them_out(
     assert not bob.g.active
     assert isinstance(Group.from_bytes(h["alice"].g.to_bytes()).policy, AllowAll)
     h.assert_converged()
+
+
+def test_a_cached_extensions_change_cannot_block_the_committers_add() -> None:
+    # alice and bob support extension 0xFF00; bob proposes to require it, which
+    # is valid on its own but would make alice's Add of dave (who lacks it) fail
+    caps = Capabilities(
+        versions=(1,), cipher_suites=(1,), extensions=(0xFF00,), proposals=(), credentials=(1,)
+    )
+    alice, bob = Party("alice"), Party("bob")
+    alice.group = Group.create(1, b"g", alice.identity, alice.rng, NOW, capabilities=caps)
+    bundle = create_key_package(alice.g.suite, bob.identity, NOW, bob.rng, capabilities=caps)
+    welcome = alice.g.commit(alice.rng, NOW, add=[bundle]).welcome
+    alice.g.merge_pending_commit()
+    assert welcome is not None
+    bob.group = Group.join(welcome, bundle)
+    required = Extension(
+        ExtensionType.REQUIRED_CAPABILITIES, RequiredCapabilities((0xFF00,), (), ()).to_bytes()
+    )
+    alice.g.process(bob.g.propose(Proposal.of(GroupContextExtensions((required,))), bob.rng))
+    dave = Party("dave")
+    dave_kp = dave.key_package()
+    result = alice.g.commit(alice.rng, NOW, add=[dave_kp])
+    (dropped,) = result.dropped
+    assert dropped.proposal_type == ProposalType.GROUP_CONTEXT_EXTENSIONS
+    bob.g.process(result.commit)
+    alice.g.merge_pending_commit()
+    assert result.welcome is not None
+    dave.group = Group.join(result.welcome, dave_kp)
+    assert alice.g.epoch_authenticator == bob.g.epoch_authenticator == dave.g.epoch_authenticator

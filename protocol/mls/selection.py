@@ -196,9 +196,11 @@ def _prefer(
 ) -> list[_Cached]:
     """§12.2's SHOULDs for a committer holding conflicting valid proposals."""
     removed = {p.body.removed for p in by_value if isinstance(p.body, Remove)}
-    added = {
-        p.body.key_package.leaf_node.signature_key for p in by_value if isinstance(p.body, Add)
-    }
+    added: set[bytes] = set()  # signature keys (the client) and encryption keys of kept Adds
+    for p in by_value:
+        if isinstance(p.body, Add):
+            added |= {p.body.key_package.leaf_node.signature_key}
+            added |= {p.body.key_package.leaf_node.encryption_key}
     psks = {p.body.psk.to_bytes() for p in by_value if isinstance(p.body, PreSharedKey)}
     own_gce = any(isinstance(p.body, GroupContextExtensions) for p in by_value)
     latest_update: dict[int, bytes] = {}
@@ -232,11 +234,15 @@ def _prefer(
             else:
                 kept.append(c)
         elif isinstance(body, Add):
-            key = body.key_package.leaf_node.signature_key
-            if key in added:
+            # Resolved here rather than in step 3, so that many Adds sharing
+            # a key cost one pass, not one validation round each.
+            new = body.key_package.leaf_node
+            if new.signature_key in added:
                 drop(c, "this client is already added by this commit", forget=False)
+            elif new.encryption_key in added:
+                drop(c, "another Add of this commit has the same encryption key", forget=False)
             else:
-                added.add(key)
+                added |= {new.signature_key, new.encryption_key}
                 kept.append(c)
         elif isinstance(body, PreSharedKey):
             encoded = body.psk.to_bytes()
