@@ -146,6 +146,8 @@ def select_proposals(
         error = judge.error([c.resolved for c in kept] + mine, cursor)
         if error is None:
             break
+        if not kept:  # cannot happen: ``mine`` alone passed above; keeps the loop bounded
+            raise InvalidMessage(error)
         if cursor.index is not None and cursor.index < len(kept):
             # valid alone, so another commit may include it: keep it cached
             drop(kept.pop(cursor.index), error, forget=False)
@@ -158,6 +160,7 @@ def select_proposals(
             kept.remove(c)
             drop(c, f"conflicts with the rest of the commit: {error}", forget=False)
     selection.refs = [c.ref for c in kept]
+    selection.dropped.sort(key=lambda d: order[d.reference])
     return selection
 
 
