@@ -27,6 +27,17 @@ class ProposalReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ProposalDropped:
+    """A cached proposal our commit left out (SPEC §4.4): invalid against the
+    state at commit time, refused by the policy, or superseded (RFC 9420 §12.2)."""
+
+    reference: bytes
+    proposal_type: int
+    sender_index: int | None  # leaf index, or external sender index, or None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class MemberAdded:
     leaf_index: int
     identity: bytes
@@ -82,6 +93,7 @@ class PendingCommitDiscarded:
 GroupEvent = (
     ApplicationMessageReceived
     | ProposalReceived
+    | ProposalDropped
     | MemberAdded
     | MemberRemoved
     | MemberUpdated
