@@ -33,9 +33,11 @@ from protocol.relay_frames import (
     StorageFull,
     decode_server_frame,
 )
+from relay.app import create_app
 from relay.storage.base import MAILBOX_ROW_COST
+from tests import nats_fixtures
 from tests.relay_support import Client, Mailbox
-from tests.test_relay_app import code
+from tests.test_relay_app import code, make_config
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -271,3 +273,27 @@ def test_beyond_loopback_metrics_and_blobs_need_tokens(
     )
     assert http(tokens, "GET", "/metrics", {"Authorization": "Bearer m"})[0] == 200
     assert http(tokens, "POST", "/blob", {"Authorization": "Bearer t"})[0] == 201
+
+
+nats_server = nats_fixtures.nats_server
+
+
+async def test_mailbox_total_on_nats(
+    aiohttp_client: Any, tmp_path: Path, nats_server: nats_fixtures.NatsServer
+) -> None:
+    """JetStream holds the count for every relay process that shares it."""
+    limits = {"max_mailboxes": 3}
+    apps = [
+        create_app(
+            make_config(tmp_path / n, backend="nats", nats_url=nats_server.url, limits=limits)
+        )
+        for n in ("a", "b")
+    ]
+    clients = [await aiohttp_client(app) for app in apps]
+    a, b = [await Client.connect(tc.session, tc.make_url("/ws")) for tc in clients]
+    made = [Mailbox() for _ in range(3)]
+    for mb in made[:2]:
+        assert isinstance(await a.create(mb), Ok)
+    assert isinstance(await b.create(made[2]), Ok)
+    assert code(await b.create(Mailbox())) == StorageFull.code
+    assert code(await a.create(Mailbox())) == StorageFull.code
