@@ -106,9 +106,8 @@ class Slots:
 
     ``acquire`` answers which bound refused (``"total"``, ``"ip"`` or
     ``"key"``) or None when a slot was taken; every taken slot must be given
-    back with ``release`` (use ``hold`` in a ``with``).  The maps only hold
-    addresses and keys that currently hold slots, so they are bounded by
-    ``max_total``.
+    back with ``release`` (same arguments).  The maps only hold addresses
+    and keys that currently hold slots, so they are bounded by ``max_total``.
     """
 
     def __init__(self, max_total: int, max_per_ip: int, max_per_key: int | None = None) -> None:

@@ -145,8 +145,8 @@ class GuardedListener(socket.socket):
             try:
                 fd, addr = self._accept()  # type: ignore[attr-defined]
             except OSError as exc:
-                if exc.errno in _OUT_OF_FDS and self._shed():
-                    raise ConnectionAbortedError(exc.errno, "refused: out of descriptors") from exc
+                if exc.errno in _OUT_OF_FDS:
+                    self._shed(exc)
                 raise
             ip = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
             if self.slots.acquire(ip) is None:
@@ -160,26 +160,30 @@ class GuardedListener(socket.socket):
                 self.metrics.inc("samizdat_relay_sockets_refused_total")
         raise ConnectionAbortedError(errno.ECONNABORTED, "refused: over the socket budget")
 
-    def _shed(self) -> bool:
-        """Out of descriptors: refuse one pending connection with the spare."""
+    def _shed(self, exc: OSError) -> None:
+        """Out of descriptors: refuse one pending connection using the spare.
+
+        Raises ``ConnectionAbortedError`` when one was refused,
+        ``BlockingIOError`` when none is pending, and ``exc`` itself when no
+        spare could be had (asyncio then pauses accepting for a second; its
+        report goes to :func:`quiet_accept_errors`)."""
         if self.spare is None:
             self.spare = _open_spare()
             if self.spare is None:
-                self.out_of_fds.note()
-                return False
+                raise exc
         os.close(self.spare)
         self.spare = None
         try:
             fd, _ = self._accept()  # type: ignore[attr-defined]
-            os.close(fd)
         except OSError:
-            pass
-        finally:
             self.spare = _open_spare()
+            raise
+        os.close(fd)
+        self.spare = _open_spare()
         self.out_of_fds.note()
         if self.metrics is not None:
             self.metrics.inc("samizdat_relay_sockets_refused_total")
-        return True
+        raise ConnectionAbortedError(errno.ECONNABORTED, "refused: out of descriptors") from exc
 
     def close(self) -> None:
         if getattr(self, "spare", None) is not None:

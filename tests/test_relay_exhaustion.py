@@ -12,6 +12,8 @@ import contextlib
 import os
 import resource
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.relay_process import RelayProcess
+from harness.relay_process import ROOT, RelayProcess
 from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import (
     AccessDenied,
@@ -34,6 +36,7 @@ from protocol.relay_frames import (
     decode_server_frame,
 )
 from relay.app import create_app
+from relay.limits import Slots
 from relay.storage.base import MAILBOX_ROW_COST
 from tests import nats_fixtures
 from tests.relay_support import Client, Mailbox
@@ -297,3 +300,95 @@ async def test_mailbox_total_on_nats(
     assert isinstance(await b.create(made[2]), Ok)
     assert code(await b.create(Mailbox())) == StorageFull.code
     assert code(await a.create(Mailbox())) == StorageFull.code
+
+
+OUT_OF_FDS_CHILD = """
+import logging, os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="LOG %(message)s")
+from relay.config import Limits
+from relay.sockets import listen
+sock = listen("127.0.0.1", 0, Limits())
+print(sock.getsockname()[1], flush=True)
+hog = []
+try:
+    while True:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+sys.stdin.readline()
+results = []
+for _ in range(6):
+    try:
+        sock.accept()[0].close()
+        results.append("accepted")
+    except ConnectionAbortedError:
+        results.append("refused")
+    except BlockingIOError:
+        results.append("empty")
+for fd in hog:
+    os.close(fd)
+print("FIRST", " ".join(results), flush=True)
+sys.stdin.readline()
+conn, _ = sock.accept()
+conn.close()
+print("THEN accepted", flush=True)
+"""
+
+
+def test_out_of_descriptors_refuses_with_the_spare(tmp_path: Path) -> None:
+    """Even when every descriptor is taken, a pending connection is refused
+    (accepted with the spare descriptor and closed), logged once, no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_FDS_CHILD],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    clients: list[socket.socket] = []
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        port = int(child.stdout.readline())
+        clients += [socket.create_connection((HOST, port), timeout=5) for _ in range(3)]
+        time.sleep(0.3)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert all(ended(c, 5) for c in clients)  # refused: closed, not left pending
+        before: list[str] = []
+        first = child.stdout.readline()
+        while not first.startswith("FIRST"):
+            assert first, "the child ended early: " + "".join(before)
+            before.append(first)
+            first = child.stdout.readline()
+        clients.append(socket.create_connection((HOST, port), timeout=5))
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        rest, _ = child.communicate(timeout=20)
+    finally:
+        for c in clients:
+            c.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    out = "".join(before) + first + rest
+    assert first.split()[1:] == ["refused"] * 3 + ["empty"] * 3, out
+    assert "THEN accepted" in rest, out  # descriptors back: served again
+    assert out.count("LOG out of file descriptors") == 1 and "Traceback" not in out, out
+
+
+def test_slots_bound_total_address_and_key() -> None:
+    slots = Slots(max_total=4, max_per_ip=2, max_per_key=3)
+    assert slots.acquire("a", b"k") is None and slots.acquire("a", b"k") is None
+    assert slots.acquire("a", b"k") == "ip"
+    assert slots.acquire("b", b"k") is None
+    assert slots.acquire("b", b"k") == "key"
+    assert slots.acquire("c", b"other") is None
+    assert slots.acquire("d", b"other") == "total"
+    for ip in ("a", "a", "b"):
+        slots.release(ip, b"k")
+    slots.release("c", b"other")
+    assert slots.total == 0 and not slots._per_ip and not slots._per_key
