@@ -72,9 +72,13 @@ class RelayContext:
         self.requests = Slots(lim.max_requests, lim.max_requests_per_ip)
         self.uploads = Slots(lim.max_uploads, lim.max_uploads_per_ip, lim.max_uploads_per_blob)
 
-    def admit_mailbox(self, ip: str) -> None:
-        """Charge one ``Create`` to ``ip``; ``RateLimited`` past its budget
-        (``mailbox_create_burst``, refilled at ``mailbox_create_rate``/s)."""
+    async def admit_mailbox(self, ip: str, key: bytes) -> None:
+        """Charge the creation of mailbox ``key`` to ``ip``; ``RateLimited``
+        past its budget (``mailbox_create_burst``, refilled at
+        ``mailbox_create_rate``/s).  Re-creating an existing mailbox (clients
+        do on every connection) is free: it adds nothing."""
+        if await self.storage.get_mailbox(key) is not None:
+            return
         if not self.mailbox_limiter.take(ip):
             self.metrics.inc("samizdat_relay_rate_limited_total")
             raise RateLimited("too many mailboxes created from this address")

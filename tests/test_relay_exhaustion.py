@@ -180,15 +180,17 @@ def test_half_sent_headers_are_closed(tmp_path: Path, relays: list[RelayProcess]
     assert http(relay, "GET", "/")[0] == 200
 
 
-async def create_from(relay: RelayProcess, address: str, n: int) -> list[int]:
-    """``n`` Create frames from one (forwarded) address: 0 or the error code."""
+async def create_from(relay: RelayProcess, address: str, boxes: int | list[Mailbox]) -> list[int]:
+    """Create frames from one (forwarded) address: 0 (Ok) or the error code."""
+    if isinstance(boxes, int):
+        boxes = [Mailbox() for _ in range(boxes)]
     results = []
     async with aiohttp.ClientSession() as session:
         client = await Client.connect(
             session, f"{relay.url}/ws", headers={"X-Forwarded-For": address}
         )
-        for _ in range(n):
-            reply = await client.create(Mailbox())
+        for mb in boxes:
+            reply = await client.create(mb)
             results.append(0 if isinstance(reply, Ok) else code(reply))
         await client.ws.close()
     return results
@@ -198,7 +200,10 @@ async def test_mailbox_creation_is_capped(tmp_path: Path, relays: list[RelayProc
     limits = {"mailbox_create_burst": 5, "mailbox_create_rate": 0.001, "max_mailboxes": 8}
     relay = start(relays, tmp_path / "a", settings={"forwarded_for": True}, limits=limits)
     # per address: five, then RateLimited
-    assert await create_from(relay, "203.0.113.1", 7) == [0] * 5 + [RateLimited.code] * 2
+    first = [Mailbox() for _ in range(7)]
+    assert await create_from(relay, "203.0.113.1", first) == [0] * 5 + [RateLimited.code] * 2
+    # re-creating an existing mailbox (clients do on each connection) is free
+    assert await create_from(relay, "203.0.113.1", first[:5] * 2) == [0] * 10
     # in total: eight, then StorageFull, whatever the address
     got = await create_from(relay, "203.0.113.2", 4)
     assert got == [0, 0, 0, StorageFull.code]
