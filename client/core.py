@@ -217,11 +217,13 @@ class EngineCore(ABC):
         and await our tasks, close every relay (sockets, sessions), then the
         store.  Returns even if a task ignores its cancellation."""
         self._closing = True
-        tasks = await cancel_and_wait(list(self._tasks), CLOSE_TIMEOUT)
-        if tasks:
-            log.warning("%d engine task(s) did not stop", len(tasks))
+        stuck = await cancel_and_wait(list(self._tasks), CLOSE_TIMEOUT)
         await asyncio.gather(*(r.close() for r in self.relays.values()), return_exceptions=True)
         self.relays.clear()
+        # a delivery handled while the relays closed may have started more
+        stuck = await cancel_and_wait([*stuck, *self._tasks], CLOSE_TIMEOUT)
+        if stuck:
+            log.warning("%d engine task(s) did not stop", len(stuck))
         self.store.close()
 
     def _relay(self, url: str) -> RelayClient:
