@@ -3,11 +3,15 @@
 GitHub issue 11, item 6: ``samizdat save`` printed "saved" and then hung
 (3 of 3 tries): ``RelayClient.close`` waited on a cancelled supervisor while
 its read task stayed pending.  Here ``save``, ``send`` and ``sync`` run as
-real processes against a real relay, ten times each, each under a timeout.
+real processes against a real relay, ten times each, each under a timeout;
+and ``close`` is checked directly with the cancellation lost the way
+Python 3.11's ``asyncio.wait_for`` can lose it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -17,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_support import ROOT, RelayProcess, env_without_proxy
+from client.relay_client import RelayClient
+from tests.client_support import ROOT, RelayProcess, env_without_proxy, eventually
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -81,3 +86,31 @@ def test_save_send_sync_exit_promptly_every_time(tmp_path: Path, relay: RelayPro
     ]
     assert [t for t in texts if t.startswith("message ")] == [f"message {i}" for i in range(ROUNDS)]
     print(f"slowest command: {slowest:.1f} s")
+
+
+async def test_close_is_bounded_when_a_cancellation_is_lost(relay: RelayProcess) -> None:
+    async def on_deliver(url: str, mailbox_id: bytes, seq: int, envelope: bytes) -> None:
+        return None
+
+    client = RelayClient(relay.url, on_deliver)
+    client.start()
+    await eventually(lambda: client.state == "connected", what="connected")
+    supervisor = client._task
+    assert supervisor is not None
+
+    async def loses_its_cancellation() -> None:
+        # What the supervisor did when wait_for swallowed the CancelledError:
+        # carry on, then wait on a read of a socket nobody closes.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(supervisor)
+        await supervisor
+
+    client._task = asyncio.create_task(loses_its_cancellation())
+    await asyncio.sleep(0.1)
+    closing = asyncio.create_task(client.close())
+    done, _ = await asyncio.wait({closing}, timeout=15)
+    if not done:  # the old close(): waits for ever; let it finish, then fail
+        supervisor.cancel()
+        await closing
+        pytest.fail("RelayClient.close() did not return within 15 s")
+    assert supervisor.done() and client._task.done()
