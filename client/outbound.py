@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from client.core import (
-    EngineCore,
     EngineError,
     _history_entry,
     _read_blocks,
     now_ms,
     rng,
 )
+from client.files import Files
 from client.model import (
     NS_OUTBOX,
     NS_SEEN,
@@ -48,11 +48,11 @@ from protocol.app.messages import (
     Text,
 )
 from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key
-from protocol.errors import CryptoError, RemoteError
+from protocol.errors import RemoteError
 from protocol.padding import BLOB_CHUNK_SIZE
 
 
-class Outbound(EngineCore):
+class Outbound(Files):
     """Sending: application messages, files, sealing per mailbox, the outbox."""
 
     # -- sending ----------------------------------------------------------------------
@@ -126,39 +126,6 @@ class Outbound(EngineCore):
         )
         file_id = self.store.write_file(_read_blocks(path))
         return await self._send_app(conv_id, body, file_id=file_id)
-
-    async def fetch_file(self, body: File, dest: Path) -> Path:
-        """Download, check and decrypt a received file into ``dest``, chunk
-        by chunk from whichever relay has each chunk.  Nothing is left at
-        ``dest`` if any chunk is missing or altered."""
-        decryptor = attachments.FileEncryptor(body.key)
-        digest = hashlib.sha256()
-        partial = dest.with_name(dest.name + ".part")
-        try:
-            with partial.open("wb") as out:
-                for index, ref in enumerate(body.chunks):
-                    last = index == len(body.chunks) - 1
-                    for copy in ref.copies:
-                        try:
-                            chunk = await self._relay(copy.relay_url).download_chunk(
-                                copy.blob_id, index, copy.download_token
-                            )
-                            plain = decryptor.decrypt_chunk(index, chunk, last)
-                            break
-                        except (RelayUnavailable, RemoteError, CryptoError):
-                            continue
-                    else:
-                        raise EngineError(
-                            f"chunk {index} of {body.name!r} is unavailable on every relay"
-                        )
-                    digest.update(chunk)
-                    out.write(plain)
-            if digest.digest() != body.ciphertext_digest:
-                raise EngineError(f"{body.name!r}: the downloaded ciphertext does not match")
-            partial.replace(dest)
-        finally:
-            partial.unlink(missing_ok=True)
-        return dest
 
     async def _send_app(
         self,

@@ -2,14 +2,23 @@
 
 * A blob download reads at most one chunk (256 KiB) per request, whatever a
   relay sends; a File message cannot make the client read more than it says.
+* A File message names relays chosen by its sender: the client downloads
+  only from the conversation's relays unless the user names another.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
 import pytest
 
+from client.engine import Engine, EngineError
 from client.relay_client import RelayClient
+from protocol.app import attachments
+from protocol.app.messages import BlobRef, ChunkRef, File
 from protocol.errors import RemoteError
+from tests.client_support import RelayProcess, befriend, eventually, make_engine
 from tests.hostile_blob import hostile_blob_server
 
 pytestmark = pytest.mark.timeout(240)
@@ -35,3 +44,83 @@ async def test_blob_download_reads_at_most_one_chunk(declare_length: bool) -> No
         assert server.requests == [f"/blob/{bytes(16).hex()}/0"]
         assert server.finished == 0, "the whole 50 MB answer was read"
         assert server.bytes_sent < FIFTY_MB
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    # room for 300 attachment uploads (two HTTP requests each) in a few seconds
+    proc = RelayProcess(
+        tmp_path / "relay", limits={"blob_rate": 100_000, "blob_burst": 100_000}
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, relay: RelayProcess) -> AsyncIterator[tuple[Engine, Engine]]:
+    alice = make_engine(tmp_path / "alice", "Alice", [relay.url])
+    bob = make_engine(tmp_path / "bob", "Bob", [relay.url])
+    for e in (alice, bob):
+        await e.connect()
+    yield alice, bob
+    for e in (alice, bob):
+        await e.close()
+
+
+def _hostile_file(name: str, relay_url: str, data: bytes = b"not much") -> File:
+    """A File message whose one chunk lives on ``relay_url`` (the sender's pick)."""
+    enc = attachments.encrypt_file(data, lambda n: bytes(n))
+    ref = ChunkRef((BlobRef(relay_url, bytes(16), bytes(32)),))
+    return File(
+        name,
+        "image/png",
+        enc.size,
+        attachments.CHUNK_PLAINTEXT_SIZE,
+        enc.key,
+        (ref,) * len(enc.chunks),
+        enc.ciphertext_digest,
+    )
+
+
+async def test_file_on_an_outside_relay_needs_consent(
+    pair: tuple[Engine, Engine], tmp_path: Path
+) -> None:
+    """A hostile member sends a File pointing at a server of theirs (a relay
+    that is not the conversation's): the receiver neither contacts it (that
+    would reveal its address) nor reads 50 MB from it when allowed to."""
+    alice, bob = pair
+    conv = await befriend(alice, bob)
+    bob_conv = bob.find_conversation("Alice").group_id
+    async with hostile_blob_server(FIFTY_MB) as server:
+        await alice._send_app(conv, _hostile_file("cat.png", server.url))
+        await eventually(lambda: any(e.kind == "file" for e in bob.history(bob_conv)))
+        entry = next(e for e in bob.history(bob_conv) if e.kind == "file")
+        body = File.from_bytes(bytes.fromhex(entry.file["descriptor"]))
+        assert bob.outside_relays(bob_conv, body) == [server.url]
+
+        dest = tmp_path / "cat.png"
+        with pytest.raises(EngineError, match="not a relay of this conversation") as err:
+            await bob.fetch_file(bob_conv, body, dest)
+        assert server.url in str(err.value)
+        with pytest.raises(EngineError, match="not a relay of this conversation"):
+            await bob.fetch_bytes(bob_conv, body, max_size=1 << 20)
+        assert server.requests == [], "the client contacted a relay the sender chose"
+        assert server.url not in bob.relays, "an outside relay became a supervised connection"
+
+        # allowed by the user: the oversized answer is cut off at one chunk
+        with pytest.raises(EngineError, match="unavailable"):
+            await bob.fetch_file(bob_conv, body, dest, allow_relays=[server.url])
+        assert len(server.requests) == 1 and server.finished == 0
+        assert not dest.exists() and list(tmp_path.glob("cat.png*")) == []
+        assert server.url not in bob.relays
+
+
+async def test_declared_size_bounds_the_download(pair: tuple[Engine, Engine]) -> None:
+    """A File that declares more than the caller will hold (a photo shown
+    inline) is refused before any download."""
+    alice, bob = pair
+    conv = await befriend(alice, bob)
+    relay_url = alice.conversation_relays(conv)[0]
+    body = _hostile_file("big.png", relay_url, bytes(600_000))
+    with pytest.raises(EngineError, match="larger than"):
+        await bob.fetch_bytes(bob.find_conversation("Alice").group_id, body, max_size=500_000)
