@@ -36,7 +36,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from client.core import EngineCore, EngineError
+from client.core import EngineError
+from client.expiry import Expiry
 from client.relay_client import RelayClient, RelayUnavailable
 from protocol.app import attachments
 from protocol.app.group_meta import find_group_meta
@@ -95,7 +96,7 @@ def safe_file_name(name: str) -> str:
     return stem + suffix if stem else "file" + suffix
 
 
-class Files(EngineCore):
+class Files(Expiry):
     """Downloading received files (see the module docstring)."""
 
     def _trusted_relays(self, conv_id: bytes) -> set[str]:

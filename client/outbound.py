@@ -25,7 +25,6 @@ from client.model import (
     ContactInbox,
     MessageStatus,
     OutboxItem,
-    history_ns,
 )
 from client.relay_client import RelayUnavailable
 from protocol.app import attachments
@@ -161,7 +160,7 @@ class Outbound(Files):
                 entry = _history_entry(message, self.identity.signature_pub, outgoing=True)
                 if file_id:
                     entry.file["file_id"] = file_id
-                self.store.append(history_ns(conv_id), entry.to_json())
+                self._append_history(conv_id, entry)
                 status = MessageStatus(
                     message.message_id, conv_id, recipients=len(group.members()) - 1
                 )

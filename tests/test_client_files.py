@@ -1,20 +1,27 @@
-"""Attachments against hostile senders and relays (SPEC §8.7).
+"""Attachments against hostile senders and relays, and disappearing messages
+that really disappear (SPEC §8.7, §8.11, §9).
 
 * A blob download reads at most one chunk (256 KiB) per request, whatever a
   relay sends; a File message cannot make the client read more than it says.
 * A File message names relays chosen by its sender: the client downloads
   only from the conversation's relays unless the user names another.
+* Expired messages leave the store, attachments included, on a timer and
+  before a backup, not only when a page of history happens to be read.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from client.engine import Engine, EngineError
+from client.model import history_ns
 from client.relay_client import RelayClient
+from client.store import Store
 from protocol.app import attachments
 from protocol.app.messages import BlobRef, ChunkRef, File
 from protocol.errors import RemoteError
@@ -124,3 +131,118 @@ async def test_declared_size_bounds_the_download(pair: tuple[Engine, Engine]) ->
     body = _hostile_file("big.png", relay_url, bytes(600_000))
     with pytest.raises(EngineError, match="larger than"):
         await bob.fetch_bytes(bob.find_conversation("Alice").group_id, body, max_size=500_000)
+
+
+# -- disappearing messages ------------------------------------------------------------------
+
+HOUR_MS = 3600 * 1000
+
+
+def _raw_counts(home: Path, ns_id: bytes) -> tuple[int, int, int]:
+    """(log rows of one namespace, file key rows, files on disk), read from
+    the SQLite file itself, not through the store API."""
+    conn = sqlite3.connect(home / "store.db")
+    try:
+        (log_rows,) = conn.execute("SELECT count(*) FROM log WHERE ns = ?", (ns_id,)).fetchone()
+        (file_rows,) = conn.execute("SELECT count(*) FROM files").fetchone()
+    finally:
+        conn.close()
+    return int(log_rows), int(file_rows), len(list((home / "files").iterdir()))
+
+
+async def _expiring_history(alice: Engine, tmp_path: Path, n_files: int) -> bytes:
+    """A conversation with 3 lasting texts, then ``n_files`` files sent
+    under a one-hour disappearing timer."""
+    conv = (await alice.create_group("notes")).group_id
+    for i in range(3):
+        await alice.send_text(conv, f"keep {i}")
+    await alice.set_disappearing(conv, HOUR_MS)
+    for i in range(n_files):
+        path = tmp_path / f"secret-{i}.txt"
+        path.write_bytes(b"secret attachment %d" % i)
+        await alice.send_file(conv, path)
+    return conv
+
+
+async def test_expired_messages_leave_the_store_and_backups(
+    tmp_path: Path, relay: RelayProcess
+) -> None:
+    """300 expiring messages with attachments, two hours later: none is in
+    the SQLite file or in a backup, although no one read the history."""
+    home = tmp_path / "alice"
+    alice = make_engine(home, "Alice", [relay.url])
+    alice.expiry_interval = 0.2
+    try:
+        await alice.connect()
+        conv = await _expiring_history(alice, tmp_path, 300)
+        ns_id = alice.store._ns_id(history_ns(conv))
+        assert alice.store.log_count(history_ns(conv)) == 303
+        assert len(list((home / "files").iterdir())) == 300
+        alice.history(conv, limit=50)  # what a client showing the last page did
+
+        real_clock = alice.clock
+        alice.clock = lambda: real_clock() + 2 * HOUR_MS  # two hours pass
+        await eventually(
+            lambda: alice.store.log_count(history_ns(conv)) == 3, timeout=60, what="the sweep"
+        )
+        backup = tmp_path / "alice.backup"
+        alice.export_backup(backup, b"backup passphrase")
+    finally:
+        await alice.close()
+
+    log_rows, file_rows, files_on_disk = _raw_counts(home, ns_id)
+    assert (log_rows, file_rows, files_on_disk) == (3, 0, 0)
+
+    restored = Store.import_backup(backup, b"backup passphrase", tmp_path / "restored", b"pw")
+    try:
+        texts = [json.loads(raw)["text"] for _, raw in restored.read_log(history_ns(conv))]
+        assert texts == ["keep 0", "keep 1", "keep 2"]
+        assert restored.log_count(history_ns(conv)) == 3
+        assert list((tmp_path / "restored" / "files").iterdir()) == []
+    finally:
+        restored.close()
+
+
+async def test_backup_sweeps_what_is_due_first(tmp_path: Path, relay: RelayProcess) -> None:
+    """A backup taken before the timer has run holds no expired message."""
+    home = tmp_path / "alice"
+    alice = make_engine(home, "Alice", [relay.url])
+    alice.expiry_interval = 3600.0  # the timer will not run during this test
+    try:
+        await alice.connect()
+        conv = await _expiring_history(alice, tmp_path, 5)
+        real_clock = alice.clock
+        alice.clock = lambda: real_clock() + 2 * HOUR_MS
+        backup = tmp_path / "alice.backup"
+        alice.export_backup(backup, b"backup passphrase")
+    finally:
+        await alice.close()
+    restored = Store.import_backup(backup, b"backup passphrase", tmp_path / "restored", b"pw")
+    try:
+        assert restored.log_count(history_ns(conv)) == 3
+        assert list((tmp_path / "restored" / "files").iterdir()) == []
+    finally:
+        restored.close()
+
+
+async def test_expiry_schedule_survives_a_restart(tmp_path: Path, relay: RelayProcess) -> None:
+    """Messages that expire while the client is closed are found by the
+    next sweep without reading any history (the schedule is in the store)."""
+    home = tmp_path / "alice"
+    alice = make_engine(home, "Alice", [relay.url])
+    alice.expiry_interval = 3600.0
+    try:
+        await alice.connect()
+        conv = await _expiring_history(alice, tmp_path, 5)
+    finally:
+        await alice.close()
+    reopened = Engine.open(home, b"test passphrase")
+    try:
+        assert reopened.store.log_count(history_ns(conv)) == 8
+        real_clock = reopened.clock
+        reopened.clock = lambda: real_clock() + 2 * HOUR_MS
+        assert reopened.expire_due() == 5
+        assert reopened.store.log_count(history_ns(conv)) == 3
+        assert list((home / "files").iterdir()) == []
+    finally:
+        await reopened.close()
