@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from client.engine import Engine, EngineError
+from client.files import safe_file_name
 from client.model import history_ns
 from client.relay_client import RelayClient
 from client.store import Store
@@ -31,6 +32,41 @@ from tests.hostile_blob import hostile_blob_server
 pytestmark = pytest.mark.timeout(240)
 
 FIFTY_MB = 50 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("received", "saved"),
+    [
+        ("../../x", "x"),
+        ("..\\..\\windows\\y.txt", "y.txt"),
+        ("/etc/passwd", "passwd"),
+        ("C:\\Users\\me\\z.doc", "z.doc"),
+        (".bashrc", "bashrc"),
+        ("..", "file"),
+        (".", "file"),
+        ("", "file"),
+        ("...   ", "file"),
+        ("report\x00.pdf", "report.pdf"),
+        ("\x1b[31mred\x1b[0m\n.txt", "[31mred[0m.txt"),
+        ("photo\u202egnp.exe", "photognp.exe"),  # a bidi override hiding ".exe"
+        ("CON", "file-CON"),
+        ("nul.txt", "file-nul.txt"),
+        ("a:b?c*.txt", "a_b_c_.txt"),
+        ("name. . ", "name"),
+        ("ordinary name.jpg", "ordinary name.jpg"),
+    ],
+)
+def test_safe_file_name(received: str, saved: str) -> None:
+    assert safe_file_name(received) == saved
+
+
+def test_safe_file_name_caps_length_and_keeps_the_extension() -> None:
+    long = safe_file_name("a" * 300 + ".jpeg")
+    assert long == "a" * 195 + ".jpeg" and len(long.encode()) == 200
+    wide = safe_file_name("\u00e9" * 150 + ".png")  # 2 bytes each: cut on a character
+    assert wide == "\u00e9" * 98 + ".png" and len(wide.encode()) == 200
+    odd = safe_file_name("x." + "y" * 300)  # not an extension worth keeping
+    assert len(odd.encode()) == 200 and odd.startswith("x.yyy")
 
 
 async def _no_delivery(url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
