@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from client.engine import Engine, EngineError
+from client.files import DestinationExists, OutsideRelay, safe_file_name
 from client.store import Store
 from protocol.app.messages import File
 from protocol.errors import SamizdatError
@@ -383,14 +384,39 @@ def cmd_history(args: argparse.Namespace) -> int:
     return run_offline(args, work)
 
 
+def save_path(output: str | None, received_name: str) -> Path:
+    """Where ``save`` writes: ``-o`` as given if it names a file, else the
+    received name made safe (:func:`safe_file_name`) inside ``-o`` or the
+    current directory.  A received name never chooses the directory."""
+    name = safe_file_name(received_name)
+    if output is None:
+        return Path.cwd() / name
+    out = Path(output).expanduser()
+    return out / name if out.is_dir() else out
+
+
 def cmd_save(args: argparse.Namespace) -> int:
     async def work(engine: Engine) -> int:
         conv = engine.find_conversation(args.chat)
         for e in engine.history(conv.group_id):
             if e.message_id.hex().startswith(args.message) and e.kind == "file":
                 body = File.from_bytes(bytes.fromhex(e.file["descriptor"]))
-                dest = Path(args.output or body.name)
-                await engine.fetch_file(body, dest)
+                dest = save_path(args.output, body.name)
+                try:
+                    await engine.fetch_file(
+                        conv.group_id,
+                        body,
+                        dest,
+                        allow_relays=args.allow_relay or (),
+                        overwrite=args.force,
+                    )
+                except DestinationExists as exc:
+                    raise EngineError(
+                        f"{exc.path} already exists; use --force to replace it"
+                    ) from None
+                except OutsideRelay as exc:
+                    flags = " ".join(f"--allow-relay {url}" for url in exc.urls)
+                    raise EngineError(f"{exc}; to download anyway, add {flags}") from None
                 print(f"saved {dest}")
                 return 0
         raise EngineError("no file message with that id")
@@ -578,7 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("save", help="download a received file")
     p.add_argument("chat")
     p.add_argument("message", help="message id (prefix) from 'history --json'")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="directory to save into (default: here), or a file name")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument(
+        "--allow-relay",
+        action="append",
+        metavar="URL",
+        help="also download from this relay, which is not one of the conversation's",
+    )
     p.set_defaults(func=cmd_save)
 
     p = sub.add_parser("group", help="create and manage groups")

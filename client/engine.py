@@ -94,7 +94,9 @@ class Engine(Inbound):
         inboxes = [Inbox(url.rstrip("/"), rng(32), rng(32), rng(32)) for url in _unique(relays)]
         identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms())
         store.put(NS_CONFIG, b"identity", identity.to_json())
-        return cls(store, identity, proxy=proxy)
+        engine = cls(store, identity, proxy=proxy)
+        engine._prepare_expiry()
+        return engine
 
     @classmethod
     def open(cls, home: Path, passphrase: bytes, *, proxy: str | None = None) -> Engine:
@@ -105,6 +107,7 @@ class Engine(Inbound):
             raise EngineError(f"{home} holds no Samizdat identity")
         engine = cls(store, Identity.from_json(raw), proxy=proxy)
         engine._load()
+        engine._prepare_expiry()  # what expired while we were closed goes now
         return engine
 
     # -- invites and contacts ---------------------------------------------------------
@@ -177,16 +180,12 @@ class Engine(Inbound):
     # -- history ---------------------------------------------------------------------------
 
     def history(self, conv_id: bytes, limit: int | None = None) -> list[HistoryEntry]:
-        """Messages, oldest first; expired disappearing messages are deleted."""
-        ns = history_ns(conv_id)
+        """Messages, oldest first.  Everything due to disappear (in every
+        conversation, attachments included) is deleted first."""
+        self.expire_due()
         entries = []
-        now = now_ms()
-        for seq, raw in self.store.read_log(ns, newest_first=True, limit=limit):
-            entry = HistoryEntry.from_json(raw)
-            if entry.expires_at_ms and entry.expires_at_ms <= now:
-                self.store.delete_log_entry(ns, seq)
-                continue
-            entries.append(entry)
+        for _, raw in self.store.read_log(history_ns(conv_id), newest_first=True, limit=limit):
+            entries.append(HistoryEntry.from_json(raw))
         entries.reverse()
         return entries
 
@@ -228,4 +227,7 @@ class Engine(Inbound):
     # -- backup --------------------------------------------------------------------------------
 
     def export_backup(self, path: Path, passphrase: bytes) -> None:
+        """An encrypted backup of the store, without any message that is
+        due to disappear (swept first, attachments included)."""
+        self.expire_due()
         self.store.export_backup(path, passphrase)

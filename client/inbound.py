@@ -31,7 +31,6 @@ from client.model import (
     Conversation,
     MessageStatus,
     SenderTrack,
-    history_ns,
 )
 from client.relay_client import RelayUnavailable
 from protocol.app.envelope import Envelope, EnvelopeType, Reassembler
@@ -397,7 +396,7 @@ class Inbound(Conversations):
         body = message.body
         if isinstance(body, (Text, Article, File)):
             entry = _history_entry(message, sender_key, outgoing=False)
-            self.store.append(history_ns(conv.group_id), entry.to_json())
+            self._append_history(conv.group_id, entry)
             conv.unread += 1
             self._receipts.setdefault(conv.group_id, []).append(message.message_id)
         elif isinstance(body, Receipt):

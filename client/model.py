@@ -21,6 +21,7 @@ NS_KEY_PACKAGES = "key-packages"
 NS_SEEN = "seen"
 NS_CURSORS = "cursors"
 NS_PEOPLE = "people"  # display names of group members who are not contacts
+NS_EXPIRY = "expiry"  # conv id || u64 history seq -> when it is due (client.expiry)
 
 
 def history_ns(conv_id: bytes) -> str:

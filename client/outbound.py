@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from client.core import (
-    EngineCore,
     EngineError,
     _history_entry,
     _read_blocks,
     now_ms,
     rng,
 )
+from client.files import Files
 from client.model import (
     NS_OUTBOX,
     NS_SEEN,
@@ -25,7 +25,6 @@ from client.model import (
     ContactInbox,
     MessageStatus,
     OutboxItem,
-    history_ns,
 )
 from client.relay_client import RelayUnavailable
 from protocol.app import attachments
@@ -48,11 +47,11 @@ from protocol.app.messages import (
     Text,
 )
 from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key
-from protocol.errors import CryptoError, RemoteError
+from protocol.errors import RemoteError
 from protocol.padding import BLOB_CHUNK_SIZE
 
 
-class Outbound(EngineCore):
+class Outbound(Files):
     """Sending: application messages, files, sealing per mailbox, the outbox."""
 
     # -- sending ----------------------------------------------------------------------
@@ -127,39 +126,6 @@ class Outbound(EngineCore):
         file_id = self.store.write_file(_read_blocks(path))
         return await self._send_app(conv_id, body, file_id=file_id)
 
-    async def fetch_file(self, body: File, dest: Path) -> Path:
-        """Download, check and decrypt a received file into ``dest``, chunk
-        by chunk from whichever relay has each chunk.  Nothing is left at
-        ``dest`` if any chunk is missing or altered."""
-        decryptor = attachments.FileEncryptor(body.key)
-        digest = hashlib.sha256()
-        partial = dest.with_name(dest.name + ".part")
-        try:
-            with partial.open("wb") as out:
-                for index, ref in enumerate(body.chunks):
-                    last = index == len(body.chunks) - 1
-                    for copy in ref.copies:
-                        try:
-                            chunk = await self._relay(copy.relay_url).download_chunk(
-                                copy.blob_id, index, copy.download_token
-                            )
-                            plain = decryptor.decrypt_chunk(index, chunk, last)
-                            break
-                        except (RelayUnavailable, RemoteError, CryptoError):
-                            continue
-                    else:
-                        raise EngineError(
-                            f"chunk {index} of {body.name!r} is unavailable on every relay"
-                        )
-                    digest.update(chunk)
-                    out.write(plain)
-            if digest.digest() != body.ciphertext_digest:
-                raise EngineError(f"{body.name!r}: the downloaded ciphertext does not match")
-            partial.replace(dest)
-        finally:
-            partial.unlink(missing_ok=True)
-        return dest
-
     async def _send_app(
         self,
         conv_id: bytes,
@@ -194,7 +160,7 @@ class Outbound(EngineCore):
                 entry = _history_entry(message, self.identity.signature_pub, outgoing=True)
                 if file_id:
                     entry.file["file_id"] = file_id
-                self.store.append(history_ns(conv_id), entry.to_json())
+                self._append_history(conv_id, entry)
                 status = MessageStatus(
                     message.message_id, conv_id, recipients=len(group.members()) - 1
                 )

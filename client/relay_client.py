@@ -35,6 +35,7 @@ import aiohttp
 from nacl.signing import SigningKey
 
 from protocol.errors import DecodeError, RemoteError
+from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import (
     MAX_SEQ,
     Ack,
@@ -68,11 +69,22 @@ CLOSE_TIMEOUT = 2.0
 DeliverCallback = Callable[[str, bytes, int, bytes], Awaitable[None]]
 StateCallback = Callable[[str, str], None]
 
+# A blob chunk download: 256 KiB at 2 KiB/s is about 2 minutes, so a relay
+# that trickles bytes cannot hold a download for longer than that.
+_CHUNK_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_read=30)
+_MAX_ERROR_BODY = 4096  # an encoded Error frame is a few dozen bytes
+
 
 class RelayUnavailable(RemoteError):
     """The relay could not be reached or the connection dropped mid-request."""
 
     code = 60
+
+
+class BlobTooLarge(RemoteError):
+    """A blob download answered with more bytes than one chunk (SPEC §8.7)."""
+
+    code = 61
 
 
 def public_key(seed: bytes) -> bytes:
@@ -430,18 +442,38 @@ class RelayClient:
             raise RelayUnavailable(f"blob upload to {self.url} failed: {exc}") from None
         return ticket.blob_id, ticket.read_token
 
-    async def download_chunk(self, blob_id: bytes, index: int, read_token: bytes) -> bytes:
+    async def download_chunk(
+        self, blob_id: bytes, index: int, read_token: bytes, limit: int = BLOB_CHUNK_SIZE
+    ) -> bytes:
+        """One chunk of a blob, at most ``limit`` bytes.
+
+        The body is streamed and the download abandoned as soon as it passes
+        ``limit`` (a declared ``Content-Length`` above it is refused before
+        reading): a relay, or a server a hostile sender named, cannot make
+        the client hold more than one chunk (SPEC §8.7).  ``BlobTooLarge``
+        then; the caller may try another copy.
+        """
         if self._session is None:
             self._session = self._make_session()
         url = f"{self.url}/blob/{blob_id.hex()}/{index}"
         headers = {"Authorization": "Bearer " + read_token.hex()}
         try:
-            async with self._session.get(url, headers=headers) as resp:
-                body = await resp.read()
+            async with self._session.get(url, headers=headers, timeout=_CHUNK_TIMEOUT) as resp:
+                cap = limit if resp.status == 200 else _MAX_ERROR_BODY
+                if resp.content_length is not None and resp.content_length > cap:
+                    raise BlobTooLarge(
+                        f"{self.url} declared {resp.content_length} bytes for a chunk,"
+                        f" more than {cap} bytes"
+                    )
+                body = bytearray()
+                async for piece in resp.content.iter_chunked(64 * 1024):
+                    body += piece
+                    if len(body) > cap:
+                        raise BlobTooLarge(f"{self.url} sent more than {cap} bytes for a chunk")
                 if resp.status != 200:
-                    raise _http_error(resp.status, body)
-                return body
-        except aiohttp.ClientError as exc:
+                    raise _http_error(resp.status, bytes(body))
+                return bytes(body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RelayUnavailable(f"blob download from {self.url} failed: {exc}") from None
 
 

@@ -86,7 +86,7 @@ async def test_group_of_five_photo_and_article(world: dict[str, Engine], tmp_pat
         assert entries[0].text == "welcome everyone"
         body = File.from_bytes(bytes.fromhex(entries[1].file["descriptor"]))
         dest = tmp_path / f"{other.identity.name}.jpg"
-        await other.fetch_file(body, dest)
+        await other.fetch_file(gid, body, dest)
         assert dest.read_bytes() == photo.read_bytes()
         assert entries[2].kind == "article" and entries[2].text == article
 

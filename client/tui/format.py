@@ -93,6 +93,25 @@ def is_image(entry: HistoryEntry) -> bool:
     return entry.kind == "file" and str(entry.file.get("media_type", "")) in IMAGE_TYPES
 
 
+def photo_image(data: bytes) -> Any:
+    """A decoded in-memory ``PIL.Image`` of a received photo, or None if it
+    is not an image Pillow reads safely.  Photos are shown from memory only:
+    a decrypted photo never goes to a file outside the encrypted store."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None
+    return image
+
+
 def contact_label(contact: Contact) -> str:
     name = contact.name or contact.identity_key.hex()[:8]
     if contact.key_changed:

@@ -12,8 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from client.files import safe_file_name
 from client.model import HistoryEntry
-from client.tui.format import human_size, is_image
+from client.tui.format import human_size, is_image, photo_image
 
 try:
     from textual_image.widget import Image as PhotoImage
@@ -22,23 +23,28 @@ except Exception:  # pragma: no cover
 
 
 class FileDialog(ModalScreen[Path | None]):
-    """Dismisses with the path to save to, or None."""
+    """Dismisses with the path to save to, or None.  The proposed name is the
+    received one made safe (:func:`client.files.safe_file_name`); ``preview``
+    is the photo's bytes, held in memory only."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Close")]
 
-    def __init__(self, entry: HistoryEntry, preview: Path | None, default_dir: Path) -> None:
+    def __init__(self, entry: HistoryEntry, preview: bytes | None, default_dir: Path) -> None:
         super().__init__(classes="dialog-screen")
         self.entry, self.preview, self.default_dir = entry, preview, default_dir
 
     def compose(self) -> ComposeResult:
-        name = str(self.entry.file.get("name", "file"))
+        name = safe_file_name(str(self.entry.file.get("name", "")))
         size = human_size(int(self.entry.file.get("size", 0)))
+        image = photo_image(self.preview) if self.preview is not None else None
         with Vertical(id="file-dialog", classes="dialog"):
             yield Label(
-                f"{name} ({size}, {self.entry.file.get('media_type')})", classes="dialog-title"
+                f"{name} ({size}, {self.entry.file.get('media_type')})",
+                classes="dialog-title",
+                markup=False,
             )
-            if is_image(self.entry) and self.preview is not None and PhotoImage is not None:
-                yield PhotoImage(str(self.preview), id="photo-preview")
+            if is_image(self.entry) and image is not None and PhotoImage is not None:
+                yield PhotoImage(image, id="photo-preview")
             elif is_image(self.entry):
                 yield Static(
                     "[photo: this terminal cannot show images; save it to open it]",

@@ -1,4 +1,5 @@
-"""A one-line question (accept a link, name a group, a file path...)."""
+"""A one-line question (accept a link, name a group, a file path...), and a
+yes/no confirmation."""
 
 from __future__ import annotations
 
@@ -40,3 +41,32 @@ class PromptDialog(ModalScreen[str | None]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Asks a yes/no question; returns True only for an explicit yes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "no", "No")]
+
+    def __init__(self, title: str, question: str, yes: str = "Yes") -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.question, self.yes = title, question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog prompt-dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.question, classes="dialog-help")
+            with Horizontal(classes="buttons"):
+                yield Button("No", id="no")
+                yield Button(self.yes, variant="warning", id="yes")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()  # the safe answer is the default
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def action_no(self) -> None:
+        self.dismiss(False)

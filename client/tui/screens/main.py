@@ -10,7 +10,6 @@ shown with ``notify``.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -30,7 +29,7 @@ from client.tui.dialogs.article import ArticleEditor
 from client.tui.dialogs.file import FileDialog
 from client.tui.dialogs.invite import InviteDialog
 from client.tui.dialogs.members import MembersDialog
-from client.tui.dialogs.prompt import PromptDialog
+from client.tui.dialogs.prompt import ConfirmDialog, PromptDialog
 from client.tui.dialogs.verify import VerifyDialog
 from client.tui.format import (
     conversation_title,
@@ -47,6 +46,8 @@ from protocol.app.messages import File
 from protocol.errors import SamizdatError
 
 REDRAW_DELAY = 0.1
+PHOTO_MAX_BYTES = 16 * 1024 * 1024  # larger photos are not fetched for inline display
+PHOTO_CACHE = 64  # photos kept in memory for redisplay (at most 1 GiB, usually far less)
 
 
 def now_ms() -> int:
@@ -73,8 +74,8 @@ class MainScreen(Screen[None]):
         self._dirty: set[tuple[str, bytes | None]] = set()
         self._redraw_pending = False
         self._last_notice: object | None = engine.notices[-1] if engine.notices else None
-        self._photo_dir = Path(tempfile.mkdtemp(prefix="samizdat-photos-"))
-        self._photos: dict[bytes, Path] = {}
+        # photos fetched for display, decrypted in memory only (never on disk)
+        self._photos: dict[bytes, bytes] = {}
 
     # -- layout -----------------------------------------------------------------------
 
@@ -112,9 +113,7 @@ class MainScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self.bridge.detach()
-        import shutil
-
-        shutil.rmtree(self._photo_dir, ignore_errors=True)
+        self._photos.clear()
 
     # -- engine events ----------------------------------------------------------------
 
@@ -500,16 +499,43 @@ class MainScreen(Screen[None]):
             self.app.push_screen(ArticleScreen(entry.title, author, entry.text))
         elif entry.kind == "file":
             preview = self._photos.get(entry.message_id)
+            conv_id = self.conv_id
 
             def save(dest: Path | None) -> None:
-                if dest is not None:
-                    self._save_file(entry.file["descriptor"], dest)
+                if dest is not None and conv_id is not None:
+                    body = File.from_bytes(bytes.fromhex(entry.file["descriptor"]))
+                    self._confirm_and_save(conv_id, body, dest)
 
             self.app.push_screen(FileDialog(entry, preview, Path.cwd()), save)
 
-    def _save_file(self, descriptor: str, dest: Path) -> None:
-        body = File.from_bytes(bytes.fromhex(descriptor))
-        self.run_engine(self.engine.fetch_file(body, dest), f"saving {body.name}", f"saved {dest}")
+    @work(group="save")
+    async def _confirm_and_save(self, conv_id: bytes, body: File, dest: Path) -> None:
+        """Save a received file, asking first before contacting a relay that
+        is not the conversation's (SPEC §8.7) or replacing a file."""
+        try:
+            outside = self.engine.outside_relays(conv_id, body)
+        except SamizdatError as exc:
+            self.notify(f"cannot save: {exc}", severity="error")
+            return
+        if outside and not await self.app.push_screen_wait(
+            ConfirmDialog(
+                "Download from an outside relay?",
+                f"This file is stored only on {', '.join(outside)}, which is not a relay "
+                "of this conversation. Whoever runs it would learn your address.",
+                "Download",
+            )
+        ):
+            return
+        overwrite = dest.exists()
+        if overwrite and not await self.app.push_screen_wait(
+            ConfirmDialog("Replace the file?", f"{dest} already exists.", "Replace")
+        ):
+            return
+        self.run_engine(
+            self.engine.fetch_file(conv_id, body, dest, allow_relays=outside, overwrite=overwrite),
+            f"saving {body.name}",
+            f"saved {dest}",
+        )
 
     @on(MessageView.PhotoWanted)
     def _photo_wanted(self, event: MessageView.PhotoWanted) -> None:
@@ -524,16 +550,24 @@ class MainScreen(Screen[None]):
 
     @work(group="photos")
     async def _fetch_photo(self, item: MessageItem) -> None:
-        entry = item.entry
-        body = File.from_bytes(bytes.fromhex(entry.file["descriptor"]))
-        dest = self._photo_dir / (entry.message_id.hex() + Path(body.name).suffix)
+        """Fetch a photo for inline display: into memory only, at most
+        ``PHOTO_MAX_BYTES``, and only from the conversation's relays (an
+        automatic fetch never asks, so it never goes elsewhere)."""
+        entry, conv_id = item.entry, self.conv_id
+        if conv_id is None:
+            return
         try:
-            await self.engine.fetch_file(body, dest)
-        except (SamizdatError, OSError):
+            body = File.from_bytes(bytes.fromhex(entry.file["descriptor"]))
+            if self.engine.outside_relays(conv_id, body):
+                return  # the placeholder stays; "view or save" asks the user
+            data = await self.engine.fetch_bytes(conv_id, body, max_size=PHOTO_MAX_BYTES)
+        except SamizdatError:
             return  # the placeholder stays; "view or save" retries
-        self._photos[entry.message_id] = dest
+        self._photos[entry.message_id] = data
+        for evicted in list(self._photos)[:-PHOTO_CACHE]:
+            del self._photos[evicted]
         if item.is_attached:
-            self.query_one(MessageView).photo_ready(item, dest)
+            self.query_one(MessageView).photo_ready(item, data)
 
     # -- actions and the palette ----------------------------------------------------------
 

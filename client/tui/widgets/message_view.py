@@ -19,7 +19,6 @@ independent of the conversation's length.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -30,7 +29,14 @@ from textual.message import Message
 from textual.widgets import Static
 
 from client.model import HistoryEntry
-from client.tui.format import clock, delivery_text, duration, human_size, is_image
+from client.tui.format import (
+    clock,
+    delivery_text,
+    duration,
+    human_size,
+    is_image,
+    photo_image,
+)
 
 try:  # photos inline where the terminal supports images; imported before the app starts
     from textual_image.widget import Image as InlineImage
@@ -95,10 +101,13 @@ class MessageItem(Vertical, can_focus=True):
             self.status, self.now_ms = status, now_ms
             self.body.update(self._render_text())
 
-    def show_photo(self, path: Path) -> None:
+    def show_photo(self, data: bytes) -> None:
+        """Show a received photo from memory (never from a file)."""
         if InlineImage is None or self.query(".photo"):
             return
-        self.mount(InlineImage(str(path), classes="photo"))
+        image = photo_image(data)
+        if image is not None:
+            self.mount(InlineImage(image, classes="photo"))
 
     def on_click(self, event: Click) -> None:
         if event.chain >= 2 or self.entry.kind in ("article", "file"):
@@ -340,10 +349,10 @@ class MessageView(VerticalScroll):
     def near_end(self) -> bool:
         return self.scroll_y >= self.max_scroll_y - 3
 
-    def photo_ready(self, item: MessageItem, path: Path) -> None:
+    def photo_ready(self, item: MessageItem, data: bytes) -> None:
         """Show a fetched photo; keep following the conversation's end."""
         follow = self.near_end and self.hi == len(self.entries)
-        item.show_photo(path)
+        item.show_photo(data)
         if follow:
             self.call_after_refresh(self.scroll_end, animate=False)
 
