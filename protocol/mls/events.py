@@ -58,9 +58,17 @@ class EpochAdvanced:
 
 @dataclass(frozen=True, slots=True)
 class RemovedFromGroup:
-    """This member was removed; the group can no longer be used to send."""
+    """This member was removed; the group can no longer be used to send.
+
+    A removed member cannot derive the new epoch, so the Commit's
+    confirmation tag is NOT verified (RFC 9420 §12.4.2 needs the new
+    epoch's confirmation_key); only its framing (membership tag or sender
+    data) and the ``committer``'s signature in the current epoch are.  The
+    removal is therefore a claim by ``committer`` that the others may not
+    share."""
 
     epoch: int
+    committer: int | None = None  # leaf index of the signer; None: external commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,18 @@ class PendingCommitDiscarded:
     epoch: int
 
 
+@dataclass(frozen=True, slots=True)
+class ProposalDropped:
+    """A cached proposal our commit left out: invalid against the current
+    state, in conflict with the commit's own proposals, or refused by the
+    group's policy (RFC 9420 §12.2 lets a committer omit such proposals)."""
+
+    reference: bytes
+    proposal_type: int
+    sender_index: int | None
+    reason: str
+
+
 GroupEvent = (
     ApplicationMessageReceived
     | ProposalReceived
@@ -90,4 +110,5 @@ GroupEvent = (
     | RemovedFromGroup
     | ReInitRequested
     | PendingCommitDiscarded
+    | ProposalDropped
 )

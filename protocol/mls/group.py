@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from protocol.codec import decode_exact
-from protocol.errors import CryptoError, DecodeError
+from protocol.errors import CryptoError, DecodeError, RemoteError
 from protocol.mls import tree_math as tm
 from protocol.mls.crypto import CipherSuite, Rng, get_suite
 from protocol.mls.errors import (
@@ -49,6 +49,7 @@ from protocol.mls.events import (
     MemberRemoved,
     MemberUpdated,
     PendingCommitDiscarded,
+    ProposalDropped,
     ProposalReceived,
     ReInitRequested,
     RemovedFromGroup,
@@ -121,6 +122,7 @@ from protocol.mls.messages import (
     WireFormat,
     confirmed_transcript_hash_input,
 )
+from protocol.mls.policy import AllowAll, ProposalPolicy
 from protocol.mls.proposals import (
     EXTERNAL_ALLOWED,
     AppliedProposals,
@@ -213,6 +215,11 @@ class Group:
         self.state = state
         self.psks = psks or PskStore()
         self._pending: _PendingCommit | None = None
+        # The application's proposal policy (RFC 9420 §12.4.2); not serialized:
+        # the application sets it again after create / join / from_bytes.
+        self.policy: ProposalPolicy = AllowAll()
+        # Cached proposals the last commit() left out, and why.
+        self.last_dropped: list[ProposalDropped] = []
 
     # -- creation ---------------------------------------------------------------
 
@@ -591,10 +598,10 @@ class Group:
                 if isinstance(body, Update) and sender is not None:
                     touched.add(sender)
                 refs.append((ref, cached))
+        own = [ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value]
+        refs, self.last_dropped = self._usable_cached(state, refs, own, now)
 
-        resolved = [_resolved(c) for _, c in refs] + [
-            ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value
-        ]
+        resolved = [_resolved(c) for _, c in refs] + own
         applied = _apply_proposals(suite, state.context, state.tree, resolved, state.own_leaf, now)
         if applied.path_required and not path:
             raise StateError("these proposals require a path")
@@ -679,6 +686,44 @@ class Group:
             encode_ratchet_tree(new_tree.to_nodes()),
         )
 
+    def _usable_cached(
+        self,
+        state: GroupState,
+        refs: list[tuple[bytes, AuthenticatedContent]],
+        own: list[ResolvedProposal],
+        now: int,
+    ) -> tuple[list[tuple[bytes, AuthenticatedContent]], list[ProposalDropped]]:
+        """The cached proposals a commit can carry (RFC 9420 §12.2: a committer
+        leaves out proposals it cannot validly commit).  A proposal invalid on
+        its own, or refused by the policy, is also removed from the cache; one
+        that only conflicts with our own proposals (e.g. a second
+        GroupContextExtensions) stays cached, since another member's commit
+        may still reference it."""
+        kept: list[tuple[bytes, AuthenticatedContent]] = []
+        dropped: list[ProposalDropped] = []
+        for ref, cached in refs:
+            proposal = _resolved(cached)
+            reason = self.policy.check(state, proposal.sender, proposal.proposal)
+            forget = reason is not None
+            for trial in ([proposal], [*(_resolved(c) for _, c in kept), proposal, *own]):
+                if reason is not None:
+                    break
+                try:
+                    _apply_proposals(
+                        state.suite, state.context, state.tree, trial, state.own_leaf, now
+                    )
+                except (RemoteError, ValueError) as exc:
+                    reason, forget = str(exc), len(trial) == 1
+            if reason is None:
+                kept.append((ref, cached))
+                continue
+            if forget:
+                del state.proposals[ref]
+            sender = proposal.sender
+            index = sender.leaf_index if sender.leaf_index is not None else sender.sender_index
+            dropped.append(ProposalDropped(ref, proposal.proposal.proposal_type, index, reason))
+        return kept, dropped
+
     def merge_pending_commit(self) -> list[GroupEvent]:
         """Switch to the epoch our pending commit creates."""
         if self._pending is None:
@@ -744,6 +789,41 @@ class Group:
             return [event]
         outcome = self._process_commit(auth, now)
         return self._adopt(outcome)
+
+    def authenticated_sender(self, message: bytes) -> int | None:
+        """The leaf index of the member that sent ``message`` in the current
+        epoch if its framing (sender data / membership tag) and signature
+        verify, else None.  Changes nothing: keys are used on copies.  Lets
+        the application attribute a message it rejected for another reason
+        (a policy refusal, a confirmation tag that does not verify)."""
+        state = self.state
+        try:
+            msg = MLSMessage.from_bytes(message)
+            if msg.private_message is not None:
+                pm = msg.private_message
+                if pm.group_id != state.context.group_id or pm.epoch != state.context.epoch:
+                    return None
+                auth = unprotect_private(
+                    state.suite,
+                    pm,
+                    state.context,
+                    state.secret_tree.copy(),
+                    state.sender_data_secret,
+                ).content
+            elif msg.public_message is not None:
+                auth = unprotect_public(
+                    state.suite, msg.public_message, state.context, state.membership_key
+                )
+            else:
+                return None
+            sender = auth.content.sender
+            if sender.sender_type != SenderType.MEMBER or sender.leaf_index is None:
+                return None
+            leaf = state.tree.member_leaf(sender.leaf_index)
+            verify_content_signature(state.suite, auth, state.context, leaf.signature_key)
+        except (RemoteError, ValueError):
+            return None
+        return sender.leaf_index
 
     def _open_late(self, pm: PrivateMessage, past: PastEpoch) -> GroupEvent:
         work = past.secret_tree.copy()
@@ -822,6 +902,9 @@ class Group:
             )
         elif isinstance(body, Remove) and state.tree.leaf(body.removed) is None:
             raise InvalidMessage(f"Remove of non-member leaf {body.removed}")
+        reason = self.policy.check(state, sender, proposal)
+        if reason is not None:
+            raise InvalidMessage(f"policy: {reason}")  # not cached: nothing changes
         ref = proposal_ref(state.suite, auth)
         state.proposals[ref] = auth
         return ProposalReceived(
@@ -854,6 +937,12 @@ class Group:
             if cached is None:
                 raise InvalidCommit("commit references an unknown proposal")
             resolved.append(_resolved(cached))
+        for item in resolved:
+            # RFC 9420 §12.4.2: the application may refuse a Commit whose
+            # proposals its policy does not allow; checked against this epoch.
+            reason = self.policy.check(state, item.sender, item.proposal)
+            if reason is not None:
+                raise InvalidCommit(f"policy: {reason}")
 
         applied = _apply_proposals(suite, state.context, state.tree, resolved, committer, now)
         if applied.path_required and commit.path is None:
@@ -919,7 +1008,7 @@ class Group:
             events: list[GroupEvent] = [
                 MemberRemoved(i, _leaf_identity(leaf)) for i, leaf in applied.removed
             ]
-            events.append(RemovedFromGroup(context.epoch))
+            events.append(RemovedFromGroup(context.epoch, committer))
             return _CommitOutcome(new_state, events, _NO_SECRETS, applied, {})
 
         init_secret = state.init_secret
