@@ -200,7 +200,9 @@ class MainScreen(Screen[None]):
         parts.append(f"relays {up}/{total} connected")
         if conv.disappearing_ms:
             parts.append(f"messages disappear after {duration(conv.disappearing_ms // 1000)}")
-        if conv.left:
+        if conv.removed_by:
+            parts.append(f"removed (per {self.engine.display_name(conv.removed_by)})")
+        elif conv.left:
             parts.append("you left")
         title.update("  |  ".join(parts))
         lines = [
