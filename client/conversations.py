@@ -135,6 +135,10 @@ class Conversations(Outbound):
 
     async def remove_member(self, conv_id: bytes, identity_key: bytes) -> None:
         self._require_admin(conv_id, "remove other members")
+        await self._run_commit(conv_id, self._removal(conv_id, identity_key))
+
+    def _removal(self, conv_id: bytes, identity_key: bytes) -> Callable[[], Awaitable[None]]:
+        """The commit-building op that removes ``identity_key`` (an admin's)."""
 
         async def op() -> None:
             group = self.groups[conv_id]
@@ -164,7 +168,7 @@ class Conversations(Outbound):
             pending.after.append(rotate)
             await self._send_commit(conv_id, result.commit)
 
-        await self._run_commit(conv_id, op)
+        return op
 
     async def leave(self, conv_id: bytes) -> None:
         """Ask the others to remove us (MLS has no self-removal commit) and

@@ -414,7 +414,9 @@ class Inbound(Conversations):
         """A member asked to leave (a Remove of itself): the remaining member
         with the lowest leaf index commits it, so the request does not wait.
         A Remove of *another* member is not a leave: it is committed only if
-        the policy allows it (an admin's, SPEC §8.3), else ignored."""
+        the policy allows it (an admin's, SPEC §8.3), by the admin with the
+        lowest leaf index other than proposer and target, as a full removal
+        (mailbox seeds rotated); otherwise it is ignored with a notice."""
         if event.proposal_type != 3 or event.sender_index is None:
             return
         cached = group.state.proposals.get(event.reference)
@@ -424,6 +426,8 @@ class Inbound(Conversations):
         if proposal is None or not isinstance(proposal.body, Remove):
             return
         proposer, removed = event.sender_index, proposal.body.removed
+        candidates = [i for i, _, _ in group.members() if i not in (proposer, removed)]
+        op: Callable[[], Awaitable[None]]
         if removed != proposer:
             reason = SamizdatPolicy().check(group.state, cached.content.sender, proposal)
             if reason is not None:
@@ -434,13 +438,17 @@ class Inbound(Conversations):
                     True,
                 )
                 return
-        others = [i for i, _, _ in group.members() if i not in (proposer, removed)]
-        if not others or min(others) != group.own_leaf_index:
-            return
+            admins = self.admins(conv_id)
+            candidates = [i for i in candidates if group.member_leaf(i).signature_key in admins]
+            op = self._removal(conv_id, group.member_leaf(removed).signature_key)
+        else:
 
-        async def op() -> None:
-            result = self._commit(conv_id)
-            await self._send_commit(conv_id, result.commit)
+            async def op() -> None:
+                result = self._commit(conv_id)
+                await self._send_commit(conv_id, result.commit)
+
+        if not candidates or min(candidates) != group.own_leaf_index:
+            return
 
         task = asyncio.get_running_loop().create_task(self._run_commit_quietly(conv_id, op))
         self._tasks.add(task)

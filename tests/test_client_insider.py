@@ -169,6 +169,21 @@ async def test_remove_of_another_member_is_not_auto_committed(trio: list[Engine]
     await eventually(lambda: "still here" in [e.text for e in alice.history(gid)])
 
 
+async def test_an_admins_remove_proposal_is_committed_as_a_removal(trio: list[Engine]) -> None:
+    """Item 8, the allowed case: an admin's proposal to remove another member
+    is committed by the lowest other admin, with the mailbox seeds rotated."""
+    alice, bob, carol = trio
+    gid = await crew(alice, bob, carol)
+    await alice.set_admin(gid, bob.identity.signature_pub)
+    await eventually(lambda: bob.is_admin(gid), what="bob sees he is an admin")
+    seeds = {m.write_seed for m in alice._meta(gid).mailboxes}
+    message = bob.groups[gid].propose(Proposal.of(Remove(leaf_of(bob, gid, carol))), rng)
+    await bob._post_mls(gid, message, b"")
+    await eventually(lambda: len(bob.members(gid)) == 2, what="the removal is committed")
+    await eventually(lambda: not carol.groups[gid].active, what="carol sees her removal")
+    assert not seeds & {m.write_seed for m in bob._meta(gid).mailboxes}
+
+
 async def test_non_admin_removal_commit_is_refused(trio: list[Engine]) -> None:
     """Item 2: a (well-formed) commit by a non-admin removing another member
     is refused on receipt by everyone (SPEC §8.3, RFC 9420 §12.4.2)."""
