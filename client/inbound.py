@@ -125,20 +125,24 @@ class Inbound(Conversations):
         await self._on_mls(mb.conv_id, url, seq, payload, digest)
 
     async def _on_welcome(self, welcome: bytes) -> None:
-        msg = MLSMessage.from_bytes(welcome)
-        if msg.welcome is None:
+        try:
+            msg = MLSMessage.from_bytes(welcome)
+            if msg.welcome is None:
+                return
+            bundle = None
+            for entry in msg.welcome.secrets:
+                bundle = self._bundle_for(entry.new_member)
+                if bundle is not None:
+                    break
+            if bundle is None:
+                return  # not for any KeyPackage of ours (or already used)
+            group = Group.join(msg.welcome, bundle)
+            meta = find_group_meta(group.extensions)
+        except SamizdatError as exc:
+            self._notice(None, f"an invitation could not be opened: {exc}", True)
             return
-        bundle = None
-        for entry in msg.welcome.secrets:
-            bundle = self._bundle_for(entry.new_member)
-            if bundle is not None:
-                break
-        if bundle is None:
-            return  # not for any KeyPackage of ours (or already used)
-        group = Group.join(msg.welcome, bundle)
         ref = key_package_ref(SUITE, bundle.key_package)
         self.store.delete(NS_KEY_PACKAGES, ref)
-        meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
             return
@@ -157,13 +161,14 @@ class Inbound(Conversations):
                 True,
             )
             return
-        self._hold_group(conv_id, group)
         kind = "direct" if meta.kind == ConversationKind.DIRECT else "group"
         again = any(c.left and c.name == meta.name for c in self.conversations() if meta.name)
         conv = Conversation(conv_id, kind, meta.name, now_ms())
         conv.disappearing_ms = meta.disappearing_ms
-        self._save_conv(conv)
-        self._save_group(conv_id)
+        with self.store.transaction():
+            self._hold_group(conv_id, group)
+            self._save_conv(conv)
+            self._save_group(conv_id)
         others = [key for _, _, key in group.members() if key != self.identity.signature_pub]
         if kind == "direct" and len(others) == 1:
             contact = self.contact(others[0]) or Contact(others[0])

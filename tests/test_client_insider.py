@@ -291,3 +291,18 @@ async def test_forged_removal_is_attributed_and_nothing_is_deleted(
     assert said(bob, again.group_id, "new conversation")
     assert [e.text for e in bob.history(gid)] == bob_before[3]
     assert bob.conversation(gid).removed_by == carol.identity.signature_pub  # type: ignore[union-attr]
+
+
+async def test_unreadable_invitation_is_reported_and_changes_nothing(trio: list[Engine]) -> None:
+    """A contact posts bytes that are no Welcome to our inbox: a clear
+    notice, no exception out of the delivery path, nothing changes."""
+    alice, bob, _ = trio
+    conv = await befriend(alice, bob)
+    before = snapshot(bob, conv)
+    contact = alice.contact(bob.identity.signature_pub)
+    assert contact is not None
+    await alice._post_to_inboxes(b"\x00\x01 not a welcome", contact.inboxes, b"")
+    await eventually(lambda: said(bob, None, "invitation could not be opened"))
+    assert snapshot(bob, conv) == before
+    await alice.send_text(alice.find_conversation("Bob").group_id, "still fine")
+    await eventually(lambda: "still fine" in [e.text for e in bob.history(conv)])
