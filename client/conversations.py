@@ -110,6 +110,13 @@ class Conversations(Outbound):
 
     async def add_members(self, conv_id: bytes, contacts: list[Contact]) -> None:
         self._require_admin(conv_id, "add members")
+        conv = self.conversation(conv_id)
+        for contact in contacts:
+            if conv is not None and contact.identity_key in conv.former_members:
+                raise EngineError(
+                    f"{contact.name or contact.identity_key.hex()[:8]} was a member of this "
+                    "conversation before and cannot rejoin the same group; start a new one"
+                )
         items = []
         for contact in contacts:
             if not contact.key_packages:

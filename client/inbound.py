@@ -359,6 +359,8 @@ class Inbound(Conversations):
                 conv.note(f"{self.display_name(event.signature_key)} joined")
             elif isinstance(event, MemberRemoved):
                 conv.note(f"{self.display_name(event.identity)} left or was removed")
+                if event.identity not in conv.former_members:
+                    conv.former_members.append(event.identity)
             elif isinstance(event, RemovedFromGroup):
                 conv.left = True
                 later.append(self._removal_claim(conv, group, event))

@@ -137,6 +137,9 @@ class Conversation(Record):
     # identity key of the member whose commit removed us: the removal is their
     # claim, which a removed member cannot check against the others (SPEC §8.11)
     removed_by: bytes = b""
+    # identity keys of members who left or were removed: they cannot be added
+    # back to this group (their clients refuse the Welcome, RFC 9420 §12.4.3.1)
+    former_members: list[bytes] = field(default_factory=list)
     senders: dict[str, Any] = field(default_factory=dict)  # identity hex -> SenderTrack dict
     events: list[str] = field(default_factory=list)  # warnings shown to the user (bounded)
 

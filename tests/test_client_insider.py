@@ -10,7 +10,7 @@ removal that cannot be fully verified is shown).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 
 import protocol.mls.group as mls_group
 from client.core import CAPABILITIES, REQUIRED, SUITE, SUITE_ID, rng
-from client.engine import Engine
+from client.engine import Engine, EngineError
 from client.model import NS_GROUP_IDS, NS_KEY_PACKAGES
 from protocol.app.group_meta import (
     ConversationKind,
@@ -34,6 +34,11 @@ from protocol.mls.welcome import key_package_ref
 from tests.client_support import RelayProcess, befriend, eventually, make_engine
 
 pytestmark = pytest.mark.timeout(180)
+
+
+async def until(check: Callable[[], bool], what: str = "condition") -> None:
+    """``eventually`` with room for a loaded 2-core machine."""
+    await eventually(check, timeout=40.0, what=what)
 
 
 @pytest.fixture
@@ -65,7 +70,15 @@ async def crew(creator: Engine, a: Engine, b: Engine, name: str = "crew") -> byt
         [creator.find_contact(a.identity.name), creator.find_contact(b.identity.name)],
     )
     for e in (a, b):
-        await eventually(lambda e=e: group.group_id in e.groups, what=f"{e.identity.name} joined")
+        await until(lambda e=e: group.group_id in e.groups, what=f"{e.identity.name} joined")
+    trio = (creator, a, b)
+    for e in trio:  # names travel in Profile messages: wait until all are known
+        await until(
+            lambda e=e: all(
+                e.display_name(o.identity.signature_pub) == o.identity.name for o in trio
+            ),
+            what=f"{e.identity.name} knows every member's name",
+        )
     return group.group_id
 
 
@@ -99,10 +112,13 @@ async def test_welcome_reusing_a_known_group_id_is_refused(trio: list[Engine]) -
     gid = await crew(alice, bob, carol)
     await befriend(bob, carol)  # carol holds KeyPackages and an inbox of bob's
     await bob.send_text(gid, "before")
-    await eventually(lambda: "before" in [e.text for e in alice.history(gid)])
+    await until(lambda: "before" in [e.text for e in alice.history(gid)])
     await alice.remove_member(gid, carol.identity.signature_pub)
-    await eventually(lambda: len(bob.members(gid)) == 2, what="bob applies the removal")
+    await until(lambda: len(bob.members(gid)) == 2, what="bob applies the removal")
     before = snapshot(bob, gid)
+    # the genuine way back is a new conversation: the inviter says so at once
+    with pytest.raises(EngineError, match="new one"):
+        await alice.add_members(gid, [alice.find_contact("Carol")])
 
     # carol forges a group with the same id, on a mailbox of her own
     contact = carol.contact(bob.identity.signature_pub)
@@ -126,9 +142,7 @@ async def test_welcome_reusing_a_known_group_id_is_refused(trio: list[Engine]) -
     kp_msg = MLSMessage.from_bytes(kp).key_package
     assert kp_msg is not None
     ref = key_package_ref(SUITE, kp_msg)
-    await eventually(
-        lambda: bob.store.get(NS_KEY_PACKAGES, ref) is None, what="bob handles the Welcome"
-    )
+    await until(lambda: bob.store.get(NS_KEY_PACKAGES, ref) is None, what="bob handles the Welcome")
     assert snapshot(bob, gid) == before, "the Welcome changed the existing conversation"
     assert said(bob, None, "refused", "invitation")
     assert bob.store.get(NS_GROUP_IDS, gid) is not None  # remembered for good
@@ -146,7 +160,7 @@ async def test_welcome_reusing_a_known_group_id_is_refused(trio: list[Engine]) -
     for message in sent:
         with pytest.raises(SamizdatError):
             evil.process(message)  # the attacker's group cannot open it
-    await eventually(lambda: "after" in [e.text for e in alice.history(gid)])
+    await until(lambda: "after" in [e.text for e in alice.history(gid)])
 
 
 async def test_remove_of_another_member_is_not_auto_committed(trio: list[Engine]) -> None:
@@ -158,15 +172,15 @@ async def test_remove_of_another_member_is_not_auto_committed(trio: list[Engine]
     group = carol.groups[gid]
     message = group.propose(Proposal.of(Remove(leaf_of(carol, gid, bob))), rng)
     await carol._post_mls(gid, message, b"")
-    await eventually(
+    await until(
         lambda: said(alice, gid, "Carol") or len(alice.members(gid)) < 3,
         what="alice handles the proposal",
     )
-    await eventually(lambda: said(bob, gid, "Carol") or not bob.groups[gid].active)
+    await until(lambda: said(bob, gid, "Carol") or not bob.groups[gid].active)
     assert len(alice.members(gid)) == 3 and snapshot(bob, gid) == before
     # the group still works for bob
     await bob.send_text(gid, "still here")
-    await eventually(lambda: "still here" in [e.text for e in alice.history(gid)])
+    await until(lambda: "still here" in [e.text for e in alice.history(gid)])
 
 
 async def test_an_admins_remove_proposal_is_committed_as_a_removal(trio: list[Engine]) -> None:
@@ -175,12 +189,12 @@ async def test_an_admins_remove_proposal_is_committed_as_a_removal(trio: list[En
     alice, bob, carol = trio
     gid = await crew(alice, bob, carol)
     await alice.set_admin(gid, bob.identity.signature_pub)
-    await eventually(lambda: bob.is_admin(gid), what="bob sees he is an admin")
+    await until(lambda: bob.is_admin(gid), what="bob sees he is an admin")
     seeds = {m.write_seed for m in alice._meta(gid).mailboxes}
     message = bob.groups[gid].propose(Proposal.of(Remove(leaf_of(bob, gid, carol))), rng)
     await bob._post_mls(gid, message, b"")
-    await eventually(lambda: len(bob.members(gid)) == 2, what="the removal is committed")
-    await eventually(lambda: not carol.groups[gid].active, what="carol sees her removal")
+    await until(lambda: len(bob.members(gid)) == 2, what="the removal is committed")
+    await until(lambda: not carol.groups[gid].active, what="carol sees her removal")
     assert not seeds & {m.write_seed for m in bob._meta(gid).mailboxes}
 
 
@@ -193,11 +207,11 @@ async def test_non_admin_removal_commit_is_refused(trio: list[Engine]) -> None:
     result = carol.groups[gid].commit(rng, int(time.time()), remove=[leaf_of(carol, gid, bob)])
     carol.groups[gid].clear_pending_commit()
     await carol._post_mls(gid, result.commit, b"")
-    await eventually(
+    await until(
         lambda: said(alice, gid, "admin") or len(alice.members(gid)) < 3,
         what="alice handles the commit",
     )
-    await eventually(lambda: said(bob, gid, "admin") or not bob.groups[gid].active)
+    await until(lambda: said(bob, gid, "admin") or not bob.groups[gid].active)
     assert len(alice.members(gid)) == 3 and snapshot(bob, gid) == before
 
 
@@ -218,13 +232,13 @@ async def test_non_admin_extension_change_is_refused_and_removal_works(
         Proposal.of(GroupContextExtensions((meta_extension(hijack), REQUIRED))), rng
     )
     await carol._post_mls(gid, message, b"")
-    await eventually(
+    await until(
         lambda: said(alice, gid, "Carol") or bool(alice.groups[gid].state.proposals),
         what="alice handles the proposal",
     )
     assert not alice.groups[gid].state.proposals
     await alice.remove_member(gid, carol.identity.signature_pub)
-    await eventually(lambda: len(bob.members(gid)) == 2, what="bob applies the removal")
+    await until(lambda: len(bob.members(gid)) == 2, what="bob applies the removal")
     for e in (alice, bob):
         kept = find_group_meta(e.groups[gid].extensions)
         assert kept is not None and kept.name == "crew"
@@ -244,9 +258,9 @@ async def test_own_commit_drops_a_conflicting_cached_proposal(trio: list[Engine]
         Proposal.of(GroupContextExtensions((meta_extension(renamed), REQUIRED))), rng
     )
     await bob._post_mls(conv, message, b"")
-    await eventually(lambda: bool(alice.groups[conv].state.proposals), what="alice caches it")
+    await until(lambda: bool(alice.groups[conv].state.proposals), what="alice caches it")
     await alice.set_disappearing(conv, 5000)
-    await eventually(lambda: bob.conversation(conv).disappearing_ms == 5000)  # type: ignore[union-attr]
+    await until(lambda: bob.conversation(conv).disappearing_ms == 5000)  # type: ignore[union-attr]
     for e in (alice, bob):
         kept = find_group_meta(e.groups[conv].extensions)
         assert kept is not None and kept.disappearing_ms == 5000 and kept.name == meta.name
@@ -263,7 +277,7 @@ async def test_forged_removal_is_attributed_and_nothing_is_deleted(
     carol, alice, bob = trio[2], trio[0], trio[1]
     gid = await crew(carol, alice, bob)
     await alice.send_text(gid, "hello bob")
-    await eventually(lambda: "hello bob" in [e.text for e in bob.history(gid)])
+    await until(lambda: "hello bob" in [e.text for e in bob.history(gid)])
     alice_before = snapshot(alice, gid)
     bob_before = snapshot(bob, gid)
 
@@ -274,8 +288,8 @@ async def test_forged_removal_is_attributed_and_nothing_is_deleted(
     carol.groups[gid].clear_pending_commit()
     await carol._post_mls(gid, result.commit, b"")
 
-    await eventually(lambda: not bob.groups[gid].active, what="bob processes the removal")
-    await eventually(lambda: said(alice, gid, "Carol"), what="alice rejects the forged commit")
+    await until(lambda: not bob.groups[gid].active, what="bob processes the removal")
+    await until(lambda: said(alice, gid, "Carol"), what="alice rejects the forged commit")
     assert snapshot(alice, gid) == alice_before
     conv = bob.conversation(gid)
     assert conv is not None and conv.left
@@ -287,7 +301,7 @@ async def test_forged_removal_is_attributed_and_nothing_is_deleted(
     await befriend(alice, bob)
     again = await alice.create_group("crew")
     await alice.add_members(again.group_id, [alice.find_contact("Bob")])
-    await eventually(lambda: again.group_id in bob.groups, what="bob joins the new group")
+    await until(lambda: again.group_id in bob.groups, what="bob joins the new group")
     assert said(bob, again.group_id, "new conversation")
     assert [e.text for e in bob.history(gid)] == bob_before[3]
     assert bob.conversation(gid).removed_by == carol.identity.signature_pub  # type: ignore[union-attr]
@@ -302,7 +316,7 @@ async def test_unreadable_invitation_is_reported_and_changes_nothing(trio: list[
     contact = alice.contact(bob.identity.signature_pub)
     assert contact is not None
     await alice._post_to_inboxes(b"\x00\x01 not a welcome", contact.inboxes, b"")
-    await eventually(lambda: said(bob, None, "invitation could not be opened"))
+    await until(lambda: said(bob, None, "invitation could not be opened"))
     assert snapshot(bob, conv) == before
     await alice.send_text(alice.find_conversation("Bob").group_id, "still fine")
-    await eventually(lambda: "still fine" in [e.text for e in bob.history(conv)])
+    await until(lambda: "still fine" in [e.text for e in bob.history(conv)])
