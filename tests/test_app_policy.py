@@ -126,7 +126,8 @@ def test_leaving_is_allowed_to_anyone_and_committed_by_a_non_admin() -> None:
     h["alice"].g.process(result.commit)
     events = carol.g.process(result.commit)
     bob.g.merge_pending_commit()
-    assert any(isinstance(e, RemovedFromGroup) for e in events)
+    [removed] = [e for e in events if isinstance(e, RemovedFromGroup)]
+    assert removed.committer == leaf(h, "bob")
     assert len(h["alice"].g.members()) == 2 and h["alice"].g.epoch == bob.g.epoch
 
 
@@ -240,3 +241,41 @@ def test_own_commit_forgets_a_cached_proposal_the_policy_now_refuses() -> None:
     [dropped] = alice.g.last_dropped
     assert dropped.reference == ref and "only admins" in dropped.reason
     assert ref not in alice.g.state.proposals
+
+
+# -- attributing what cannot be fully verified ---------------------------------------------------
+
+
+def test_forged_removal_is_a_claim_attributed_to_its_signer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An admin's commit removing bob with a forged confirmation tag: alice
+    rejects it (and can name the signer); bob cannot check the tag, only the
+    signature, so he gets RemovedFromGroup naming the committer."""
+    import protocol.mls.group as mls_group
+
+    h = make_group(admins=("alice", "carol"))
+    alice, bob, carol = h["alice"], h["bob"], h["carol"]
+    real = mls_group.confirmation_tag
+    with monkeypatch.context() as m:
+        m.setattr(mls_group, "confirmation_tag", lambda s, k, c: bytes(len(real(s, k, c))))
+        result = carol.g.commit(carol.rng, NOW, remove=[leaf(h, "bob")])
+    before = alice.g.to_bytes()
+    with pytest.raises(InvalidCommit, match="confirmation tag"):
+        alice.g.process(result.commit)
+    assert alice.g.to_bytes() == before
+    assert alice.g.authenticated_sender(result.commit) == leaf(h, "carol")
+    events = bob.g.process(result.commit)
+    [claim] = [e for e in events if isinstance(e, RemovedFromGroup)]
+    assert claim.committer == leaf(h, "carol") and not bob.g.active
+
+
+def test_authenticated_sender_changes_nothing_and_rejects_garbage() -> None:
+    h = make_group()
+    carol, alice = h["carol"], h["alice"]
+    message = carol.g.propose(Proposal.of(Remove(leaf(h, "bob"))), carol.rng)
+    before = alice.g.to_bytes()
+    assert alice.g.authenticated_sender(message) == leaf(h, "carol")
+    assert alice.g.to_bytes() == before
+    assert alice.g.authenticated_sender(b"\x00\x01garbage") is None
+    assert alice.g.authenticated_sender(message[:-3] + b"xyz") is None
