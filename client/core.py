@@ -30,7 +30,7 @@ from client.model import (
     HistoryEntry,
     Identity,
 )
-from client.relay_client import RelayClient, RelayUnavailable
+from client.relay_client import CLOSE_TIMEOUT, RelayClient, RelayUnavailable, cancel_and_wait
 from client.store import Store
 from protocol.app.envelope import Reassembler
 from protocol.app.group_meta import (
@@ -231,12 +231,17 @@ class EngineCore(ABC):
         await self._ensure_inboxes()
 
     async def close(self) -> None:
+        """Shut down in order, each step bounded: stop starting work, cancel
+        and await our tasks, close every relay (sockets, sessions), then the
+        store.  Returns even if a task ignores its cancellation."""
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        stuck = await cancel_and_wait(list(self._tasks), CLOSE_TIMEOUT)
         await asyncio.gather(*(r.close() for r in self.relays.values()), return_exceptions=True)
         self.relays.clear()
+        # a delivery handled while the relays closed may have started more
+        stuck = await cancel_and_wait([*stuck, *self._tasks], CLOSE_TIMEOUT)
+        if stuck:
+            log.warning("%d engine task(s) did not stop", len(stuck))
         self.store.close()
 
     def _relay(self, url: str) -> RelayClient:

@@ -29,6 +29,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 from nacl.signing import SigningKey
@@ -58,6 +59,11 @@ from protocol.relay_frames import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound="asyncio.Task[Any]")
+
+# The longest each shutdown step may take (RelayClient.close).
+CLOSE_TIMEOUT = 2.0
 
 DeliverCallback = Callable[[str, bytes, int, bytes], Awaitable[None]]
 StateCallback = Callable[[str, str], None]
@@ -150,16 +156,30 @@ class RelayClient:
             self._dispatcher = asyncio.create_task(self._dispatch(), name="deliveries")
 
     async def close(self) -> None:
+        """Stop for good, in bounded time, whatever the tasks are doing.
+
+        Order: stop flag, cancel the supervisor and the dispatcher and wait
+        for them (bounded), close the WebSocket (bounded) and the HTTP session
+        (which aborts every socket, so a read still pending ends), wait for
+        the tasks again (bounded), fail what is still waiting for a reply.
+        A cancellation alone is not enough: on Python 3.11 ``wait_for`` may
+        swallow it when its inner future completes in the same iteration, and
+        the supervisor then waits on a read that only a closed socket ends.
+        """
         self._stop.set()
-        for task in (self._task, self._dispatcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if self._ws is not None:
-            await self._ws.close()
-        if self._session is not None:
-            await self._session.close()
+        tasks = [t for t in (self._task, self._dispatcher) if t is not None and not t.done()]
+        pending = await cancel_and_wait(tasks, CLOSE_TIMEOUT)
+        ws, self._ws = self._ws, None
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+        if pending:
+            pending = await cancel_and_wait(pending, CLOSE_TIMEOUT)
+            if pending:
+                log.warning("%d relay task(s) did not stop", len(pending))
         self._fail_pending("client closed")
 
     def _set_state(self, state: str) -> None:
@@ -423,6 +443,25 @@ class RelayClient:
                 return body
         except aiohttp.ClientError as exc:
             raise RelayUnavailable(f"blob download from {self.url} failed: {exc}") from None
+
+
+async def cancel_and_wait(tasks: Iterable[T], timeout: float) -> list[T]:
+    """Cancel ``tasks`` (again every 0.1 s) until done or ``timeout``; the rest."""
+    tasks = list(tasks)
+    waiting = [t for t in tasks if not t.done()]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while waiting:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        for task in waiting:
+            task.cancel()
+        await asyncio.wait(waiting, timeout=min(0.1, left))
+        waiting = [t for t in waiting if not t.done()]
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a task's own failure is no shutdown error
+    return waiting
 
 
 def _http_error(status: int, body: bytes) -> RemoteError:

@@ -151,7 +151,13 @@ def add_subcommands(
         metavar="KEY=VALUE",
         help="override a parameter (members=500) or any key (relays.0.kind=...)",
     )
-    sc.add_argument("--report-dir", type=Path, default=Path("harness-reports"))
+    sc.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="where the JSON and HTML reports go (default: the user's cache directory, "
+        "samizdat-harness/reports; never the working tree)",
+    )
     sc.add_argument("--workdir", type=Path, help="keep relay and client data here")
     sc.set_defaults(func=scenario_cmd)
 
@@ -266,6 +272,13 @@ def write_proxy_report(relay: MaliciousRelay, path: Path) -> None:
     )
 
 
+def default_report_dir() -> Path:
+    """Reports default to the user's cache directory, never the working tree."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("samizdat-harness")) / "reports"
+
+
 def scenario(args: argparse.Namespace) -> int:
     from harness.report import render_terminal, write_reports
     from harness.scenario import ScenarioError, load
@@ -281,7 +294,7 @@ def scenario(args: argparse.Namespace) -> int:
         workdir = args.workdir / sc.name if args.workdir else None
         report = asyncio.run(run(sc, workdir))
         print(render_terminal(report))
-        js, html = write_reports(report, args.report_dir)
+        js, html = write_reports(report, args.report_dir or default_report_dir())
         print(f"  report: {js} {html}")
         if report["result"] == "failed":
             worst = 1

@@ -5,11 +5,13 @@ loop, stopped gracefully or killed with SIGKILL (durability checks)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,13 +29,30 @@ class RelayProcess:
     """One relay process (SQLite) whose log goes next to its data directory."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, *, limits: dict[str, int] | None = None
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        limits: dict[str, int | float] | None = None,
+        settings: dict[str, str | int | float | bool] | None = None,
+        host: str = "127.0.0.1",
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """``limits`` go to ``[limits]``, ``settings`` are top-level relay.toml
+        keys; ``host`` is the listen address (it is always reached on
+        127.0.0.1); ``preexec_fn`` runs in the child before exec (rlimits)."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.limits = limits or {}
+        self.settings = settings or {}
+        self.host = host
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"relay-{self.port}.log"
 
     @property
     def running(self) -> bool:
@@ -42,17 +61,24 @@ class RelayProcess:
     def start(self) -> RelayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            sys.executable, "-m", "relay.cli", "--host", "127.0.0.1",
+            sys.executable, "-m", "relay.cli", "--host", self.host,
             "--port", str(self.port), "--data-dir", str(self.data_dir),
         ]  # fmt: skip
-        if self.limits:
+        if self.limits or self.settings:
             config = self.data_dir.parent / f"relay-{self.port}.toml"
-            lines = [f"{key} = {value}" for key, value in self.limits.items()]
-            config.write_text("[limits]\n" + "\n".join(lines) + "\n")
+            lines = [f"{key} = {json.dumps(value)}" for key, value in self.settings.items()]
+            lines += ["[limits]"] + [f"{key} = {value}" for key, value in self.limits.items()]
+            config.write_text("\n".join(lines) + "\n")
             args += ["--config", str(config)]
-        with (self.data_dir.parent / f"relay-{self.port}.log").open("ab") as log:
+        with self.log_path.open("ab") as log:
             # the child keeps its own copy of the log descriptor
-            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             with (

@@ -22,11 +22,17 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from protocol.padding import MAX_ENVELOPE_SIZE
-from protocol.relay_frames import Error, RateLimited, RelayError, TooManyConnections
-from relay.blobs import BlobHandlers
+from protocol.relay_frames import (
+    Error,
+    RateLimited,
+    RelayError,
+    TooManyConnections,
+    Unavailable,
+)
+from relay.blobs import BlobHandlers, error_response
 from relay.config import RelayConfig
 from relay.connection import Connection
-from relay.limits import ConnectionCounter, PerIpLimiter
+from relay.limits import ConnectionCounter, PerIpLimiter, Slots
 from relay.metrics import Metrics
 from relay.static import Decoy, set_server_header
 from relay.storage.base import Storage
@@ -48,7 +54,10 @@ class RelayContext:
     connect_limiter: PerIpLimiter = field(init=False)
     frame_limiter: PerIpLimiter = field(init=False)
     blob_limiter: PerIpLimiter = field(init=False)
+    mailbox_limiter: PerIpLimiter = field(init=False)
     counter: ConnectionCounter = field(init=False)
+    requests: Slots = field(init=False)
+    uploads: Slots = field(init=False)
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
 
@@ -58,7 +67,21 @@ class RelayContext:
         self.connect_limiter = PerIpLimiter(lim.connect_rate, lim.connect_burst)
         self.frame_limiter = PerIpLimiter(lim.frame_rate, lim.frame_burst)
         self.blob_limiter = PerIpLimiter(lim.blob_rate, lim.blob_burst)
+        self.mailbox_limiter = PerIpLimiter(lim.mailbox_create_rate, lim.mailbox_create_burst)
         self.counter = ConnectionCounter(lim.max_connections, lim.max_connections_per_ip)
+        self.requests = Slots(lim.max_requests, lim.max_requests_per_ip)
+        self.uploads = Slots(lim.max_uploads, lim.max_uploads_per_ip, lim.max_uploads_per_blob)
+
+    async def admit_mailbox(self, ip: str, key: bytes) -> None:
+        """Charge the creation of mailbox ``key`` to ``ip``; ``RateLimited``
+        past its budget (``mailbox_create_burst``, refilled at
+        ``mailbox_create_rate``/s).  Re-creating an existing mailbox (clients
+        do on every connection) is free: it adds nothing."""
+        if await self.storage.get_mailbox(key) is not None:
+            return
+        if not self.mailbox_limiter.take(ip):
+            self.metrics.inc("samizdat_relay_rate_limited_total")
+            raise RateLimited("too many mailboxes created from this address")
 
     def client_ip(self, request: web.Request) -> str:
         if self.config.forwarded_for:
@@ -92,7 +115,8 @@ def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Appli
     config.validate()
     ctx = RelayContext(config, storage if storage is not None else make_storage(config))
     app = web.Application(
-        middlewares=[_decoy_errors(ctx)], client_max_size=config.limits.max_envelope_size
+        middlewares=[_request_slots(ctx), _decoy_errors(ctx)],
+        client_max_size=config.limits.max_envelope_size,
     )
     app[CONTEXT] = ctx
     app.on_response_prepare.append(set_server_header(config.server_header))
@@ -101,15 +125,45 @@ def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Appli
 
     p = config.prefix
     blobs = BlobHandlers(ctx)
-    app.router.add_get(f"{p}/ws", _ws_handler)
-    app.router.add_post(f"{p}/blob", blobs.create)
-    app.router.add_put(f"{p}/blob/{{blob_id}}/{{index}}", blobs.put_chunk)
-    app.router.add_get(f"{p}/blob/{{blob_id}}/{{index}}", blobs.get_chunk)
-    app.router.add_delete(f"{p}/blob/{{blob_id}}", blobs.delete)
+    app.router.add_get(f"{p}/ws", _ws_handler, name="ws")
+    app.router.add_post(f"{p}/blob", blobs.create, name="blob-create")
+    app.router.add_put(f"{p}/blob/{{blob_id}}/{{index}}", blobs.put_chunk, name="blob-put")
+    app.router.add_get(f"{p}/blob/{{blob_id}}/{{index}}", blobs.get_chunk, name="blob-get")
+    app.router.add_delete(f"{p}/blob/{{blob_id}}", blobs.delete, name="blob-delete")
     if config.metrics:
         app.router.add_get(f"{p}/metrics", _metrics_handler)
     app.router.add_route("*", "/{tail:.*}", ctx.decoy.handle)
     return app
+
+
+def _request_slots(ctx: RelayContext) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Every plain HTTP request holds a slot of ``ctx.requests`` while it is
+    handled (WebSockets have their own counter).  Refused: a blob request
+    gets a typed ``Error`` (``RateLimited`` for its address, ``Unavailable``
+    for the whole relay), anything else a bare 503 like a loaded web server."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        route = request.match_info.route.name or ""
+        if route == "ws":
+            return await handler(request)
+        ip = ctx.client_ip(request)
+        refused = ctx.requests.acquire(ip)
+        if refused is not None:
+            ctx.metrics.inc("samizdat_relay_requests_refused_total")
+            if not route.startswith("blob"):
+                return web.Response(status=503)
+            if refused == "ip":
+                return error_response(RateLimited("too many requests from this address"))
+            return error_response(Unavailable("relay busy"))
+        try:
+            return await handler(request)
+        finally:
+            ctx.requests.release(ip)
+
+    return middleware
 
 
 def _decoy_errors(ctx: RelayContext) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -133,6 +187,17 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     expiry = asyncio.create_task(_expiry_loop(ctx))
     if ctx.config.debug_log:
         log.warning("debug log ON: client addresses and mailbox ids will be logged")
+    cfg = ctx.config
+    if cfg.metrics and not cfg.metrics_token and not cfg.metrics_open:
+        log.warning(
+            "listening beyond loopback: /metrics is refused until metrics_token is set "
+            "(or metrics_public = true)"
+        )
+    if not cfg.access_token and not cfg.blobs_open:
+        log.warning(
+            "listening beyond loopback: blob creation is refused until access_token is set "
+            "(or blobs_public = true)"
+        )
     yield
     expiry.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -203,6 +268,8 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
 async def _metrics_handler(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     token = ctx.config.metrics_token
+    if not token and not ctx.config.metrics_open:
+        return ctx.decoy.not_found()  # beyond loopback, a token is required (SPEC §7.12)
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):

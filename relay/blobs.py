@@ -113,6 +113,10 @@ class BlobHandlers:
                 given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                 if not hmac.compare_digest(given.encode(), cfg.access_token.encode()):
                     raise AccessDenied("an access token is required to create blobs")
+            elif not cfg.blobs_open:
+                # listening beyond loopback with no token: closed unless the
+                # operator said blobs_public = true (SPEC.md §7.9)
+                raise AccessDenied("an access token is required to create blobs")
             blob_id = os.urandom(BLOB_ID_LEN)
             upload, read = os.urandom(TOKEN_LEN), os.urandom(TOKEN_LEN)
             expires = int(time.time()) + cfg.limits.blob_ttl
@@ -141,12 +145,16 @@ class BlobHandlers:
         if parsed is None or parsed[1] is None:
             return self.ctx.decoy.not_found()
         blob_id, index = parsed[0], parsed[1]
+        ip = self.ctx.client_ip(request)
+        held = False
         try:
             self._limit(request)
             if index >= self.ctx.config.limits.blob_max_chunks:
                 raise QuotaExceeded("chunk index beyond the blob limit")
             if request.content_length not in (None, BLOB_CHUNK_SIZE):
                 raise BadSize(f"a chunk is exactly {BLOB_CHUNK_SIZE} bytes")
+            self._take_upload_slot(ip, blob_id)
+            held = True
             err = await self._authorize(request, blob_id, upload=True)
             if err is not None:
                 raise err
@@ -154,18 +162,44 @@ class BlobHandlers:
             created = await self.ctx.storage.blob_put_chunk(blob_id, index, spool)
         except RelayError as exc:
             return error_response(exc)
+        finally:
+            if held:
+                self.ctx.uploads.release(ip, blob_id)
         if created:
             self.ctx.metrics.inc("samizdat_relay_blob_chunks_uploaded_total")
         return web.Response(status=201 if created else 200)
 
+    def _take_upload_slot(self, ip: str, blob_id: bytes) -> None:
+        """One concurrent upload slot, in total, for ``ip`` and for this blob."""
+        refused = self.ctx.uploads.acquire(ip, blob_id)
+        if refused is None:
+            return
+        self.ctx.metrics.inc("samizdat_relay_requests_refused_total")
+        if refused == "total":
+            raise Unavailable("too many uploads in progress")
+        raise RateLimited(f"too many concurrent uploads for this {refused}")
+
     async def _spool(self, request: web.Request) -> Path:
         spool_dir = self.ctx.storage.spool_dir
         path = spool_dir / os.urandom(12).hex()
-        fh = await asyncio.to_thread(open, path, "wb")
+        try:
+            fh = await asyncio.to_thread(open, path, "wb")
+        except OSError as exc:  # e.g. out of descriptors: refuse, do not crash
+            raise Unavailable("cannot store uploads right now") from exc
+        lim = self.ctx.config.limits
+        deadline = time.monotonic() + lim.upload_timeout
         total = 0
         try:
             while True:
-                piece = await request.content.read(PIECE)
+                # A slow body holds a socket, a spool file and a slot: each
+                # piece must come within body_timeout, the chunk within
+                # upload_timeout (SPEC.md §7.11).
+                wait = min(lim.body_timeout, deadline - time.monotonic())
+                try:
+                    piece = await asyncio.wait_for(request.content.read(PIECE), max(wait, 0.001))
+                except TimeoutError:
+                    self.ctx.metrics.inc("samizdat_relay_timeouts_total")
+                    raise BadRequest("upload too slow") from None
                 if not piece:
                     break
                 total += len(piece)

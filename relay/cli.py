@@ -8,6 +8,7 @@ unless ``--debug-log`` is given, which says so at start-up.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import ssl
@@ -16,8 +17,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from relay.app import create_app
+from relay.app import CONTEXT, create_app
 from relay.config import ConfigError, RelayConfig, load_config
+from relay.sockets import BACKLOG, fit_descriptor_limit, listen, quiet_accept_errors
+
+log = logging.getLogger("relay")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,20 +76,50 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    lowered = fit_descriptor_limit(config.limits)
+    if lowered is not None:
+        log.warning("%s", lowered)
     ssl_ctx = None
     if config.tls_cert is not None and config.tls_key is not None:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    app = create_app(config)
+    try:
+        sock = listen(
+            config.host,
+            config.port,
+            config.limits,
+            per_ip=not config.forwarded_for,
+            metrics=app[CONTEXT].metrics,
+        )
+    except OSError as exc:
+        print(
+            f"samizdat-relay: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr
+        )
+        return 1
+
+    async def quiet(app: web.Application) -> None:
+        quiet_accept_errors(asyncio.get_running_loop(), sock.out_of_fds)
+
+    app.on_startup.append(quiet)
     scheme = "https" if ssl_ctx else "http"
     print(f"samizdat-relay listening on {scheme}://{config.host}:{config.port}", flush=True)
+    lim = config.limits
     web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
+        app,
+        sock=sock,
+        backlog=BACKLOG,
         ssl_context=ssl_ctx,
         print=None,
         access_log=None,
-        shutdown_timeout=config.limits.shutdown_grace + 1,
+        shutdown_timeout=lim.shutdown_grace + 1,
+        # aiohttp arms this timer when a connection opens and again after
+        # each response, and closes the connection if no complete request
+        # (line and headers) has arrived by then: the header timeout, which
+        # is also how long an idle keep-alive connection is kept.
+        keepalive_timeout=lim.header_timeout,
+        # a refused request's unread body is drained at most this long
+        lingering_time=min(2.0, lim.body_timeout),
     )
     return 0
 

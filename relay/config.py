@@ -8,6 +8,7 @@ are errors so that a typo never silently leaves a limit at its default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,25 @@ class Limits:
     send_queue_bytes: int = 8 * 1024 * 1024
     heartbeat: float = 30.0
     shutdown_grace: float = 5.0
+    # Slow clients (SPEC.md §7.11): a request line and headers must arrive
+    # within header_timeout (also the idle keep-alive time); each 64 KiB piece
+    # of a body within body_timeout, a whole chunk upload within upload_timeout.
+    header_timeout: float = 10.0
+    body_timeout: float = 20.0
+    upload_timeout: float = 120.0
+    # Concurrent plain HTTP requests (blobs, metrics, decoy) and blob uploads,
+    # in total, per address and (uploads) per blob capability.  Many users
+    # may share one address (a Tor exit, carrier NAT): per-address caps are
+    # generous, the totals are what protect the process.
+    max_requests: int = 1_024
+    max_requests_per_ip: int = 128
+    max_uploads: int = 256
+    max_uploads_per_ip: int = 64
+    max_uploads_per_blob: int = 8
+    # Mailboxes: in total, and created per address (token bucket).
+    max_mailboxes: int = 1_000_000
+    mailbox_create_rate: float = 0.2
+    mailbox_create_burst: int = 500
 
 
 @dataclass(slots=True)
@@ -72,6 +92,10 @@ class RelayConfig:
     access_token: str = ""
     metrics: bool = True
     metrics_token: str = ""
+    # Listening beyond loopback, /metrics needs metrics_token and POST /blob
+    # needs access_token unless these say, explicitly, that they are open.
+    metrics_public: bool = False
+    blobs_public: bool = False
     decoy_dir: Path | None = None
     server_header: str = "nginx"
     forwarded_for: bool = False
@@ -108,6 +132,27 @@ class RelayConfig:
         if lim.default_ttl > lim.max_ttl:
             raise ConfigError("default_ttl exceeds max_ttl")
         return self
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the listen address is a loopback address (or name)."""
+        host = self.host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def metrics_open(self) -> bool:
+        """Whether /metrics may be served without ``metrics_token``."""
+        return self.loopback_only or self.metrics_public
+
+    @property
+    def blobs_open(self) -> bool:
+        """Whether ``POST P/blob`` may be served without ``access_token``."""
+        return self.loopback_only or self.blobs_public
 
     def describe(self) -> dict[str, Any]:
         """The effective settings, secrets masked (for ``check-config``)."""

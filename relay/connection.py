@@ -334,6 +334,7 @@ class Connection:
             raise BadRequest(f"ttl exceeds the relay maximum of {cfg.limits.max_ttl} s")
         if not (valid_public_key(f.read_key) and valid_public_key(f.write_key)):
             raise BadRequest("invalid Ed25519 public key")
+        await self.ctx.admit_mailbox(self.ip, mailbox_key(f.mailbox_id))
         await self.ctx.storage.create_mailbox(
             mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time())
         )

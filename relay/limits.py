@@ -21,6 +21,7 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Any
 
 Clock = Callable[[], float]
 
@@ -97,6 +98,52 @@ class ConnectionCounter:
             self._per_ip[ip] = left
         else:
             self._per_ip.pop(ip, None)
+
+
+class Slots:
+    """Concurrent holders of something scarce: in total, per address and,
+    optionally, per key (e.g. one blob's upload capability).
+
+    ``acquire`` answers which bound refused (``"total"``, ``"ip"`` or
+    ``"key"``) or None when a slot was taken; every taken slot must be given
+    back with ``release`` (same arguments).  The maps only hold addresses
+    and keys that currently hold slots, so they are bounded by ``max_total``.
+    """
+
+    def __init__(self, max_total: int, max_per_ip: int, max_per_key: int | None = None) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.max_per_key = max_per_key
+        self.total = 0
+        self._per_ip: dict[str, int] = {}
+        self._per_key: dict[bytes, int] = {}
+
+    def acquire(self, ip: str, key: bytes | None = None) -> str | None:
+        if self.total >= self.max_total:
+            return "total"
+        if self._per_ip.get(ip, 0) >= self.max_per_ip:
+            return "ip"
+        if key is not None and self.max_per_key is not None:
+            if self._per_key.get(key, 0) >= self.max_per_key:
+                return "key"
+            self._per_key[key] = self._per_key.get(key, 0) + 1
+        self.total += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return None
+
+    def release(self, ip: str, key: bytes | None = None) -> None:
+        self.total -= 1
+        _drop(self._per_ip, ip)
+        if key is not None and self.max_per_key is not None:
+            _drop(self._per_key, key)
+
+
+def _drop(counts: dict[Any, int], k: Any) -> None:
+    left = counts.get(k, 1) - 1
+    if left > 0:
+        counts[k] = left
+    else:
+        counts.pop(k, None)
 
 
 class SendQueue:

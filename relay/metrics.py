@@ -12,6 +12,16 @@ from collections import Counter
 _HELP = {
     "samizdat_relay_connections": ("gauge", "Open WebSocket connections."),
     "samizdat_relay_connections_total": ("counter", "WebSocket connections accepted."),
+    "samizdat_relay_sockets": ("gauge", "Open client sockets (WebSocket and HTTP)."),
+    "samizdat_relay_sockets_refused_total": (
+        "counter",
+        "Client sockets closed at once: over the socket budget or out of descriptors.",
+    ),
+    "samizdat_relay_requests_refused_total": (
+        "counter",
+        "HTTP requests and uploads refused by concurrency caps.",
+    ),
+    "samizdat_relay_timeouts_total": ("counter", "Requests closed for sending too slowly."),
     "samizdat_relay_frames_total": ("counter", "Client frames received, by type."),
     "samizdat_relay_errors_total": ("counter", "Error frames sent, by code."),
     "samizdat_relay_posts_total": ("counter", "Envelopes stored."),

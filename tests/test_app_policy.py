@@ -24,6 +24,7 @@ from protocol.mls.events import ProposalReceived, RemovedFromGroup
 from protocol.mls.group import Group
 from protocol.mls.key_package import create_key_package
 from protocol.mls.messages import GroupContextExtensions, Proposal, Remove, Sender
+from protocol.mls.policy import AllowAll
 from protocol.mls.tree_structs import Capabilities
 from tests.mls_harness import NOW, Party
 
@@ -134,6 +135,7 @@ def test_leaving_is_allowed_to_anyone_and_committed_by_a_non_admin() -> None:
 def test_non_admin_commit_removing_another_is_refused_whole() -> None:
     h = make_group()
     carol = h["carol"]
+    carol.g.policy = AllowAll()  # a hostile client skips its own checks
     result = carol.g.commit(carol.rng, NOW, remove=[leaf(h, "bob")])
     for name in ("alice", "bob"):
         before = h[name].g.to_bytes()
@@ -175,6 +177,7 @@ def test_non_admin_add_is_refused_admin_add_allowed() -> None:
     h = make_group()
     dave = Party("dave")
     bundle = create_key_package(get_suite(1), dave.identity, NOW, dave.rng, capabilities=CAPS)
+    h["carol"].g.policy = AllowAll()  # a hostile client skips its own checks
     result = h["carol"].g.commit(h["carol"].rng, NOW, add=[bundle])
     with pytest.raises(InvalidCommit, match="only admins may add"):
         h["alice"].g.process(result.commit)
@@ -197,6 +200,7 @@ def test_direct_conversation_both_admins_no_third_member() -> None:
     assert isinstance(alice.g.process(renamed)[0], ProposalReceived)
     carol = Party("carol")
     bundle = create_key_package(get_suite(1), carol.identity, NOW, carol.rng, capabilities=CAPS)
+    alice.g.policy = AllowAll()  # a hostile client skips its own checks
     result = alice.g.commit(alice.rng, NOW, add=[bundle])
     with pytest.raises(InvalidCommit, match="two members"):
         bob.g.process(result.commit)

@@ -30,6 +30,7 @@ from protocol.app.group_meta import (
 from protocol.errors import SamizdatError
 from protocol.mls.group import Group
 from protocol.mls.messages import GroupContextExtensions, MLSMessage, Proposal, Remove
+from protocol.mls.policy import AllowAll
 from protocol.mls.welcome import key_package_ref
 from tests.client_support import RelayProcess, befriend, eventually, make_engine
 
@@ -204,6 +205,7 @@ async def test_non_admin_removal_commit_is_refused(trio: list[Engine]) -> None:
     alice, bob, carol = trio
     gid = await crew(alice, bob, carol)
     before = snapshot(bob, gid)
+    carol.groups[gid].policy = AllowAll()  # a hostile client skips its own checks
     result = carol.groups[gid].commit(rng, int(time.time()), remove=[leaf_of(carol, gid, bob)])
     carol.groups[gid].clear_pending_commit()
     await carol._post_mls(gid, result.commit, b"")

@@ -26,7 +26,7 @@ from protocol.relay_frames import (
 )
 from relay.app import CONTEXT, create_app
 from relay.limits import PerIpLimiter, SendQueue, TokenBucket
-from relay.storage.base import mailbox_key
+from relay.storage.base import MAILBOX_ROW_COST, mailbox_key
 from tests.relay_support import Client, Mailbox, envelope
 from tests.test_relay_app import code, make_config
 
@@ -104,13 +104,14 @@ async def test_mailbox_byte_quota(relay: Any) -> None:
 
 
 async def test_total_storage_limit(relay: Any) -> None:
-    tc = await relay(limits={"total_max_bytes": 600})
+    # each mailbox row is charged MAILBOX_ROW_COST bytes (SPEC.md §7.11)
+    tc = await relay(limits={"total_max_bytes": 600 + 2 * MAILBOX_ROW_COST})
     c, mb = await writer_for(tc)
-    assert isinstance(await c.post(mb, envelope(size=512)), Posted)
-    assert code(await c.post(mb, envelope(size=256))) == StorageFull.code
     other = Mailbox()
     await c.create(other)
     await c.auth_write(other)
+    assert isinstance(await c.post(mb, envelope(size=512)), Posted)
+    assert code(await c.post(mb, envelope(size=256))) == StorageFull.code
     assert code(await c.post(other, envelope(size=256))) == StorageFull.code
 
 

@@ -19,6 +19,7 @@ from protocol.errors import DecodeError, LocalError
 from protocol.mls import messages as m
 from protocol.mls import tree_structs as ts
 from tests.conftest import VECTORS_DIR, run_vector, vector_cases
+from tests.required import missing
 
 # --------------------------------------------------------------------------
 # Official vectors
@@ -38,7 +39,7 @@ def test_deserialization_vectors(case: Any) -> None:
 def _message_cases() -> list[dict[str, str]]:
     path = VECTORS_DIR / "messages.json"
     if not path.is_file():
-        pytest.skip(f"MLS test vectors not found in {VECTORS_DIR}")
+        missing(f"MLS test vectors not found in {VECTORS_DIR}")
     cases: list[dict[str, str]] = json.loads(path.read_text())
     return cases
 

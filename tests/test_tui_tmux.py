@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.client_support import ROOT, env_without_proxy
+from tests.required import missing
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        shutil.which("tmux") is None, reason="tmux is not installed (apt-get install -y tmux)"
-    ),
-]
+pytestmark = [pytest.mark.timeout(120)]
+
+if shutil.which("tmux") is None:
+    missing("tmux is not installed (apt-get install -y tmux)", module=True)
 
 
 class Tmux:

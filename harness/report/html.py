@@ -284,6 +284,11 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _attack_colour(outcome: str) -> str:
+    status = "passed" if outcome == "held" else "failed"
+    return STATUS_COLOURS.get(status, "#333")
+
+
 def render_html(report: dict[str, Any]) -> str:
     r = report
     checks = [
@@ -375,6 +380,28 @@ def render_html(report: dict[str, Any]) -> str:
         sections += [
             "<h2>Fault model outcome</h2>",
             _table(["fault", "injected", "detected", "outcome", "what SPEC claims"], fault_rows),
+        ]
+    attack_rows = [
+        [
+            f'<span class="st" style="color:{_attack_colour(x["outcome"])}">'
+            f"{escape(x['outcome'])}</span>",
+            escape(x["kind"]),
+            escape(f"{x['attacker']} → {x['victim']}"),
+            escape(x["attempted"]),
+            escape(x["observed"]),
+            escape(x["promise"]),
+        ]
+        for x in r.get("attacks", [])
+    ]
+    if attack_rows:
+        sections += [
+            "<h2>Hostile member</h2>",
+            "<p class='meta'>Attacks made by a member or ex-member with the keys it held; "
+            "<i>held</i> means the promise held (the attack was refused).</p>",
+            _table(
+                ["outcome", "attack", "who", "attempted", "what the clients did", "promise"],
+                attack_rows,
+            ),
         ]
     mls = r.get("mls")
     if mls:

@@ -34,6 +34,8 @@ def render_terminal(report: dict[str, Any]) -> str:
             for k, n in sorted(faults["injected"].items())
         ]
         lines.append("  faults injected: " + ", ".join(parts))
+    for x in report.get("attacks", []):
+        lines.append(f"  attack {x['kind']} by {x['attacker']}: {x['outcome']}: {x['observed']}")
     lat = report.get("latency", {})
     if lat.get("count"):
         tp = report.get("throughput", {})

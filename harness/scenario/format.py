@@ -37,6 +37,7 @@ ACTIONS = {
     "settle",
     "join",
     "arm_fault",
+    "attack",  # a hostile member (harness/hostile)
     # mls mode (in-process MLS groups over a real relay, for scale)
     "mls_grow",
     "mls_churn",
@@ -50,6 +51,7 @@ CHECKS = {
     "fault_detection",
     "no_repeats",
     "latency",
+    "insider",  # every hostile-member attack was refused
 }
 DEFAULT_CHECKS: dict[str, Any] = {
     "delivery": "reported",
@@ -59,6 +61,7 @@ DEFAULT_CHECKS: dict[str, Any] = {
     "fault_detection": True,
     "no_repeats": False,
     "latency": True,
+    "insider": True,
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from client.engine import Engine
+from harness.hostile import check_insider
 from harness.scenario import checks as C
 from harness.scenario.format import Scenario
 from harness.scenario.world import World
@@ -164,6 +165,8 @@ def evaluate(
         results.append(C.check_fault_detection(snap, relays, delivery, convergence))
     if want["no_repeats"]:
         results.append(C.check_no_repeats(relays))
+    if want["insider"]:
+        results.append(check_insider(world.attacks))
     if want["latency"]:
         lat = latencies(snap)
         fig = C.latency_figures([x["latency_ms"] for x in lat])
@@ -272,6 +275,7 @@ def build_report(
         "latency": C.latency_figures([x["latency_ms"] for x in lat]),
         "timeline": timeline,
         "faults": fault_summary(relays, results),
+        "attacks": [r.to_json() for r in world.attacks],
         "notices": {
             name: [t for _, t, w in m["notices"] if w][-20:] for name, m in snap["members"].items()
         },

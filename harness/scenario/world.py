@@ -20,6 +20,7 @@ from typing import Any
 
 from client.engine import Engine, EngineError
 from client.store import Store
+from harness.hostile import AttackRecord, HostileMember
 from harness.malicious import MaliciousRelay
 from harness.scenario.format import RelaySpec, Scenario, ScenarioError
 from harness.scenario.relays import LocalRelay, ProcessRelay
@@ -89,7 +90,7 @@ class ActionRecord:
     detail: str = ""
 
 
-class World:
+class World(HostileMember):
     """Relays and engines for one run; actions mutate it, checks read it."""
 
     def __init__(self, scenario: Scenario, workdir: Path) -> None:
@@ -108,6 +109,7 @@ class World:
         self.t0_ms = int(time.time() * 1000)
         self.notes: list[str] = []
         self.files: dict[str, Path] = {}
+        self.attacks: list[AttackRecord] = []
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0

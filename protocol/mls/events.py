@@ -27,6 +27,17 @@ class ProposalReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ProposalDropped:
+    """A cached proposal our commit left out (SPEC §4.4): invalid against the
+    state at commit time, refused by the policy, or superseded (RFC 9420 §12.2)."""
+
+    reference: bytes
+    proposal_type: int
+    sender_index: int | None  # leaf index, or external sender index, or None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class MemberAdded:
     leaf_index: int
     identity: bytes
@@ -87,21 +98,10 @@ class PendingCommitDiscarded:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
-class ProposalDropped:
-    """A cached proposal our commit left out: invalid against the current
-    state, in conflict with the commit's own proposals, or refused by the
-    group's policy (RFC 9420 §12.2 lets a committer omit such proposals)."""
-
-    reference: bytes
-    proposal_type: int
-    sender_index: int | None
-    reason: str
-
-
 GroupEvent = (
     ApplicationMessageReceived
     | ProposalReceived
+    | ProposalDropped
     | MemberAdded
     | MemberRemoved
     | MemberUpdated
@@ -110,5 +110,4 @@ GroupEvent = (
     | RemovedFromGroup
     | ReInitRequested
     | PendingCommitDiscarded
-    | ProposalDropped
 )

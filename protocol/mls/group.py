@@ -127,11 +127,15 @@ from protocol.mls.proposals import (
     EXTERNAL_ALLOWED,
     AppliedProposals,
     ResolvedProposal,
+    check_external_joiner,
+    check_successor_credential,
+    check_update_leaf,
     validate_leaf_for_group,
 )
 from protocol.mls.proposals import apply_proposals as _apply_proposals
 from protocol.mls.ratchet_tree import RatchetTree, verify_leaf_node_signature
 from protocol.mls.secret_tree import SecretTree
+from protocol.mls.selection import ProposalSelection, select_proposals
 from protocol.mls.tree_structs import (
     Capabilities,
     Extension,
@@ -186,6 +190,7 @@ class CommitResult:
     welcome: bytes | None  # MLSMessage(Welcome) for the added members
     group_info: bytes  # MLSMessage(GroupInfo) of the new epoch, for external joins
     ratchet_tree: bytes  # ratchet_tree extension data of the new epoch
+    dropped: tuple[ProposalDropped, ...] = ()  # cached proposals left out (SPEC §4.4)
 
 
 @dataclass(slots=True)
@@ -215,10 +220,9 @@ class Group:
         self.state = state
         self.psks = psks or PskStore()
         self._pending: _PendingCommit | None = None
-        # The application's proposal policy (RFC 9420 §12.4.2); not serialized:
-        # the application sets it again after create / join / from_bytes.
+        # The application's rules over proposals (protocol/mls/policy.py); not serialized.
         self.policy: ProposalPolicy = AllowAll()
-        # Cached proposals the last commit() left out, and why.
+        # Cached proposals the last commit() left out, also in CommitResult.dropped.
         self.last_dropped: list[ProposalDropped] = []
 
     # -- creation ---------------------------------------------------------------
@@ -358,6 +362,10 @@ class Group:
         applied = _apply_proposals(suite, old_context, tree, resolved, None, now)
         bundle = create_key_package(suite, identity, now, rng)
         new_tree = applied.tree
+        try:
+            check_external_joiner(new_tree, applied.removed, bundle.key_package.leaf_node)
+        except InvalidCommit as exc:
+            raise StateError(str(exc)) from exc
         own = new_tree.add_leaf(bundle.key_package.leaf_node)
         template = bundle.key_package.leaf_node
         new_context = dataclasses.replace(old_context, epoch=old_context.epoch + 1)
@@ -581,27 +589,26 @@ class Group:
         if extensions is not None:
             by_value.append(Proposal.of(GroupContextExtensions(extensions)))
 
-        refs: list[tuple[bytes, AuthenticatedContent]] = []
+        selection = ProposalSelection([], [])
         if include_pending:
-            touched = set(remove)
-            for ref, cached in state.proposals.items():
-                cp = cached.content.proposal
-                assert cp is not None
-                body = cp.body
-                sender = cached.content.sender.leaf_index
-                if isinstance(body, Update) and sender in (state.own_leaf, *touched):
-                    continue  # our own Update is superseded by the path
-                if isinstance(body, Remove):
-                    if body.removed == state.own_leaf or body.removed in touched:
-                        continue
-                    touched.add(body.removed)
-                if isinstance(body, Update) and sender is not None:
-                    touched.add(sender)
-                refs.append((ref, cached))
-        own = [ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value]
-        refs, self.last_dropped = self._usable_cached(state, refs, own, now)
+            selection = select_proposals(
+                cached=list(state.proposals.items()),
+                by_value=by_value,
+                state=state,
+                policy=self.policy,
+                psk_available=lambda psk: _psk_value(psk, self.psks, state) is not None,
+                now=now,
+            )
+        else:
+            for p in by_value:
+                reason = self.policy.check(state, Sender.member(state.own_leaf), p)
+                if reason is not None:
+                    raise StateError(f"policy: {reason}")
+        refs = [(ref, state.proposals[ref]) for ref in selection.refs]
 
-        resolved = [_resolved(c) for _, c in refs] + own
+        resolved = [_resolved(c) for _, c in refs] + [
+            ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value
+        ]
         applied = _apply_proposals(suite, state.context, state.tree, resolved, state.own_leaf, now)
         if applied.path_required and not path:
             raise StateError("these proposals require a path")
@@ -679,50 +686,16 @@ class Group:
             ).to_bytes()
         events = _commit_events(new_state, applied, state.own_leaf)
         self._pending = _PendingCommit(message, new_state, events)
+        for ref in selection.forget:  # invalid now, so invalid in any commit of this epoch
+            state.proposals.pop(ref, None)
+        self.last_dropped = list(selection.dropped)
         return CommitResult(
             message,
             welcome,
             MLSMessage.of(info).to_bytes(),
             encode_ratchet_tree(new_tree.to_nodes()),
+            tuple(selection.dropped),
         )
-
-    def _usable_cached(
-        self,
-        state: GroupState,
-        refs: list[tuple[bytes, AuthenticatedContent]],
-        own: list[ResolvedProposal],
-        now: int,
-    ) -> tuple[list[tuple[bytes, AuthenticatedContent]], list[ProposalDropped]]:
-        """The cached proposals a commit can carry (RFC 9420 §12.2: a committer
-        leaves out proposals it cannot validly commit).  A proposal invalid on
-        its own, or refused by the policy, is also removed from the cache; one
-        that only conflicts with our own proposals (e.g. a second
-        GroupContextExtensions) stays cached, since another member's commit
-        may still reference it."""
-        kept: list[tuple[bytes, AuthenticatedContent]] = []
-        dropped: list[ProposalDropped] = []
-        for ref, cached in refs:
-            proposal = _resolved(cached)
-            reason = self.policy.check(state, proposal.sender, proposal.proposal)
-            forget = reason is not None
-            for trial in ([proposal], [*(_resolved(c) for _, c in kept), proposal, *own]):
-                if reason is not None:
-                    break
-                try:
-                    _apply_proposals(
-                        state.suite, state.context, state.tree, trial, state.own_leaf, now
-                    )
-                except (RemoteError, ValueError) as exc:
-                    reason, forget = str(exc), len(trial) == 1
-            if reason is None:
-                kept.append((ref, cached))
-                continue
-            if forget:
-                del state.proposals[ref]
-            sender = proposal.sender
-            index = sender.leaf_index if sender.leaf_index is not None else sender.sender_index
-            dropped.append(ProposalDropped(ref, proposal.proposal.proposal_type, index, reason))
-        return kept, dropped
 
     def merge_pending_commit(self) -> list[GroupEvent]:
         """Switch to the epoch our pending commit creates."""
@@ -894,17 +867,20 @@ class Group:
         elif isinstance(body, Update):
             if sender.leaf_index is None:
                 raise InvalidMessage("Update from a non-member")
-            verify_leaf_node_signature(
-                state.suite, body.leaf_node, state.context.group_id, sender.leaf_index
-            )
-            validate_leaf_for_group(
-                state.suite, state.tree, body.leaf_node, state.context.extensions, now
+            check_update_leaf(
+                state.suite,
+                state.context.group_id,
+                state.tree,
+                sender.leaf_index,
+                body.leaf_node,
+                state.context.extensions,
+                now,
             )
         elif isinstance(body, Remove) and state.tree.leaf(body.removed) is None:
             raise InvalidMessage(f"Remove of non-member leaf {body.removed}")
         reason = self.policy.check(state, sender, proposal)
         if reason is not None:
-            raise InvalidMessage(f"policy: {reason}")  # not cached: nothing changes
+            raise InvalidMessage(f"policy: {reason}")
         ref = proposal_ref(state.suite, auth)
         state.proposals[ref] = auth
         return ProposalReceived(
@@ -937,10 +913,9 @@ class Group:
             if cached is None:
                 raise InvalidCommit("commit references an unknown proposal")
             resolved.append(_resolved(cached))
-        for item in resolved:
-            # RFC 9420 §12.4.2: the application may refuse a Commit whose
-            # proposals its policy does not allow; checked against this epoch.
-            reason = self.policy.check(state, item.sender, item.proposal)
+        # RFC 9420 §12.4.2: the application may refuse proposals its policy forbids.
+        for r in resolved:
+            reason = self.policy.check(state, r.sender, r.proposal)
             if reason is not None:
                 raise InvalidCommit(f"policy: {reason}")
 
@@ -964,6 +939,8 @@ class Group:
         if commit.path is not None:
             path = commit.path
             if external:
+                # RFC 9420 §12.2: a Remove only of the joiner's own earlier leaf.
+                check_external_joiner(new_tree, applied.removed, path.leaf_node)
                 committer = new_tree.add_leaf(path.leaf_node)
             assert committer is not None
             _check_path_leaf(suite, state, new_tree, committer, path, external, now, applied)
@@ -1217,17 +1194,18 @@ def _check_path_leaf(
         old = state.tree.member_leaf(committer)
         if leaf.encryption_key == old.encryption_key:
             raise InvalidCommit("the committer's leaf must get a new encryption key")
-    in_tree = {tree.public_key(x) for x in range(len(tree.nodes))} - {None}
-    if not external:
-        in_tree.discard(tree.public_key(2 * committer))
-    else:
-        in_tree.discard(leaf.encryption_key)
-    if any(n.encryption_key in in_tree for n in path.nodes) or (
-        not external and leaf.encryption_key in in_tree
-    ):
+        try:
+            check_successor_credential(old, leaf)
+        except InvalidMessage as exc:
+            raise InvalidCommit(str(exc)) from exc
+    # §7.3 and §16.7 uniqueness, for an external joiner's leaf too (it is
+    # already in ``tree``, at ``committer``).
+    in_tree = {tree.public_key(x) for x in range(len(tree.nodes)) if x != 2 * committer}
+    in_tree.discard(None)
+    if any(n.encryption_key in in_tree for n in path.nodes) or leaf.encryption_key in in_tree:
         raise InvalidCommit("the UpdatePath reuses a public key of the tree")
     for i, other in tree.members():
-        if i != committer and other.signature_key == leaf.signature_key and not external:
+        if i != committer and other.signature_key == leaf.signature_key:
             raise InvalidCommit("the committer's leaf reuses another member's signature key")
 
 
@@ -1258,6 +1236,20 @@ def _check_welcome_psks(psks: Sequence[PreSharedKeyID]) -> None:
         raise InvalidMessage("a reinit/branch PSK must be the only PSK of a Welcome")
 
 
+def _psk_value(psk_id: PreSharedKeyID, store: PskStore, state: GroupState | None) -> bytes | None:
+    """The PSK ``psk_id`` names, if this member has it."""
+    if psk_id.psktype == PSKType.EXTERNAL:
+        assert psk_id.psk_id is not None
+        return store.external.get(psk_id.psk_id)
+    assert psk_id.psk_group_id is not None and psk_id.psk_epoch is not None
+    value = None
+    if state is not None and psk_id.psk_group_id == state.context.group_id:
+        value = state.resumption_psks.get(psk_id.psk_epoch)
+    if value is None:
+        value = store.resumption.get((psk_id.psk_group_id, psk_id.psk_epoch))
+    return value
+
+
 def _psk_secret(
     suite: CipherSuite,
     ids: Sequence[PreSharedKeyID],
@@ -1268,17 +1260,7 @@ def _psk_secret(
         return None
     pairs = []
     for psk_id in ids:
-        value: bytes | None
-        if psk_id.psktype == PSKType.EXTERNAL:
-            assert psk_id.psk_id is not None
-            value = store.external.get(psk_id.psk_id)
-        else:
-            assert psk_id.psk_group_id is not None and psk_id.psk_epoch is not None
-            value = None
-            if state is not None and psk_id.psk_group_id == state.context.group_id:
-                value = state.resumption_psks.get(psk_id.psk_epoch)
-            if value is None:
-                value = store.resumption.get((psk_id.psk_group_id, psk_id.psk_epoch))
+        value = _psk_value(psk_id, store, state)
         if value is None:
             raise InvalidCommit("a required PSK is not available")
         pairs.append((psk_id.to_bytes(), value))

@@ -1,15 +1,13 @@
-"""The application's say over which proposals a group accepts (RFC 9420 §12.4.2).
+"""The application's say over which proposals a group accepts (RFC 9420 §12.2,
+§12.4.2: "An application may extend the above procedure by additional rules").
 
-RFC 9420 validates proposals structurally; it leaves to the application who
-may propose what ("the application MAY ... reject a Commit whose proposals
-its policy does not allow").  A :class:`ProposalPolicy` is that hook: the
-group asks it about every proposal it receives, every proposal a received
-Commit covers, and every cached proposal before committing it.  The default,
-:class:`AllowAll`, is plain RFC 9420 behaviour.
-
-A policy sees the state of the epoch the proposal belongs to, never the state
-a Commit would produce, and must be deterministic: every member has to reach
-the same verdict or the group forks.
+A :class:`ProposalPolicy` is consulted by :class:`~protocol.mls.group.Group`
+for every proposal: on receipt of a standalone proposal (refused: not cached,
+``InvalidMessage("policy: ...")``), for every proposal a received Commit
+covers (refused: the Commit is ``InvalidCommit("policy: ...")`` and nothing
+changes), and when committing (refused cached proposals are left out and
+reported as :class:`~protocol.mls.events.ProposalDropped`).  The policy must
+be a pure function of its arguments so that every member decides alike.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ class ProposalPolicy(Protocol):
 
 
 class AllowAll:
-    """The default: RFC 9420 behaviour, every valid proposal is allowed."""
+    """The default: RFC 9420 behaviour, everything valid is allowed."""
 
     def check(self, state: GroupState, proposer: Sender, proposal: Proposal) -> None:
         return None

@@ -2,7 +2,10 @@
 
 :func:`apply_proposals` checks a committed proposal list against every rule
 of §12.2 and applies it in the order of §12.3 to a *copy* of the tree, so the
-caller can drop the result if anything later in commit processing fails.
+caller can drop the result if anything later in commit processing fails.  A
+:class:`ProposalCursor` passed to it names the proposal a failure is about,
+which is how a committer leaves out exactly the offending cached proposal
+(:mod:`protocol.mls.selection`).
 """
 
 from __future__ import annotations
@@ -78,6 +81,14 @@ class ResolvedProposal:
 
 
 @dataclass(slots=True)
+class ProposalCursor:
+    """Set by :func:`apply_proposals` to the index of the proposal it is judging;
+    None while it checks the list as a whole."""
+
+    index: int | None = None
+
+
+@dataclass(slots=True)
 class AppliedProposals:
     tree: RatchetTree
     extensions: tuple[Extension, ...]
@@ -139,6 +150,72 @@ def validate_leaf_for_group(
             raise InvalidMessage("new leaf does not support a credential type in use")
 
 
+def check_unique_keys(tree: RatchetTree, leaf: LeafNode, leaf_index: int | None) -> None:
+    """RFC 9420 §7.3, §16.7: a leaf entering ``tree`` at ``leaf_index`` (None:
+    a new leaf) shares its encryption key with no node of the tree and its
+    signature key with no other member.  A violating tree is refused by every
+    later joiner (§12.4.3.1), so letting one in locks new members out."""
+    own = None if leaf_index is None else 2 * leaf_index
+    for x in range(len(tree.nodes)):
+        if x != own and tree.public_key(x) == leaf.encryption_key:
+            raise InvalidMessage("the leaf reuses an encryption key of the tree")
+    for i, other in tree.members():
+        if i != leaf_index and other.signature_key == leaf.signature_key:
+            raise InvalidMessage("the leaf reuses another member's signature key")
+
+
+def check_update_leaf(
+    suite: CipherSuite,
+    group_id: bytes,
+    tree: RatchetTree,
+    sender: int,
+    leaf: LeafNode,
+    extensions: Sequence[Extension],
+    now: int | None,
+) -> None:
+    """An Update proposal's LeafNode from leaf ``sender`` (§12.1.2, §7.3)."""
+    old = tree.member_leaf(sender)
+    if leaf.leaf_node_source != LeafNodeSource.UPDATE:
+        raise InvalidMessage("Update leaf must have source update")
+    if leaf.encryption_key == old.encryption_key:
+        raise InvalidMessage("Update must change the encryption key")
+    verify_leaf_node_signature(suite, leaf, group_id, sender)
+    validate_leaf_for_group(suite, tree, leaf, extensions, now)
+    check_unique_keys(tree, leaf, sender)
+    check_successor_credential(old, leaf)
+
+
+def check_successor_credential(old: LeafNode, new: LeafNode) -> None:
+    """RFC 9420 §5.3.1: a member's new credential (Update, commit path, resync)
+    must present identifiers "valid as a successor" to the old ones under the
+    application's policy.  Samizdat's policy: the credential does not change,
+    so a member cannot take another's name (the signature key may change)."""
+    if new.credential != old.credential:
+        raise InvalidMessage("a member's credential may not change to another identity")
+
+
+def check_external_joiner(
+    tree: RatchetTree, removed: Sequence[tuple[int, LeafNode]], leaf: LeafNode
+) -> None:
+    """An external commit's joiner leaf against the proposals it carries.
+
+    ``tree`` is the tree after the commit's Remove, before the joiner's leaf
+    is added.  RFC 9420 §12.2: the one Remove an external commit may hold is
+    the joiner removing "an old version of themselves", whose LeafNode must
+    meet the criteria of an Update for the removed leaf, so the credential
+    must be the removed member's (Samizdat's rule for "acceptable
+    identifiers", §5.3.1).  And §7.3: the joiner's signature key must not be
+    another member's (a "rejoin" that keeps the old leaf would break every
+    later join, §12.4.3.1).
+    """
+    for _, old in removed:
+        if old.credential != leaf.credential:
+            raise InvalidCommit("an external commit may only remove the joiner's own earlier leaf")
+    for _, other in tree.members():
+        if other.signature_key == leaf.signature_key:
+            raise InvalidCommit("the joiner's leaf reuses another member's signature key")
+
+
 def _check_psk(suite: CipherSuite, psk: PreSharedKeyID, in_reinit_or_branch: bool) -> None:
     if len(psk.psk_nonce) != suite.hash_len:
         raise InvalidCommit("psk_nonce must be KDF.Nh bytes")
@@ -157,12 +234,16 @@ def apply_proposals(
     proposals: Sequence[ResolvedProposal],
     committer: int | None,
     now: int | None,
+    cursor: ProposalCursor | None = None,
 ) -> AppliedProposals:
     """Validate (§12.2) and apply (§12.3) a committed proposal list.
 
     ``committer`` is the committer's leaf index, or None for an external
-    commit.  ``tree`` is not modified: the result holds a new one.
+    commit.  ``tree`` is not modified: the result holds a new one.  On
+    failure ``cursor.index`` names the offending proposal (None: the list).
     """
+    at = cursor if cursor is not None else ProposalCursor()
+    at.index = None
     external = committer is None
     kinds = [p.proposal.proposal_type for p in proposals]
     if external:
@@ -188,16 +269,19 @@ def apply_proposals(
     new = result.tree
 
     # GroupContextExtensions first: later proposals are judged against them.
-    for p in proposals:
+    for i, p in enumerate(proposals):
         body = p.proposal.body
         if isinstance(body, GroupContextExtensions):
+            at.index = i
+            required_capabilities(body.extensions)  # malformed: this proposal's fault
             result.extensions = body.extensions
             result.extensions_changed = True
 
     touched: set[int] = set()
-    for p in proposals:
+    for i, p in enumerate(proposals):
         body = p.proposal.body
         if isinstance(body, Update):
+            at.index = i
             sender = p.sender.leaf_index
             if p.sender.sender_type != SenderType.MEMBER or sender is None:
                 raise InvalidCommit("Update from a non-member")
@@ -206,20 +290,18 @@ def apply_proposals(
             if sender in touched:
                 raise InvalidCommit(f"leaf {sender} is updated or removed twice")
             touched.add(sender)
-            old = tree.member_leaf(sender)
-            leaf = body.leaf_node
-            if leaf.leaf_node_source != LeafNodeSource.UPDATE:
-                raise InvalidCommit("Update leaf must have source update")
-            if leaf.encryption_key == old.encryption_key:
-                raise InvalidCommit("Update must change the encryption key")
-            verify_leaf_node_signature(suite, leaf, context.group_id, sender)
-            validate_leaf_for_group(suite, tree, leaf, result.extensions, now)
-            new.update_leaf(sender, leaf)
+            # Judged against the tree as updated so far, so two Updates cannot
+            # bring in one new key either (§7.3 uniqueness, §16.7).
+            check_update_leaf(
+                suite, context.group_id, new, sender, body.leaf_node, result.extensions, now
+            )
+            new.update_leaf(sender, body.leaf_node)
             result.updated.append(sender)
 
-    for p in proposals:
+    for i, p in enumerate(proposals):
         body = p.proposal.body
         if isinstance(body, Remove):
+            at.index = i
             if body.removed == committer:
                 raise InvalidCommit("the committer cannot remove itself")
             if body.removed in touched:
@@ -232,10 +314,12 @@ def apply_proposals(
             new.remove_leaf(body.removed)
 
     signature_keys = {leaf.signature_key for _, leaf in new.members()}
-    encryption_keys = {leaf.encryption_key for _, leaf in new.members()}
-    for p in proposals:
+    # §16.7: leaf keys must differ from parent node keys too.
+    encryption_keys = {new.public_key(x) for x in range(len(new.nodes))} - {None}
+    for i, p in enumerate(proposals):
         body = p.proposal.body
         if isinstance(body, Add):
+            at.index = i
             kp = body.key_package
             validate_key_package(suite, kp, now)
             validate_leaf_for_group(suite, new, kp.leaf_node, result.extensions, now)
@@ -248,8 +332,9 @@ def apply_proposals(
             result.added.append((new.add_leaf(kp.leaf_node), kp))
 
     seen_psks: set[bytes] = set()
-    for p in proposals:
+    for i, p in enumerate(proposals):
         body = p.proposal.body
+        at.index = i
         if isinstance(body, PreSharedKey):
             _check_psk(suite, body.psk, in_reinit_or_branch=False)
             encoded = body.psk.to_bytes()
@@ -265,6 +350,9 @@ def apply_proposals(
             result.reinit = body
 
     if result.extensions_changed:
+        at.index = next(
+            i for i, k in enumerate(kinds) if k == ProposalType.GROUP_CONTEXT_EXTENSIONS
+        )
         required = required_capabilities(result.extensions)
         for _, leaf in new.members():
             check_required_capabilities(leaf, required)

@@ -365,7 +365,12 @@ def verify_leaf_node_signature(
 def check_leaf_node_basics(leaf: LeafNode, suite_id: int) -> None:
     """The self-consistency rules of §7.3 that need no group context: the
     credential type and non-default extensions are listed in the leaf's own
-    capabilities, and the group's suite and version are supported."""
+    capabilities, and MLS 1.0 is listed.
+
+    ``suite_id`` is deliberately not required in ``capabilities.cipher_suites``:
+    §7.3 does not ask for it (the suite is bound by KeyPackage.cipher_suite,
+    checked against the group's in §10.1, and by the Welcome), and other
+    implementations create groups whose leaves omit it (SPEC.md §4.3)."""
     caps = leaf.capabilities
     if leaf.credential.credential_type not in caps.credentials:
         raise InvalidMessage("leaf credential type not listed in its capabilities")
@@ -375,7 +380,5 @@ def check_leaf_node_basics(leaf: LeafNode, suite_id: int) -> None:
             and ext.extension_type not in caps.extensions
         ):
             raise InvalidMessage(f"leaf extension {ext.extension_type} not in its capabilities")
-    if suite_id not in caps.cipher_suites:
-        raise InvalidMessage(f"leaf does not support cipher suite {suite_id}")
     if 1 not in caps.versions:
         raise InvalidMessage("leaf does not support MLS 1.0")

@@ -33,6 +33,10 @@ MAILBOX_LABEL = b"samizdat-relay/v1 mailbox-key"
 DEDUP_LABEL = b"samizdat-relay/v1 dedup-key"
 BLOB_LABEL = b"samizdat-relay/v1 blob-key"
 MAX_DB_SEQ = (1 << 63) - 1
+# Bytes charged to ``total_max_bytes`` per mailbox row (SPEC.md §7.11): the
+# row (two 32-byte keys, a 32-byte hash, five integers), its share of index
+# and page overhead, and the relay's caches, rounded up.
+MAILBOX_ROW_COST = 512
 
 
 def mailbox_key(mailbox_id: bytes) -> bytes:

@@ -141,13 +141,23 @@ class NatsStorage(Storage):
                 republish=api.RePublish(src=f"sz.m.{i}.>", dest=f"sz.l.{i}.>"),
             )
             await self._add_or_update(cfg)
-        self._kv = await self._js.create_key_value(
-            bucket=MBX_BUCKET,
-            history=1,
-            ttl=float(lim.max_ttl),
-            replicas=self.replicas,
-            storage=api.StorageType.FILE,
-        )
+        try:
+            self._kv = await self._js.create_key_value(
+                bucket=MBX_BUCKET,
+                history=1,
+                ttl=float(lim.max_ttl),
+                replicas=self.replicas,
+                storage=api.StorageType.FILE,
+            )
+        except nats.js.errors.BadRequestError:
+            # it exists, with the max_msgs set below (by another process)
+            self._kv = await self._js.key_value(MBX_BUCKET)
+        # One KV message per mailbox: JetStream itself caps their number for
+        # every relay process sharing it (discard=new: a Create is refused).
+        kv_stream = await self._js.stream_info(f"KV_{MBX_BUCKET}")
+        if kv_stream.config.max_msgs != lim.max_mailboxes:
+            kv_stream.config.max_msgs = lim.max_mailboxes
+            await self._js.update_stream(kv_stream.config)
         self._blob_kv = await self._js.create_key_value(
             bucket=BLOB_META_BUCKET,
             history=1,
@@ -205,6 +215,10 @@ class NatsStorage(Storage):
                 if entry.value[:64] != value[:64]:
                     raise MailboxExists("mailbox exists") from None
                 await self._kv.put(key.hex(), value)  # refreshes the metadata's age
+        except nats.js.errors.APIError as exc:
+            if "maximum messages" in str(exc.description or ""):
+                raise StorageFull("relay holds its maximum number of mailboxes") from exc
+            raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         self._cache.pop(key, None)

@@ -22,8 +22,10 @@ Theory of operation
 * Results come back to the loop in one ``call_soon_threadsafe`` per batch, in
   commit order, and new messages are published to the hub there, so live
   pushes are in sequence order.
-* ``total`` tracks the bytes of envelopes and blob chunks held, checked
-  against ``total_max_bytes`` before every write.
+* ``total`` tracks the bytes of envelopes and blob chunks held, plus
+  :data:`MAILBOX_ROW_COST` per mailbox, checked against ``total_max_bytes``
+  before every write; ``mailboxes`` counts mailbox rows against
+  ``max_mailboxes``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ from protocol.relay_frames import (
     UnknownMailbox,
 )
 from relay.config import Limits
-from relay.storage.base import BlobMeta, LiveHub, MailboxInfo, Storage, blob_key
+from relay.storage.base import (
+    MAILBOX_ROW_COST,
+    BlobMeta,
+    LiveHub,
+    MailboxInfo,
+    Storage,
+    blob_key,
+)
 
 BATCH = 512
 LOOKUP = 128
@@ -97,6 +106,7 @@ class SqliteStorage(Storage):
         self.synchronous = synchronous
         self.hub = LiveHub()
         self.total = 0
+        self.mailboxes = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outbox: list[Any] = []
         # Owned by the SQLite thread: cached mailbox rows, written back per batch.
@@ -135,7 +145,8 @@ class SqliteStorage(Storage):
         self._db = db
         (msgs,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()
         (chunks,) = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM blobs").fetchone()
-        self.total = msgs + chunks * BLOB_CHUNK_SIZE
+        (self.mailboxes,) = db.execute("SELECT COUNT(*) FROM mailboxes").fetchone()
+        self.total = msgs + chunks * BLOB_CHUNK_SIZE + self.mailboxes * MAILBOX_ROW_COST
 
     # ------------------------------------------------------------ the thread
 
@@ -191,7 +202,7 @@ class SqliteStorage(Storage):
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[Any]) -> list[_Done]:
         done: list[_Done] = []
-        total_before = self.total
+        total_before, mailboxes_before = self.total, self.mailboxes
         try:
             db.execute("BEGIN IMMEDIATE")
             run: list[Any] = []
@@ -216,7 +227,7 @@ class SqliteStorage(Storage):
         except Exception as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self.total = total_before
+            self.total, self.mailboxes = total_before, mailboxes_before
             self._mbx.clear()
             self._dirty.clear()
             err = Unavailable(f"storage error: {type(exc).__name__}")
@@ -270,10 +281,16 @@ class SqliteStorage(Storage):
                 entry[4] = max(entry[4], now + entry[0])  # an identical re-create refreshes
                 self._dirty.add(key)
                 return
+            if self.mailboxes >= self.limits.max_mailboxes:
+                raise StorageFull("relay holds its maximum number of mailboxes")
+            if self.total + MAILBOX_ROW_COST > self.limits.total_max_bytes:
+                raise StorageFull("relay storage full")
             db.execute(
                 "INSERT INTO mailboxes VALUES (?, ?, ?, ?, ?, 0, 0, 0)",
                 (key, read_key, write_key, ttl, now + ttl),
             )
+            self.mailboxes += 1
+            self.total += MAILBOX_ROW_COST
 
         await self._call(op)
 
@@ -425,6 +442,8 @@ class SqliteStorage(Storage):
                 db.execute("DELETE FROM dedup WHERE mbox=?", (mbox,))
                 db.execute("DELETE FROM mailboxes WHERE key=?", (mbox,))
             removed += len(dead)
+            self.mailboxes -= len(dead)
+            self.total -= len(dead) * MAILBOX_ROW_COST
             for bkey, chunks in db.execute(
                 "SELECT key, chunks FROM blobs WHERE expires<=?", (now,)
             ).fetchall():

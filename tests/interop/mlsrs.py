@@ -35,12 +35,9 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     # Any test module importing this adapter is skipped, with the reason, when
     # the wheel (the project's 'test' extra) is missing or cannot load.
-    import pytest
+    from tests.required import missing
 
-    pytest.skip(
-        f"mls-rs interop needs the agentvault-mls-rs-uniffi wheel: {_exc}",
-        allow_module_level=True,
-    )
+    missing(f"mls-rs interop needs the agentvault-mls-rs-uniffi wheel: {_exc}", module=True)
 
 __all__ = [
     "SUITE",
