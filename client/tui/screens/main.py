@@ -130,8 +130,8 @@ class MainScreen(Screen[None]):
         dirty, self._dirty = self._dirty, set()
         whats = {w for w, _ in dirty}
         convs = {c for _, c in dirty}
-        if not self.is_attached:
-            return
+        if not self.is_attached or self.engine.closed:
+            return  # a redraw timer can fire after the app closed the engine
         self.query_one(Sidebar).refresh_from(self.engine)
         self._refresh_banner()
         if "notice" in whats:
