@@ -240,6 +240,8 @@ def conv_json(engine: Engine, conv: Any) -> dict[str, Any]:
         "unread": conv.unread,
         "members": [engine.display_name(k) for k in engine.members(conv.group_id)],
         "left": conv.left,
+        "removed_by": engine.display_name(conv.removed_by) if conv.removed_by else "",
+        "admins": [engine.display_name(k) for k in engine.admins(conv.group_id)],
         "disappearing_seconds": conv.disappearing_ms // 1000,
         "missing": {engine.display_name(k): n for k, n in missing.items()},
         "warnings": conv.events[-5:],
@@ -445,6 +447,7 @@ def cmd_group(args: argparse.Namespace) -> int:
             else:
                 print(f"{data['name']} ({data['kind']}), epoch {data['epoch']}")
                 print("members: " + ", ".join(data["members"]))
+                print("admins:  " + ", ".join(data["admins"]))
                 print("relays:  " + ", ".join(data["relays"]))
                 for w in data["warnings"]:
                     print(f"  note: {w}")
@@ -464,6 +467,10 @@ def cmd_group(args: argparse.Namespace) -> int:
         elif args.group_cmd == "leave":
             await engine.leave(conv.group_id)
             print("left")
+        elif args.group_cmd == "admin":
+            contact = engine.find_contact(args.contact)
+            await engine.set_admin(conv.group_id, contact.identity_key, not args.revoke)
+            print("admin revoked" if args.revoke else "admin granted")
         elif args.group_cmd == "disappear":
             await engine.set_disappearing(conv.group_id, int(args.seconds) * 1000)
             print("timer set")
@@ -626,6 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("contact")
     g = gsub.add_parser("leave")
     g.add_argument("group")
+    g = gsub.add_parser("admin", help="make a member an admin (admins only)")
+    g.add_argument("group")
+    g.add_argument("contact")
+    g.add_argument("--revoke", action="store_true", help="stop them being an admin")
     g = gsub.add_parser("info")
     g.add_argument("group")
     g.add_argument("--json", action="store_true")

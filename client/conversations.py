@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from client.core import (
     CAPABILITIES,
@@ -46,7 +47,7 @@ from protocol.errors import RemoteError
 from protocol.mls.events import (
     GroupEvent,
 )
-from protocol.mls.group import Group
+from protocol.mls.group import CommitResult, Group
 
 
 class Conversations(Outbound):
@@ -61,7 +62,10 @@ class Conversations(Outbound):
             raise EngineError("no relays configured")
         refs = tuple(new_mailbox_ref(url, rng) for url in relays)
         await self._create_mailboxes_best_effort(refs)
-        meta = GroupMeta(name, refs, 0, kind)
+        # SPEC §8.3: the creator of a group is its first admin; in a direct
+        # conversation both members are admins by rule, so none are listed.
+        admins = (self.identity.signature_pub,) if kind == ConversationKind.GROUP else ()
+        meta = GroupMeta(name, refs, 0, kind, admins)
         group_id = rng(16)
         group = Group.create(
             SUITE_ID,
@@ -72,7 +76,7 @@ class Conversations(Outbound):
             extensions=(meta_extension(meta), REQUIRED),
             capabilities=CAPABILITIES,
         )
-        self.groups[group_id] = group
+        self._hold_group(group_id, group)
         conv = Conversation(
             group_id, "direct" if kind == ConversationKind.DIRECT else "group", name, now_ms()
         )
@@ -105,6 +109,14 @@ class Conversations(Outbound):
         )
 
     async def add_members(self, conv_id: bytes, contacts: list[Contact]) -> None:
+        self._require_admin(conv_id, "add members")
+        conv = self.conversation(conv_id)
+        for contact in contacts:
+            if conv is not None and contact.identity_key in conv.former_members:
+                raise EngineError(
+                    f"{contact.name or contact.identity_key.hex()[:8]} was a member of this "
+                    "conversation before and cannot rejoin the same group; start a new one"
+                )
         items = []
         for contact in contacts:
             if not contact.key_packages:
@@ -120,8 +132,7 @@ class Conversations(Outbound):
         self, conv_id: bytes, items: list[tuple[bytes, list[ContactInbox]]]
     ) -> None:
         async def op() -> None:
-            group = self.groups[conv_id]
-            result = group.commit(rng, int(time.time()), add=[kp for kp, _ in items])
+            result = self._commit(conv_id, add=[kp for kp, _ in items])
             assert result.welcome is not None
             pending = self._pending.setdefault(conv_id, _PendingOp(None))
             pending.welcomes = [(result.welcome, inboxes) for _, inboxes in items]
@@ -130,6 +141,12 @@ class Conversations(Outbound):
         await self._run_commit(conv_id, op)
 
     async def remove_member(self, conv_id: bytes, identity_key: bytes) -> None:
+        self._require_admin(conv_id, "remove other members")
+        await self._run_commit(conv_id, self._removal(conv_id, identity_key))
+
+    def _removal(self, conv_id: bytes, identity_key: bytes) -> Callable[[], Awaitable[None]]:
+        """The commit-building op that removes ``identity_key`` (an admin's)."""
+
         async def op() -> None:
             group = self.groups[conv_id]
             leaf = next((i for i, _, key in group.members() if key == identity_key), None)
@@ -138,14 +155,13 @@ class Conversations(Outbound):
             meta = find_group_meta(group.extensions)
             assert meta is not None
             # Rotate every mailbox's write seed so the removed member can no
-            # longer post or unseal (SPEC.md §7.4).
+            # longer post or unseal (SPEC.md §7.4); a removed admin is no
+            # longer listed.
             rotated = tuple(replace(ref, write_seed=rng(32)) for ref in meta.mailboxes)
-            new_meta = replace(meta, mailboxes=rotated)
-            result = group.commit(
-                rng,
-                int(time.time()),
-                remove=[leaf],
-                extensions=(meta_extension(new_meta), REQUIRED),
+            admins = tuple(k for k in meta.admins if k != identity_key)
+            new_meta = replace(meta, mailboxes=rotated, admins=admins)
+            result = self._commit(
+                conv_id, remove=[leaf], extensions=(meta_extension(new_meta), REQUIRED)
             )
             pending = self._pending.setdefault(conv_id, _PendingOp(None))
 
@@ -159,7 +175,7 @@ class Conversations(Outbound):
             pending.after.append(rotate)
             await self._send_commit(conv_id, result.commit)
 
-        await self._run_commit(conv_id, op)
+        return op
 
     async def leave(self, conv_id: bytes) -> None:
         """Ask the others to remove us (MLS has no self-removal commit) and
@@ -180,13 +196,55 @@ class Conversations(Outbound):
             meta = find_group_meta(group.extensions)
             assert meta is not None
             new_meta = replace(meta, disappearing_ms=timer_ms)
-            result = group.commit(
-                rng, int(time.time()), extensions=(meta_extension(new_meta), REQUIRED)
-            )
+            result = self._commit(conv_id, extensions=(meta_extension(new_meta), REQUIRED))
             await self._send_commit(conv_id, result.commit)
 
         await self._run_commit(conv_id, op)
         await self._send_app(conv_id, Disappearing(timer_ms), history=False)
+
+    async def set_admin(self, conv_id: bytes, identity_key: bytes, admin: bool = True) -> None:
+        """Make a member an admin of a group, or stop them being one (admins only)."""
+        self._require_admin(conv_id, "change who the admins are")
+        if identity_key not in self.members(conv_id):
+            raise EngineError("not a member of this conversation")
+
+        async def op() -> None:
+            meta = self._meta(conv_id)
+            if meta.kind != ConversationKind.GROUP:
+                raise EngineError("both members of a direct conversation are admins")
+            # a group that lists nobody (made before admins existed) starts
+            # its list with every current admin, i.e. every member
+            listed = meta.admins or tuple(self.admins(conv_id))
+            admins = tuple(k for k in listed if k != identity_key)
+            if admin:
+                admins += (identity_key,)
+            if not admins:
+                raise EngineError("a group keeps at least one admin")
+            new_meta = replace(meta, admins=admins)
+            result = self._commit(conv_id, extensions=(meta_extension(new_meta), REQUIRED))
+            await self._send_commit(conv_id, result.commit)
+
+        await self._run_commit(conv_id, op)
+
+    def _require_admin(self, conv_id: bytes, what: str) -> None:
+        """Fail early for what the others would refuse (SPEC §8.3)."""
+        if conv_id not in self.groups:
+            raise EngineError("unknown conversation")
+        if not self.is_admin(conv_id):
+            raise EngineError(f"only admins of this conversation may {what}")
+
+    def _commit(self, conv_id: bytes, **kwargs: Any) -> CommitResult:
+        """Build a commit; cached proposals the group had to leave out
+        (invalid, refused by policy, or in conflict with ours) are shown."""
+        group = self.groups[conv_id]
+        result = group.commit(rng, int(time.time()), **kwargs)
+        for dropped in group.last_dropped:
+            self._notice(
+                conv_id,
+                f"a pending proposal from {self._leaf_name(group, dropped.sender_index)} "
+                f"was left out of our commit: {dropped.reason}",
+            )
+        return result
 
     async def _run_commit(self, conv_id: bytes, op: Callable[[], Awaitable[None]]) -> None:
         """Run a commit-building ``op`` and wait until the commit is merged
@@ -265,6 +323,13 @@ class Conversations(Outbound):
             meta = find_group_meta(group.extensions)
             if meta is None or not group.active or old not in meta.relay_urls:
                 continue
+            if not self.is_admin(conv_id):
+                self._notice(
+                    conv_id,
+                    f"only admins can move this conversation off {old}; ask one of them",
+                    True,
+                )
+                continue
             kept = [r for r in meta.mailboxes if r.relay_url != old]
             added: list[MailboxRef] = []
             if new is not None and new not in meta.relay_urls:
@@ -279,9 +344,7 @@ class Conversations(Outbound):
             new_meta = replace(meta, mailboxes=tuple(mailboxes))
 
             async def op(conv_id: bytes = conv_id, new_meta: GroupMeta = new_meta) -> None:
-                result = self.groups[conv_id].commit(
-                    rng, int(time.time()), extensions=(meta_extension(new_meta), REQUIRED)
-                )
+                result = self._commit(conv_id, extensions=(meta_extension(new_meta), REQUIRED))
                 await self._send_commit(conv_id, result.commit)
 
             try:

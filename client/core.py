@@ -20,6 +20,7 @@ from client.model import (
     NS_CONTACTS,
     NS_CONVS,
     NS_CURSORS,
+    NS_GROUP_IDS,
     NS_GROUPS,
     NS_KEY_PACKAGES,
     NS_PEOPLE,
@@ -44,8 +45,9 @@ from protocol.app.messages import (
     File,
     Text,
 )
+from protocol.app.policy import SamizdatPolicy, admin_keys
 from protocol.app.sealed import seal_key
-from protocol.errors import DecodeError, LocalError, RemoteError
+from protocol.errors import DecodeError, LocalError, RemoteError, SamizdatError
 from protocol.mls.crypto import get_suite
 from protocol.mls.events import (
     EpochAdvanced,
@@ -195,7 +197,23 @@ class EngineCore(ABC):
 
     def _load(self) -> None:
         for key, value in self.store.items(NS_GROUPS):
-            self.groups[key] = Group.from_bytes(value)
+            self._hold_group(key, Group.from_bytes(value))
+
+    def _hold_group(self, conv_id: bytes, group: Group) -> None:
+        """Keep ``group`` as conversation ``conv_id``: install Samizdat's
+        proposal policy (SPEC §8.3) and remember its id for good."""
+        group.policy = SamizdatPolicy()
+        self.groups[conv_id] = group
+        if self.store.get(NS_GROUP_IDS, conv_id) is None:
+            self.store.put(NS_GROUP_IDS, conv_id, b"")
+
+    def _known_group_id(self, group_id: bytes) -> bool:
+        """Did we ever hold this group (active, left or removed)?"""
+        return (
+            group_id in self.groups
+            or self.store.get(NS_GROUP_IDS, group_id) is not None
+            or self.store.get(NS_CONVS, group_id) is not None
+        )
 
     def save_identity(self) -> None:
         self.store.put(NS_CONFIG, b"identity", self.identity.to_json())
@@ -433,6 +451,28 @@ class EngineCore(ABC):
         """Identity keys of the conversation's members."""
         group = self.groups.get(conv_id)
         return [] if group is None else [key for _, _, key in group.members()]
+
+    def _leaf_name(self, group: Group, leaf_index: int | None) -> str:
+        """The display name of the member at ``leaf_index`` of ``group``."""
+        if leaf_index is None:
+            return "an unknown sender"
+        try:
+            return self.display_name(group.member_leaf(leaf_index).signature_key)
+        except SamizdatError:
+            return "an unknown sender"
+
+    def admins(self, conv_id: bytes) -> list[bytes]:
+        """Identity keys of the members who are admins (SPEC §8.3)."""
+        group = self.groups.get(conv_id)
+        meta = None if group is None else find_group_meta(group.extensions)
+        if meta is None:
+            return []
+        members = self.members(conv_id)
+        keys = admin_keys(meta, members)
+        return [k for k in members if k in keys]
+
+    def is_admin(self, conv_id: bytes, identity_key: bytes | None = None) -> bool:
+        return (identity_key or self.identity.signature_pub) in self.admins(conv_id)
 
     # -- key packages -------------------------------------------------------------------
 

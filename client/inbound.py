@@ -18,7 +18,6 @@ from client.core import (
     _Mailbox,
     now_ms,
     payload_is_own,
-    rng,
 )
 from client.model import (
     NS_CURSORS,
@@ -51,6 +50,7 @@ from protocol.app.messages import (
     Text,
     new_receipts,
 )
+from protocol.app.policy import SamizdatPolicy
 from protocol.app.sealed import unseal
 from protocol.errors import CryptoError, DecodeError, RemoteError, SamizdatError
 from protocol.mls.errors import ReplayedMessage, WrongEpoch
@@ -65,7 +65,7 @@ from protocol.mls.events import (
     RemovedFromGroup,
 )
 from protocol.mls.group import Group
-from protocol.mls.messages import MLSMessage, PrivateMessage, PublicMessage
+from protocol.mls.messages import MLSMessage, PrivateMessage, PublicMessage, Remove
 from protocol.mls.welcome import key_package_ref
 
 
@@ -124,30 +124,50 @@ class Inbound(Conversations):
         await self._on_mls(mb.conv_id, url, seq, payload, digest)
 
     async def _on_welcome(self, welcome: bytes) -> None:
-        msg = MLSMessage.from_bytes(welcome)
-        if msg.welcome is None:
+        try:
+            msg = MLSMessage.from_bytes(welcome)
+            if msg.welcome is None:
+                return
+            bundle = None
+            for entry in msg.welcome.secrets:
+                bundle = self._bundle_for(entry.new_member)
+                if bundle is not None:
+                    break
+            if bundle is None:
+                return  # not for any KeyPackage of ours (or already used)
+            group = Group.join(msg.welcome, bundle)
+            meta = find_group_meta(group.extensions)
+        except SamizdatError as exc:
+            self._notice(None, f"an invitation could not be opened: {exc}", True)
             return
-        bundle = None
-        for entry in msg.welcome.secrets:
-            bundle = self._bundle_for(entry.new_member)
-            if bundle is not None:
-                break
-        if bundle is None:
-            return  # not for any KeyPackage of ours (or already used)
-        group = Group.join(msg.welcome, bundle)
         ref = key_package_ref(SUITE, bundle.key_package)
         self.store.delete(NS_KEY_PACKAGES, ref)
-        meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
             return
         conv_id = group.group_id
-        self.groups[conv_id] = group
+        if self._known_group_id(conv_id):
+            # RFC 9420 §12.4.3.1: the group_id of a Welcome must be new to us.
+            # Adopting it would replace a group we hold (or held) with
+            # whatever tree and epoch the sender chose: anyone who ever was
+            # a member knows the id.  A real re-invite is a new group.
+            known = self.conversation(conv_id)
+            name = (known.name if known else "") or conv_id.hex()[:8]
+            self._notice(
+                None,
+                f"refused an invitation that reuses the id of the conversation {name!r} "
+                "(forged, or a re-invite into the same group: ask for a new conversation)",
+                True,
+            )
+            return
         kind = "direct" if meta.kind == ConversationKind.DIRECT else "group"
-        conv = self.conversation(conv_id) or Conversation(conv_id, kind, meta.name, now_ms())
+        again = any(c.left and c.name == meta.name for c in self.conversations() if meta.name)
+        conv = Conversation(conv_id, kind, meta.name, now_ms())
         conv.disappearing_ms = meta.disappearing_ms
-        self._save_conv(conv)
-        self._save_group(conv_id)
+        with self.store.transaction():
+            self._hold_group(conv_id, group)
+            self._save_conv(conv)
+            self._save_group(conv_id)
         others = [key for _, _, key in group.members() if key != self.identity.signature_pub]
         if kind == "direct" and len(others) == 1:
             contact = self.contact(others[0]) or Contact(others[0])
@@ -155,6 +175,12 @@ class Inbound(Conversations):
             contact.kps_published = max(0, contact.kps_published - 1)
             self._save_contact(contact)
             self._notice(conv_id, "new contact accepted your invite")
+        elif again:
+            self._notice(
+                conv_id,
+                f"you were added to {meta.name} again: this is a new conversation; "
+                "the one you left or were removed from keeps its history",
+            )
         else:
             self._notice(conv_id, f"you were added to {meta.name or 'a group'}")
         self._index_mailboxes()
@@ -277,7 +303,11 @@ class Inbound(Conversations):
             self._on_undecryptable(conv_id, payload, exc)
             return
         except SamizdatError as exc:
-            self._notice(conv_id, f"rejected a message: {exc}", True)
+            # attributed when its sender data and signature verify (a member
+            # refused by policy, or a commit whose confirmation tag is forged)
+            sender = group.authenticated_sender(payload)
+            who = "" if sender is None else f" from {self._leaf_name(group, sender)}"
+            self._notice(conv_id, f"rejected a message{who}: {exc}", True)
             return
         own_commit = (
             was_pending
@@ -320,6 +350,7 @@ class Inbound(Conversations):
         if conv is None:
             return
         group = self.groups[conv_id]
+        later: list[str] = []
         for event in events:
             if isinstance(event, ApplicationMessageReceived):
                 self._on_app(conv, group, event)
@@ -327,9 +358,11 @@ class Inbound(Conversations):
                 conv.note(f"{self.display_name(event.signature_key)} joined")
             elif isinstance(event, MemberRemoved):
                 conv.note(f"{self.display_name(event.identity)} left or was removed")
+                if event.identity not in conv.former_members:
+                    conv.former_members.append(event.identity)
             elif isinstance(event, RemovedFromGroup):
                 conv.left = True
-                conv.note("you were removed from this conversation")
+                later.append(self._removal_claim(conv, group, event))
             elif isinstance(event, EpochAdvanced):
                 meta = find_group_meta(group.extensions)
                 if meta is not None:
@@ -340,6 +373,28 @@ class Inbound(Conversations):
             elif isinstance(event, ProposalReceived):
                 self._maybe_commit_leave(conv_id, group, event)
         self._save_conv(conv)
+        for text in later:
+            self._notice(conv_id, text, True)
+
+    def _removal_claim(self, conv: Conversation, group: Group, event: RemovedFromGroup) -> str:
+        """How a commit removing us is shown.  A removed member cannot derive
+        the new epoch, so it cannot check the commit's confirmation tag (RFC
+        9420 §12.4.2); it has checked the framing and the committer's
+        signature, so the removal is the committer's claim, attributed to
+        them.  Nothing is deleted: conversation and history stay."""
+        if event.committer is None:
+            return "you were removed from this conversation"
+        try:
+            key = group.member_leaf(event.committer).signature_key
+        except SamizdatError:
+            return "you were removed from this conversation"
+        conv.removed_by = key
+        name = self.display_name(key)
+        return (
+            f"{name} says you were removed from this conversation (removed, per {name}). "
+            f"The removal is signed by {name}; a removed member cannot confirm it with "
+            "the others, who may still count you as a member. The history is kept."
+        )
 
     def _check_direct_peer(self, conv: Conversation, group: Group) -> None:
         """In a 1:1 conversation the other member must keep the identity key
@@ -363,17 +418,43 @@ class Inbound(Conversations):
 
     def _maybe_commit_leave(self, conv_id: bytes, group: Group, event: ProposalReceived) -> None:
         """A member asked to leave (a Remove of itself): the remaining member
-        with the lowest leaf index commits it, so the request does not wait."""
+        with the lowest leaf index commits it, so the request does not wait.
+        A Remove of *another* member is not a leave: it is committed only if
+        the policy allows it (an admin's, SPEC §8.3), by the admin with the
+        lowest leaf index other than proposer and target, as a full removal
+        (mailbox seeds rotated); otherwise it is ignored with a notice."""
         if event.proposal_type != 3 or event.sender_index is None:
             return
-        leaver = event.sender_index
-        others = [i for i, _, _ in group.members() if i != leaver]
-        if not others or min(others) != group.own_leaf_index:
+        cached = group.state.proposals.get(event.reference)
+        if cached is None:
             return
+        proposal = cached.content.proposal
+        if proposal is None or not isinstance(proposal.body, Remove):
+            return
+        proposer, removed = event.sender_index, proposal.body.removed
+        candidates = [i for i, _, _ in group.members() if i not in (proposer, removed)]
+        op: Callable[[], Awaitable[None]]
+        if removed != proposer:
+            reason = SamizdatPolicy().check(group.state, cached.content.sender, proposal)
+            if reason is not None:
+                self._notice(
+                    conv_id,
+                    f"{self._leaf_name(group, proposer)} asked to remove "
+                    f"{self._leaf_name(group, removed)}; ignored: {reason}",
+                    True,
+                )
+                return
+            admins = self.admins(conv_id)
+            candidates = [i for i in candidates if group.member_leaf(i).signature_key in admins]
+            op = self._removal(conv_id, group.member_leaf(removed).signature_key)
+        else:
 
-        async def op() -> None:
-            result = self.groups[conv_id].commit(rng, int(time.time()))
-            await self._send_commit(conv_id, result.commit)
+            async def op() -> None:
+                result = self._commit(conv_id)
+                await self._send_commit(conv_id, result.commit)
+
+        if not candidates or min(candidates) != group.own_leaf_index:
+            return
 
         task = asyncio.get_running_loop().create_task(self._run_commit_quietly(conv_id, op))
         self._tasks.add(task)

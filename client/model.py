@@ -22,6 +22,9 @@ NS_SEEN = "seen"
 NS_CURSORS = "cursors"
 NS_PEOPLE = "people"  # display names of group members who are not contacts
 NS_EXPIRY = "expiry"  # conv id || u64 history seq -> when it is due (client.expiry)
+# every MLS group id this client ever held (created, joined, left or removed
+# from): a Welcome for one of them is refused (RFC 9420 §12.4.3.1)
+NS_GROUP_IDS = "group-ids"
 
 
 def history_ns(conv_id: bytes) -> str:
@@ -132,6 +135,12 @@ class Conversation(Record):
     my_seq: int = 0  # our last sender_seq here
     disappearing_ms: int = 0
     left: bool = False
+    # identity key of the member whose commit removed us: the removal is their
+    # claim, which a removed member cannot check against the others (SPEC §8.11)
+    removed_by: bytes = b""
+    # identity keys of members who left or were removed: they cannot be added
+    # back to this group (their clients refuse the Welcome, RFC 9420 §12.4.3.1)
+    former_members: list[bytes] = field(default_factory=list)
     senders: dict[str, Any] = field(default_factory=dict)  # identity hex -> SenderTrack dict
     events: list[str] = field(default_factory=list)  # warnings shown to the user (bounded)
 

@@ -203,6 +203,9 @@ async def test_withholding_ordering_relay_is_bypassed(trio: list[Engine]) -> Non
         group.group_id, [alice.find_contact("Bob"), alice.find_contact("Carol")]
     )
     await eventually(lambda: any(c.name == "stubborn" for c in bob.conversations()))
+    # only admins remove others (SPEC §8.3): alice makes bob one
+    await alice.set_admin(group.group_id, bob.identity.signature_pub)
+    await eventually(lambda: bob.is_admin(group.group_id), what="bob sees he is an admin")
     orderer = alice._meta(group.group_id).mailboxes[0]
     alice.hold_timeout = 1.0
     original = alice._on_deliver

@@ -38,10 +38,12 @@ from protocol.app import (
     Rng,
     check_len,
     check_range,
+    pull_fixed_ids,
     pull_text,
     pull_url,
     pull_vector_max,
     push_fixed,
+    push_fixed_ids,
     push_text,
     push_url,
     push_vector_max,
@@ -58,6 +60,8 @@ SEED_LEN = 32
 MAX_GROUP_NAME_LEN = 256
 #: BRIEF §4 expects 2-3 relays per conversation; 8 leaves room for moves.
 MAX_MAILBOXES = 8
+IDENTITY_KEY_LEN = 32  # Ed25519 signature key (cipher suite 1)
+MAX_ADMINS = 256
 UINT64_MAX = (1 << 64) - 1
 
 
@@ -114,15 +118,27 @@ def new_mailbox_ref(relay_url: str, rng: Rng) -> MailboxRef:
 
 @dataclass(frozen=True, slots=True)
 class GroupMeta(Struct):
-    """``GroupMeta`` (SPEC.md §8.3); ``mailboxes[0]`` is the preferred orderer."""
+    """``GroupMeta`` (SPEC.md §8.3); ``mailboxes[0]`` is the preferred orderer.
+
+    ``admins`` are the identity keys that may change the group's name, relay
+    list and admins, add members and remove others (the rules are in
+    :mod:`protocol.app.policy`).  It is encoded only when non-empty, so a
+    GroupMeta written before admins existed still decodes (to no admins)
+    and every value has exactly one encoding."""
 
     name: str
     mailboxes: tuple[MailboxRef, ...]
     disappearing_ms: int = 0
     kind: ConversationKind = ConversationKind.GROUP
+    admins: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         check_range(len(self.mailboxes), 1, MAX_MAILBOXES, "number of mailboxes")
+        check_range(len(self.admins), 0, MAX_ADMINS, "number of admins")
+        for key in self.admins:
+            check_len(key, IDENTITY_KEY_LEN, "admin identity key")
+        if len(set(self.admins)) != len(self.admins):
+            raise LocalError("an admin appears twice")
         check_range(self.disappearing_ms, 0, UINT64_MAX, "disappearing_ms")
         if not isinstance(self.kind, ConversationKind):
             raise LocalError(f"unknown conversation kind {self.kind}")
@@ -134,6 +150,8 @@ class GroupMeta(Struct):
         push_vector_max(w, self.mailboxes, _push_mailbox, MAX_MAILBOXES, "mailboxes", min_count=1)
         w.push_uint64(self.disappearing_ms)
         w.push_uint8(self.kind)
+        if self.admins:
+            push_fixed_ids(w, self.admins, IDENTITY_KEY_LEN, MAX_ADMINS, "admins")
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
@@ -147,7 +165,14 @@ class GroupMeta(Struct):
             kind = ConversationKind(raw_kind)
         except ValueError:
             raise DecodeError(f"unknown conversation kind {raw_kind}") from None
-        return cls(name, mailboxes, disappearing_ms, kind)
+        admins: tuple[bytes, ...] = ()
+        if not r.eof():  # absent in GroupMeta written before admins existed
+            admins = pull_fixed_ids(r, IDENTITY_KEY_LEN, MAX_ADMINS, "admins")
+            if not admins:
+                raise DecodeError("an empty admin list is encoded by leaving it out")
+            if len(set(admins)) != len(admins):
+                raise DecodeError("an admin appears twice")
+        return cls(name, mailboxes, disappearing_ms, kind, admins)
 
     @property
     def relay_urls(self) -> tuple[str, ...]:

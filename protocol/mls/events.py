@@ -69,9 +69,17 @@ class EpochAdvanced:
 
 @dataclass(frozen=True, slots=True)
 class RemovedFromGroup:
-    """This member was removed; the group can no longer be used to send."""
+    """This member was removed; the group can no longer be used to send.
+
+    A removed member cannot derive the new epoch, so the Commit's
+    confirmation tag is NOT verified (RFC 9420 §12.4.2 needs the new
+    epoch's confirmation_key); only its framing (membership tag or sender
+    data) and the ``committer``'s signature in the current epoch are.  The
+    removal is therefore a claim by ``committer`` that the others may not
+    share."""
 
     epoch: int
+    committer: int | None = None  # leaf index of the signer; None: external commit
 
 
 @dataclass(frozen=True, slots=True)

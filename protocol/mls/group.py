@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from protocol.codec import decode_exact
-from protocol.errors import CryptoError, DecodeError
+from protocol.errors import CryptoError, DecodeError, RemoteError
 from protocol.mls import tree_math as tm
 from protocol.mls.crypto import CipherSuite, Rng, get_suite
 from protocol.mls.errors import (
@@ -763,6 +763,41 @@ class Group:
         outcome = self._process_commit(auth, now)
         return self._adopt(outcome)
 
+    def authenticated_sender(self, message: bytes) -> int | None:
+        """The leaf index of the member that sent ``message`` in the current
+        epoch if its framing (sender data / membership tag) and signature
+        verify, else None.  Changes nothing: keys are used on copies.  Lets
+        the application attribute a message it rejected for another reason
+        (a policy refusal, a confirmation tag that does not verify)."""
+        state = self.state
+        try:
+            msg = MLSMessage.from_bytes(message)
+            if msg.private_message is not None:
+                pm = msg.private_message
+                if pm.group_id != state.context.group_id or pm.epoch != state.context.epoch:
+                    return None
+                auth = unprotect_private(
+                    state.suite,
+                    pm,
+                    state.context,
+                    state.secret_tree.copy(),
+                    state.sender_data_secret,
+                ).content
+            elif msg.public_message is not None:
+                auth = unprotect_public(
+                    state.suite, msg.public_message, state.context, state.membership_key
+                )
+            else:
+                return None
+            sender = auth.content.sender
+            if sender.sender_type != SenderType.MEMBER or sender.leaf_index is None:
+                return None
+            leaf = state.tree.member_leaf(sender.leaf_index)
+            verify_content_signature(state.suite, auth, state.context, leaf.signature_key)
+        except (RemoteError, ValueError):
+            return None
+        return sender.leaf_index
+
     def _open_late(self, pm: PrivateMessage, past: PastEpoch) -> GroupEvent:
         work = past.secret_tree.copy()
         decrypted = unprotect_private(self.suite, pm, past.context, work, past.sender_data_secret)
@@ -950,7 +985,7 @@ class Group:
             events: list[GroupEvent] = [
                 MemberRemoved(i, _leaf_identity(leaf)) for i, leaf in applied.removed
             ]
-            events.append(RemovedFromGroup(context.epoch))
+            events.append(RemovedFromGroup(context.epoch, committer))
             return _CommitOutcome(new_state, events, _NO_SECRETS, applied, {})
 
         init_secret = state.init_secret

@@ -129,8 +129,8 @@ class MainScreen(Screen[None]):
         dirty, self._dirty = self._dirty, set()
         whats = {w for w, _ in dirty}
         convs = {c for _, c in dirty}
-        if not self.is_attached:
-            return
+        if not self.is_attached or self.engine.closed:
+            return  # a redraw timer can fire after the app closed the engine
         self.query_one(Sidebar).refresh_from(self.engine)
         self._refresh_banner()
         if "notice" in whats:
@@ -199,7 +199,9 @@ class MainScreen(Screen[None]):
         parts.append(f"relays {up}/{total} connected")
         if conv.disappearing_ms:
             parts.append(f"messages disappear after {duration(conv.disappearing_ms // 1000)}")
-        if conv.left:
+        if conv.removed_by:
+            parts.append(f"removed (per {self.engine.display_name(conv.removed_by)})")
+        elif conv.left:
             parts.append("you left")
         title.update("  |  ".join(parts))
         lines = [

@@ -16,7 +16,8 @@ class Sidebar(OptionList):
 
     def refresh_from(self, engine: Any) -> None:
         highlighted = self.highlighted_option.id if self.highlighted_option else None
-        convs = [c for c in engine.conversations() if not c.left]
+        # a removal we could not confirm stays listed, attributed (SPEC §8.11)
+        convs = [c for c in engine.conversations() if not c.left or c.removed_by]
         changed_keys = {c.conversation for c in engine.contacts() if c.key_changed}
         options = []
         for conv in convs:
@@ -27,6 +28,9 @@ class Sidebar(OptionList):
             label.append(conversation_title(engine, conv), style="bold" if conv.unread else "")
             if conv.unread:
                 label.append(f" ({conv.unread})", style="bold cyan")
+            if conv.removed_by:
+                who = engine.display_name(conv.removed_by)
+                label.append(f" (removed, per {who})", style="dim red")
             if conv.group_id in changed_keys or engine.missing(conv):
                 label.append(" !", style="bold red")
             colour = "green" if up == total and total else ("yellow" if up else "red")
