@@ -42,6 +42,7 @@ def test_generation_is_deterministic_and_equals_the_published_files(tmp_path: Pa
         ("crypto-basics.json", ("encrypt_with_label", "kem_output")),
         ("welcome.json", ("init_priv",)),
         ("passive-client-welcome.json", ("epochs", 2, "epoch_authenticator")),
+        ("treekem.json", ("update_paths", 1, "commit_secret")),
     ],
 )
 def test_a_tampered_pq_vector_fails(

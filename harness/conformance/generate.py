@@ -14,6 +14,7 @@ until another implementation runs them (SPEC §6.1).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,10 @@ from protocol.mls.messages import (
     Sender,
     WireFormat,
 )
+from protocol.mls.ratchet_tree import RatchetTree
 from protocol.mls.secret_tree import RatchetType, SecretTree, sender_data_key_nonce
+from protocol.mls.tree_structs import LeafNode, LeafNodeSource, decode_ratchet_tree
+from protocol.mls.treekem import create_path, decrypt_path
 
 NOW = 1_790_000_000  # the clock of every generated group (KeyPackage lifetimes)
 DEFAULT_SEED = b"samizdat pq vectors v1"
@@ -318,6 +322,87 @@ def passive_client_welcome(suite: CipherSuite, rng: Rng) -> dict[str, Any]:
     return case
 
 
+def treekem(suite: CipherSuite, rng: Rng, n: int = 6) -> dict[str, Any]:
+    """A tree of ``n`` members added in one path-less commit (every parent blank, so
+    each member's private state is its leaf key), then an UpdatePath from each of
+    three senders against that tree; path secrets and commit secrets as a receiver
+    decrypts them."""
+    ids = [SigningIdentity.generate(suite, f"m{i}".encode(), rng) for i in range(n)]
+    group = Group.create(suite.suite_id, b"pq-treekem", ids[0], rng, NOW)
+    bundles = [create_key_package(suite, ident, NOW, rng) for ident in ids[1:]]
+    group.commit(rng, NOW, add=bundles, path=False)
+    group.merge_pending_commit()
+    base = RatchetTree(suite, decode_ratchet_tree(group.ratchet_tree()))
+    enc_privs = [group.state.private_keys[0], *(b.encryption_priv for b in bundles)]
+    epoch, cth = 3, rng(suite.hash_len)
+    group_id = group.group_id
+
+    def context_for(tree_hash: bytes) -> bytes:
+        return GroupContext(1, suite.suite_id, group_id, epoch, tree_hash, cth, ()).to_bytes()
+
+    update_paths = []
+    for sender in (0, 3, n - 1):
+        old = base.member_leaf(sender)
+
+        def build_leaf(
+            key: bytes, parent_hash: bytes, old: LeafNode = old, i: int = sender
+        ) -> LeafNode:
+            unsigned = dataclasses.replace(
+                old,
+                encryption_key=key,
+                leaf_node_source=LeafNodeSource.COMMIT,
+                lifetime=None,
+                parent_hash=parent_hash,
+                signature=b"",
+            )
+            sig = suite.sign_with_label(
+                ids[i].signature_priv, "LeafNodeTBS", unsigned.tbs_bytes(group_id, i)
+            )
+            return dataclasses.replace(unsigned, signature=sig)
+
+        mine = base.copy()
+        path, keys = create_path(suite, mine, sender, build_leaf, context_for, frozenset(), rng)
+        context = context_for(mine.tree_hash())
+        secrets: list[str | None] = []
+        for j in range(n):
+            if j == sender:
+                secrets.append(None)
+                continue
+            got = decrypt_path(
+                suite, mine, sender, path, j, {2 * j: enc_privs[j]}, context, frozenset()
+            )
+            fdp = mine.filtered_direct_path(sender)
+            first = min(got.path_secrets, key=fdp.index)
+            assert got.commit_secret == keys.commit_secret
+            secrets.append(_hex(got.path_secrets[first]))
+        update_paths.append(
+            {
+                "sender": sender,
+                "update_path": _hex(path.to_bytes()),
+                "path_secrets": secrets,
+                "commit_secret": _hex(keys.commit_secret),
+                "tree_hash_after": _hex(mine.tree_hash()),
+            }
+        )
+    return {
+        "cipher_suite": suite.suite_id,
+        "group_id": _hex(group_id),
+        "epoch": epoch,
+        "confirmed_transcript_hash": _hex(cth),
+        "ratchet_tree": _hex(group.ratchet_tree()),
+        "leaves_private": [
+            {
+                "index": i,
+                "encryption_priv": _hex(enc_privs[i]),
+                "signature_priv": _hex(ids[i].signature_priv),
+                "path_secrets": [],
+            }
+            for i in range(n)
+        ],
+        "update_paths": update_paths,
+    }
+
+
 GENERATORS: dict[str, Callable[[CipherSuite, Rng], dict[str, Any]]] = {
     "crypto-basics": crypto_basics,
     "key-schedule": key_schedule,
@@ -325,6 +410,7 @@ GENERATORS: dict[str, Callable[[CipherSuite, Rng], dict[str, Any]]] = {
     "message-protection": message_protection,
     "welcome": welcome,
     "passive-client-welcome": passive_client_welcome,
+    "treekem": treekem,
 }
 
 
