@@ -13,9 +13,11 @@ from protocol.mls.crypto import PQ_SUITES, CipherSuite, Rng, get_suite
 from protocol.mls.errors import InvalidCommit, InvalidMessage
 from protocol.mls.events import ApplicationMessageReceived
 from protocol.mls.group import Group
+from protocol.mls.welcome import split_welcome, welcome_export
 from tests.mls_harness import NOW, Harness, Party
 
 IDS = [f"suite-{s:#06x}" for s in PQ_SUITES]
+TREE_LABEL = "samizdat ratchet tree"
 
 
 @pytest.mark.parametrize("suite_id", PQ_SUITES, ids=IDS)
@@ -113,3 +115,43 @@ def test_pq_suite_sizes() -> None:
         assert len(kp.init_key) == len(kp.leaf_node.encryption_key) == 1216
         assert len(bundle.init_priv) == len(bundle.encryption_priv) == 32
         assert get_suite(suite_id).hash_len in (32, 48)
+
+
+@pytest.mark.parametrize("suite_id", [1, *PQ_SUITES], ids=["suite-1", *IDS])
+def test_lean_welcome_split_per_joiner_with_the_tree_out_of_band(suite_id: int) -> None:
+    """The large-group mitigation (SPEC §4.1.1): a Welcome without the tree, cut into one
+    single-entry Welcome per joiner.  A joiner's part is useless to another joiner, and
+    a substituted tree (a hostile relay or committer serving the wrong one) is refused."""
+    h = Harness(["alice", "bob"], suite_id)
+    joiners = [Party(n, suite_id) for n in ("carol", "dave", "erin")]
+    bundles = [p.key_package() for p in joiners]
+    alice = h["alice"]
+    stale_tree = alice.g.ratchet_tree()
+    result = alice.g.commit(alice.rng, NOW, add=bundles, welcome_tree=False)
+    assert result.welcome is not None
+    parts = split_welcome(result.welcome)
+    assert len(parts) == 3 and all(len(w) < len(result.welcome) for _, w in parts)
+    with pytest.raises(InvalidMessage, match="no ratchet tree"):
+        Group.join(parts[0][1], bundles[0])
+    with pytest.raises(InvalidMessage, match="no entry"):
+        Group.join(parts[1][1], bundles[0], ratchet_tree=result.ratchet_tree)
+    with pytest.raises(InvalidMessage, match="tree hash"):
+        Group.join(parts[0][1], bundles[0], ratchet_tree=stale_tree)
+    h.broadcast("alice", result.commit)
+    alice.g.process(result.commit)
+    # The tree travels once, encrypted under an exporter key of the new epoch, which
+    # each joiner derives from its own part before it has the tree.
+    suite = alice.g.suite
+    tree_key = alice.g.export_secret(TREE_LABEL, b"", suite.key_len)
+    nonce = bytes(suite.nonce_len)  # one key, one message
+    blob = suite.aead_seal(tree_key, nonce, b"", result.ratchet_tree)
+    for p, b, (_, part) in zip(joiners, bundles, parts, strict=True):
+        key = welcome_export(part, b.key_package, b.init_priv, TREE_LABEL, suite.key_len)
+        assert key == tree_key
+        p.group = Group.join(part, b, ratchet_tree=suite.aead_open(key, nonce, b"", blob))
+        h.parties[p.name] = p
+    h.assert_converged()
+    with pytest.raises(InvalidMessage, match="no entry"):
+        welcome_export(parts[0][1], bundles[1].key_package, bundles[1].init_priv, "x", 16)
+    with pytest.raises(InvalidMessage):
+        split_welcome(result.commit)
