@@ -94,7 +94,13 @@ def test_hostile_xwing_keys_and_encapsulations(suite: Any) -> None:
     with pytest.raises(CryptoError):
         suite.encrypt_with_label(pub[:1184] + bytes(32), "UpdatePathNode", b"", b"s", rng)
     kem_output, ct = suite.encrypt_with_label(pub, "UpdatePathNode", b"", b"secret", rng)
-    for bad in (kem_output[:-1], kem_output + b"\0", b""):
+    for bad in (
+        kem_output[:-1],
+        kem_output + b"\0",
+        b"",
+        bytes(1120),
+        kem_output[:1088] + bytes(32),
+    ):
         with pytest.raises(CryptoError):
             suite.decrypt_with_label(priv, "UpdatePathNode", b"", bad, ct)
     # A flipped bit in either half: ML-KEM rejects implicitly, so the AEAD tag fails.
