@@ -8,12 +8,15 @@ from unittest import mock
 
 import pytest
 
+from protocol.app.envelope import Envelope, EnvelopeType, Reassembler, split
+from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key, unseal
 from protocol.errors import CryptoError
 from protocol.mls.crypto import PQ_SUITES, CipherSuite, Rng, get_suite
 from protocol.mls.errors import InvalidCommit, InvalidMessage
 from protocol.mls.events import ApplicationMessageReceived
 from protocol.mls.group import Group
 from protocol.mls.welcome import split_welcome, welcome_export
+from protocol.padding import is_envelope_size
 from tests.mls_harness import NOW, Harness, Party
 
 IDS = [f"suite-{s:#06x}" for s in PQ_SUITES]
@@ -155,3 +158,35 @@ def test_lean_welcome_split_per_joiner_with_the_tree_out_of_band(suite_id: int) 
         welcome_export(parts[0][1], bundles[1].key_package, bundles[1].init_priv, "x", 16)
     with pytest.raises(InvalidMessage):
         split_welcome(result.commit)
+
+
+def test_pq_handshakes_fit_the_relay_buckets() -> None:
+    """SPEC §4.1.1 relay fit: PQ KeyPackages and per-joiner Welcomes seal into one
+    4 KiB envelope; a full-tree Welcome of a 40-member PQ group is fragmented into
+    64 KiB envelopes and reassembled; every sealed size is a padding bucket (§7.3)."""
+    suite_id = PQ_SUITES[1]
+    h = Harness(["alice"], suite_id)
+    joiners = [Party(f"j{i}", suite_id) for i in range(39)]
+    bundles = [p.key_package() for p in joiners]
+    full = h["alice"].g.commit(h["alice"].rng, NOW, add=bundles)
+    lean = h["alice"].g.commit(h["alice"].rng, NOW, add=bundles, welcome_tree=False)
+    assert full.welcome is not None and lean.welcome is not None
+    key, mailbox = seal_key(bytes(32)), bytes(32)
+    rng = h["alice"].rng
+
+    def sealed_sizes(kind: EnvelopeType, payload: bytes) -> list[int]:
+        pieces = split(kind, payload, rng, max_size=MAX_SEALED_PLAINTEXT)
+        sealed = [seal(key, mailbox, p, rng, full=len(pieces) > 1) for p in pieces]
+        reassembler = Reassembler()
+        got = [reassembler.add(open_envelope_unsealed(s), 0) for s in sealed]
+        assert got[-1] == (kind, payload)
+        return [len(s) for s in sealed]
+
+    def open_envelope_unsealed(sealed: bytes) -> Envelope:
+        return Envelope.from_bytes(unseal(key, mailbox, sealed))
+
+    assert sealed_sizes(EnvelopeType.MLS, bundles[0].key_package_bytes()) == [4096]
+    assert sealed_sizes(EnvelopeType.WELCOME, split_welcome(lean.welcome)[0][1]) == [4096]
+    sizes = sealed_sizes(EnvelopeType.WELCOME, full.welcome)
+    assert len(sizes) > 1 and set(sizes) == {65536}
+    assert all(is_envelope_size(n) for n in sizes)
