@@ -336,7 +336,7 @@ def _make_suite(suite_id: int) -> CipherSuite:
     chacha = Aead(3, "ChaCha20-Poly1305", 32)
     sig: _SignatureScheme
     if suite_id in (XWING_SUITE, MLKEM768X25519_SUITE):
-        # SPEC §4.1: the post-quantum hybrids, X-Wing with the suite's HKDF and AEAD.
+        # SPEC §4.1.1: the post-quantum hybrids, X-Wing with the suite's HKDF and AEAD.
         kdf, aead = (sha256, aes128) if suite_id == XWING_SUITE else (sha384, aes256)
         hpke = Hpke(XWingKem(), kdf, aead)
         sig = _Ed25519()
@@ -369,7 +369,7 @@ SUITE_NAMES: dict[int, str] = {
     0x004F: "MLS_128_XWING_AES128GCM_SHA256_Ed25519",
 }
 
-# Post-quantum hybrid suites (SPEC §4.1).  IANA has assigned none; these are the
+# Post-quantum hybrid suites (SPEC §4.1.1).  IANA has assigned none; these are the
 # values OpenMLS uses for the same compositions (openmls traits/src/types.rs).
 XWING_SUITE = 0x004F  # draft-mahy-mls-xwing: X-Wing, AES-128-GCM, SHA-256, Ed25519
 MLKEM768X25519_SUITE = 0x004E  # draft-ietf-mls-pq-ciphersuites: ML-KEM-768+X25519, AES-256, SHA-384
