@@ -62,6 +62,17 @@ def _print_report(report: FileReport, verbose: bool) -> None:
 
 
 def cmd_vectors(args: argparse.Namespace) -> int:
+    if args.generate is not None:
+        from harness.conformance.generate import DEFAULT_SEED, generate
+
+        seed = args.seed.encode() if args.seed is not None else DEFAULT_SEED
+        for path in generate(Path(args.generate), seed=seed):
+            print(f"wrote {path}")
+        if not args.paths:
+            return 0
+    if not args.paths:
+        print("error: give vector files or directories, or --generate DIR", file=sys.stderr)
+        return 2
     paths = [Path(p) for p in args.paths]
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -93,7 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the official MLS interop test vectors",
         description="Run MLS interop test-vector files (kinds are recognised by content).",
     )
-    vec.add_argument("paths", nargs="+", metavar="PATH", help="vector files or directories")
+    vec.add_argument("paths", nargs="*", metavar="PATH", help="vector files or directories")
+    vec.add_argument(
+        "--generate",
+        metavar="DIR",
+        help="first write vectors for the post-quantum suites into DIR (SPEC §6.1)",
+    )
+    vec.add_argument(
+        "--seed", help="seed for --generate (default: the one the published files use)"
+    )
     vec.add_argument("-v", "--verbose", action="store_true", help="list every failure")
     vec.set_defaults(func=cmd_vectors)
     add_subcommands(sub, malicious_relay, scenario, relay_conformance)

@@ -184,6 +184,8 @@ def test_suite_parameters() -> None:
         5: (64, 32, 12),
         6: (64, 32, 12),
         7: (48, 32, 12),
+        0x004E: (48, 32, 12),
+        0x004F: (32, 16, 12),
     }
     assert get_suite(3).name == "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519"
     assert get_suite(1) is get_suite(1)

@@ -21,7 +21,16 @@ pytestmark = pytest.mark.timeout(240)
 SCENARIOS = sorted(
     (Path(__file__).resolve().parent.parent / "harness" / "scenarios").glob("*.toml")
 )
-REQUIRED = {"baseline", "lossy", "relay_ban", "fork", "replay_tamper", "churn", "photo"}
+REQUIRED = {
+    "baseline",
+    "lossy",
+    "relay_ban",
+    "fork",
+    "replay_tamper",
+    "churn",
+    "photo",
+    "pq_churn",
+}
 
 
 def test_library_is_complete() -> None:
@@ -57,6 +66,10 @@ async def test_shipped_scenario(path: Path, tmp_path: Path) -> None:
     if path.stem == "churn":
         assert report["mls"]["members"] == sc.params["members"]
         assert report["mls"]["join_ms"]["count"] >= sc.params["members"] - 1
+    if path.stem == "pq_churn":  # SPEC §4.1.1: a post-quantum group over a real relay
+        assert report["mls"]["suite"] == 0x004E
+        assert report["mls"]["join_ms"]["count"] >= sc.params["members"] - 1
+        assert report["mls"]["max_welcome_bytes"] > 2 * 2650  # X-Wing keys, not suite 1's
 
 
 def test_set_overrides_and_substitution() -> None:
@@ -87,6 +100,8 @@ def test_set_overrides_and_substitution() -> None:
         {"relays": [{"name": "r1"}], "clients": {"relays": ["r9"]}},
         {"relays": [{"name": "r1"}], "clients": {"count": "$missing"}},
         {"relays": [{"name": "r1", "kind": "honest", "faults": [{"kind": "drop"}]}]},
+        {"relays": [{"name": "r1"}], "clients": {"mode": "mls", "suite": 0x0A0A}},
+        {"relays": [{"name": "r1"}], "clients": {"suite": 0x004E}},  # engines: suite 1 only
     ],
 )
 def test_invalid_scenarios_are_refused(doc: dict) -> None:  # type: ignore[type-arg]

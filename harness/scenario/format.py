@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.malicious import Fault, FaultError
+from protocol.mls.crypto import SUPPORTED_SUITES
 
 ACTIONS = {
     # engine mode
@@ -84,6 +85,7 @@ class ClientSpec:
     relays: list[str] = field(default_factory=list)
     mode: str = "engine"  # engine | mls
     connections: int = 16  # mls mode: reader connections shared by the members
+    suite: int = 1  # mls mode: the group's cipher suite (0x004E/0x004F: post-quantum)
 
 
 @dataclass
@@ -209,15 +211,20 @@ def from_dict(
     if len(set(names)) != len(names):
         raise ScenarioError("relay names must be unique")
     craw = doc.get("clients", {})
-    _only(craw, {"count", "relays", "mode", "connections"}, "[clients]")
+    _only(craw, {"count", "relays", "mode", "connections", "suite"}, "[clients]")
     clients = ClientSpec(
         int(craw.get("count", 3)),
         list(craw.get("relays", names[:2])),
         craw.get("mode", "engine"),
         int(craw.get("connections", 16)),
+        int(craw.get("suite", 1)),
     )
     if clients.mode not in ("engine", "mls"):
         raise ScenarioError("clients.mode must be engine or mls")
+    if clients.suite not in SUPPORTED_SUITES:
+        raise ScenarioError(f"clients.suite {clients.suite} is not a supported cipher suite")
+    if clients.mode == "engine" and clients.suite != 1:
+        raise ScenarioError("clients.suite: engine clients use suite 1; other suites need mls mode")
     if clients.count < 1:
         raise ScenarioError("clients.count must be at least 1")
     for r in clients.relays:

@@ -44,7 +44,6 @@ from protocol.mls.key_package import KeyPackageBundle, SigningIdentity, create_k
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
 
-SUITE = get_suite(1)
 BARRIER_TIMEOUT = 120.0
 
 
@@ -71,6 +70,7 @@ class MlsMember:
 class MlsWorld:
     def __init__(self, scenario: Scenario, workdir: Path) -> None:
         self.scenario = scenario
+        self.suite = get_suite(scenario.clients.suite)
         self.base = World(scenario, workdir)  # relays and the action log
         self.rand = random.Random(scenario.seed)
         self.rng = _rng_from(self.rand)
@@ -118,7 +118,7 @@ class MlsWorld:
         name = f"m{self.next_index}"
         r = random.Random(f"{self.scenario.seed}/{name}")
         rng = _rng_from(r)
-        m = MlsMember(name, rng, SigningIdentity.generate(SUITE, name.encode(), rng))
+        m = MlsMember(name, rng, SigningIdentity.generate(self.suite, name.encode(), rng))
         m.conn = self.next_index % max(1, len(self.conns))
         self.next_index += 1
         self.members[name] = m
@@ -209,8 +209,8 @@ class MlsWorld:
         g = committer.group
         assert g is not None
         for m in add:
-            m.bundle = create_key_package(SUITE, m.identity, self.now, m.rng)
-            m.kp_ref = key_package_ref(SUITE, m.bundle.key_package)
+            m.bundle = create_key_package(self.suite, m.identity, self.now, m.rng)
+            m.kp_ref = key_package_ref(self.suite, m.bundle.key_package)
         leaves = {key: i for i, _, key in g.members()}
         t = time.perf_counter()
         result = g.commit(
@@ -259,7 +259,9 @@ class MlsWorld:
         batch = max(1, int(a.get("batch", 50)))
         if not self.members:
             creator = self.new_member()
-            creator.group = Group.create(1, self.rng(16), creator.identity, creator.rng, self.now)
+            creator.group = Group.create(
+                self.suite.suite_id, self.rng(16), creator.identity, creator.rng, self.now
+            )
         creator = self.active()[0]
         while len(self.active()) < total:
             n = min(batch, total - len(self.active()))
@@ -443,6 +445,7 @@ def mls_report(
         "faults": {"injected": {}, "detected": {}, "outcome": {}, "claims": {}},
         "notices": {},
         "mls": {
+            "suite": world.suite.suite_id,
             "members": len(world.active()),
             "commits": world.commits,
             "join_ms": C.latency_figures(joins),

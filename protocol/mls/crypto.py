@@ -48,6 +48,7 @@ from protocol.mls.hpke import (
     load_ec_public,
     scalar_from_bytes,
 )
+from protocol.mls.xwing import XWingKem
 
 Rng = Callable[[int], bytes]
 
@@ -289,7 +290,7 @@ class CipherSuite:
         self, pub: bytes, info: bytes, aad: bytes, plaintext: bytes, rng: Rng
     ) -> tuple[bytes, bytes]:
         """SealBase: (enc, ciphertext)."""
-        return self._hpke.seal(pub, info, aad, plaintext, rng(self._hpke.kem.n_sk))
+        return self._hpke.seal(pub, info, aad, plaintext, rng(self._hpke.kem.n_ikm_e))
 
     def hpke_open(
         self, priv: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes
@@ -301,7 +302,8 @@ class CipherSuite:
         self, pub: bytes, info: bytes, exporter_context: bytes, length: int, rng: Rng
     ) -> tuple[bytes, bytes]:
         """SetupBaseS + Export (RFC 9180 §5.3): (enc, secret); MLS external init (§12.4.3.2)."""
-        return self._hpke.send_export(pub, info, exporter_context, length, rng(self._hpke.kem.n_sk))
+        kem = self._hpke.kem
+        return self._hpke.send_export(pub, info, exporter_context, length, rng(kem.n_ikm_e))
 
     def hpke_export_receiver(
         self, priv: bytes, enc: bytes, info: bytes, exporter_context: bytes, length: int
@@ -333,7 +335,12 @@ def _make_suite(suite_id: int) -> CipherSuite:
     aes256 = Aead(2, "AES-256-GCM", 32)
     chacha = Aead(3, "ChaCha20-Poly1305", 32)
     sig: _SignatureScheme
-    if suite_id in (1, 3):
+    if suite_id in (XWING_SUITE, MLKEM768X25519_SUITE):
+        # SPEC §4.1.1: the post-quantum hybrids, X-Wing with the suite's HKDF and AEAD.
+        kdf, aead = (sha256, aes128) if suite_id == XWING_SUITE else (sha384, aes256)
+        hpke = Hpke(XWingKem(), kdf, aead)
+        sig = _Ed25519()
+    elif suite_id in (1, 3):
         kdf, aead = sha256, aes128 if suite_id == 1 else chacha
         hpke = Hpke(X25519Kem(kdf), kdf, aead)
         sig = _Ed25519()
@@ -358,9 +365,17 @@ SUITE_NAMES: dict[int, str] = {
     5: "MLS_256_DHKEMP521_AES256GCM_SHA512_P521",
     6: "MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448",
     7: "MLS_256_DHKEMP384_AES256GCM_SHA384_P384",
+    0x004E: "MLS_128_MLKEM768X25519_AES256GCM_SHA384_Ed25519",
+    0x004F: "MLS_128_XWING_AES128GCM_SHA256_Ed25519",
 }
 
-SUPPORTED_SUITES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+# Post-quantum hybrid suites (SPEC §4.1.1).  IANA has assigned none; these are the
+# values OpenMLS uses for the same compositions (openmls traits/src/types.rs).
+XWING_SUITE = 0x004F  # draft-mahy-mls-xwing: X-Wing, AES-128-GCM, SHA-256, Ed25519
+MLKEM768X25519_SUITE = 0x004E  # draft-ietf-mls-pq-ciphersuites: ML-KEM-768+X25519, AES-256, SHA-384
+PQ_SUITES: tuple[int, ...] = (XWING_SUITE, MLKEM768X25519_SUITE)
+
+SUPPORTED_SUITES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, *PQ_SUITES)
 
 _SUITES: dict[int, CipherSuite] = {i: _make_suite(i) for i in SUPPORTED_SUITES}
 

@@ -568,12 +568,15 @@ class Group:
         include_pending: bool = True,
         authenticated_data: bytes = b"",
         public: bool = False,
+        welcome_tree: bool = True,
     ) -> CommitResult:
         """Build a commit of the given proposals plus the pending ones (§12.4.1).
 
         ``add`` takes encoded MLSMessage(KeyPackage)s.  The group does not
         change until the commit comes back through :meth:`process` or
-        :meth:`merge_pending_commit` is called.
+        :meth:`merge_pending_commit` is called.  ``welcome_tree=False`` leaves
+        the ratchet tree out of the Welcome's GroupInfo (joiners then need
+        ``CommitResult.ratchet_tree``; SPEC §4.1.1, large PQ groups).
         """
         state = self._require_active()
         suite = state.suite
@@ -681,8 +684,9 @@ class Group:
         info = _group_info(new_state, True, True)
         welcome = None
         if applied.added:
+            welcome_info = info if welcome_tree else _group_info(new_state, False, True)
             welcome = _welcome(
-                suite, info, new_tree, state.own_leaf, applied, secrets, path_secrets, rng
+                suite, welcome_info, new_tree, state.own_leaf, applied, secrets, path_secrets, rng
             ).to_bytes()
         events = _commit_events(new_state, applied, state.own_leaf)
         self._pending = _PendingCommit(message, new_state, events)

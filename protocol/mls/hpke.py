@@ -10,7 +10,8 @@ with empty associated data (the only kind MLS uses) goes through it when it
 knows the KEM, which is fast and gives an independent implementation.
 
 Only what MLS needs is here: DHKEM over X25519, X448, P-256, P-384 and P-521
-(§4.1), HKDF-SHA256/384/512 (§4.2), AES-GCM and ChaCha20-Poly1305 (§5.2) and
+(§4.1; the X-Wing KEM of the post-quantum suites is in :mod:`protocol.mls.xwing`),
+HKDF-SHA256/384/512 (§4.2), AES-GCM and ChaCha20-Poly1305 (§5.2) and
 the one-shot base-mode Seal/Open and secret export (§5.3, §6.1).
 
 Errors: a public key, encapsulation or ciphertext that does not work (wrong
@@ -120,12 +121,8 @@ class Aead:
             raise CryptoError(f"{self.name} decryption failed") from None
 
 
-class DhKem(ABC, Generic[K]):
-    """DHKEM(Group, KDF) of RFC 9180 §4.1; subclasses supply the group.
-
-    ``K`` is the group's private-key object; keeping it between steps saves
-    re-parsing (each parse costs a scalar multiplication).
-    """
+class Kem(ABC):
+    """An HPKE KEM (RFC 9180 §4): DHKEM below, X-Wing in :mod:`protocol.mls.xwing`."""
 
     kem_id: int
     name: str
@@ -133,6 +130,51 @@ class DhKem(ABC, Generic[K]):
     n_enc: int
     n_pk: int
     n_sk: int
+
+    @property
+    def n_ikm_e(self) -> int:
+        """How many random bytes one encapsulation consumes (``ikm_e``)."""
+        return self.n_sk
+
+    @abstractmethod
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """DeriveKeyPair: (SerializePrivateKey(sk), SerializePublicKey(pk))."""
+
+    @abstractmethod
+    def public_key(self, sk: bytes) -> bytes:
+        """SerializePublicKey of the key pair of ``sk``."""
+
+    @abstractmethod
+    def encap(self, pk_r: bytes, ikm_e: bytes) -> tuple[bytes, bytes]:
+        """(shared_secret, enc), deterministic in ``ikm_e``."""
+
+    @abstractmethod
+    def decap(self, enc: bytes, sk_r: bytes) -> bytes:
+        """The shared secret; CryptoError when ``enc`` is unusable."""
+
+    @abstractmethod
+    def library_private(self, sk: bytes) -> Any:
+        """``sk`` as a ``cryptography`` HPKE private-key object."""
+
+    def check_public(self, what: str, value: bytes) -> None:
+        """Raise CryptoError unless ``value`` has the length of a serialized public key."""
+        if len(value) != self.n_pk:
+            raise CryptoError(f"{self.name} {what} must be {self.n_pk} bytes, not {len(value)}")
+
+    def check_enc(self, enc: bytes) -> None:
+        """Raise CryptoError unless ``enc`` has the length of an encapsulation (Nenc)."""
+        if len(enc) != self.n_enc:
+            raise CryptoError(
+                f"{self.name} encapsulated key must be {self.n_enc} bytes, not {len(enc)}"
+            )
+
+
+class DhKem(Kem, Generic[K]):
+    """DHKEM(Group, KDF) of RFC 9180 §4.1; subclasses supply the group.
+
+    ``K`` is the group's private-key object; keeping it between steps saves
+    re-parsing (each parse costs a scalar multiplication).
+    """
 
     def __init__(self, kdf: Kdf) -> None:
         self.kdf = kdf
@@ -168,10 +210,8 @@ class DhKem(ABC, Generic[K]):
             self.suite_id, eae_prk, b"shared_secret", kem_context, self.n_secret
         )
 
-    def check_public(self, what: str, value: bytes) -> None:
-        """Raise CryptoError unless ``value`` has the length of a serialized public key."""
-        if len(value) != self.n_pk:
-            raise CryptoError(f"{self.name} {what} must be {self.n_pk} bytes, not {len(value)}")
+    def library_private(self, sk: bytes) -> K:
+        return self.load_private(sk)
 
     def encap(self, pk_r: bytes, ikm_e: bytes) -> tuple[bytes, bytes]:
         """(shared_secret, enc), the ephemeral key being DeriveKeyPair(ikm_e)."""
@@ -359,6 +399,7 @@ _LIB_KEMS = {
     0x0011: lib_hpke.KEM.P384,
     0x0012: lib_hpke.KEM.P521,
     0x0020: lib_hpke.KEM.X25519,
+    0x647A: lib_hpke.KEM.MLKEM768_X25519,
 }
 _LIB_KDFS = {1: lib_hpke.KDF.HKDF_SHA256, 2: lib_hpke.KDF.HKDF_SHA384, 3: lib_hpke.KDF.HKDF_SHA512}
 _LIB_AEADS = {
@@ -371,7 +412,7 @@ _LIB_AEADS = {
 class Hpke:
     """One HPKE ciphersuite in base mode, single-shot (RFC 9180 §6.1)."""
 
-    def __init__(self, kem: DhKem[Any], kdf: Kdf, aead: Aead) -> None:
+    def __init__(self, kem: Kem, kdf: Kdf, aead: Aead) -> None:
         self.kem = kem
         self.kdf = kdf
         self.aead = aead
@@ -428,8 +469,8 @@ class Hpke:
         if self.lib_suite is None:
             raise LocalError(f"the library HPKE has no {self.kem.name}")
         # The library takes enc || ct; a wrong-length enc would be split elsewhere.
-        self.kem.check_public("encapsulated key", enc)
-        key = self.kem.load_private(sk_r)
+        self.kem.check_enc(enc)
+        key = self.kem.library_private(sk_r)
         try:
             return self.lib_suite.decrypt(enc + ciphertext, key, info=info)
         except (InvalidTag, ValueError):

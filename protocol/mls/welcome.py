@@ -10,15 +10,22 @@ module, which calls these in order.
 from __future__ import annotations
 
 from protocol.errors import DecodeError
-from protocol.mls.crypto import CipherSuite
+from protocol.mls.crypto import CipherSuite, get_suite
 from protocol.mls.errors import InvalidMessage
 from protocol.mls.key_schedule import (
     EpochSecrets,
     epoch_from_joiner,
+    mls_exporter,
     welcome_key_nonce,
     welcome_secret,
 )
-from protocol.mls.messages import EncryptedGroupSecrets, GroupInfo, GroupSecrets, Welcome
+from protocol.mls.messages import (
+    EncryptedGroupSecrets,
+    GroupInfo,
+    GroupSecrets,
+    MLSMessage,
+    Welcome,
+)
 from protocol.mls.tree_structs import KeyPackage
 
 KEY_PACKAGE_REF_LABEL = "MLS 1.0 KeyPackage Reference"
@@ -42,6 +49,31 @@ def find_secrets(
         if entry.new_member == ref:
             return entry
     raise InvalidMessage("the Welcome has no entry for this KeyPackage")
+
+
+def split_welcome(welcome: bytes) -> list[tuple[bytes, bytes]]:
+    """One MLSMessage(Welcome) per new member: ``(KeyPackageRef, welcome)``.
+
+    Each keeps the shared ``encrypted_group_info`` and only that member's
+    ``EncryptedGroupSecrets`` entry, which is still a valid Welcome
+    (RFC 9420 §12.4.3.1: a joiner looks up its own entry by KeyPackageRef).
+    Posting these instead of the whole Welcome to each joiner's inbox saves
+    the other joiners' entries (1,120+ bytes each with X-Wing, SPEC §4.1.1)
+    and hides from each joiner who else was added in the same commit.
+    """
+    message = MLSMessage.from_bytes(welcome)
+    body = message.welcome
+    if body is None:
+        raise InvalidMessage("not an MLSMessage(Welcome)")
+    return [
+        (
+            entry.new_member,
+            MLSMessage.of(
+                Welcome(body.cipher_suite, (entry,), body.encrypted_group_info)
+            ).to_bytes(),
+        )
+        for entry in body.secrets
+    ]
 
 
 def decrypt_group_secrets(
@@ -85,3 +117,30 @@ def epoch_from_group_info(
         info.confirmation_tag,
     )
     return secrets
+
+
+def welcome_export(
+    welcome: bytes, key_package: KeyPackage, init_priv: bytes, label: str, length: int
+) -> bytes:
+    """``MLS-Exporter(label, "", length)`` of the epoch a Welcome joins, before the tree.
+
+    For a Welcome built without the ratchet tree (SPEC §4.1.1): the joiner
+    derives the key that the tree, posted once for all joiners, is encrypted
+    under, then joins with ``Group.join(welcome, bundle, ratchet_tree=...)``,
+    which authenticates everything (tree hash against the GroupContext, the
+    GroupInfo signature).  The confirmation tag is checked here already, so a
+    Welcome whose GroupInfo was not made with its joiner secret is refused.
+    Welcomes that need PSKs are refused (join them with the tree in hand).
+    """
+    message = MLSMessage.from_bytes(welcome)
+    body = message.welcome
+    if body is None:
+        raise InvalidMessage("not an MLSMessage(Welcome)")
+    suite = get_suite(body.cipher_suite)
+    entry = find_secrets(suite, body, key_package)
+    secrets = decrypt_group_secrets(suite, body, entry, init_priv)
+    if secrets.psks:
+        raise InvalidMessage("a Welcome with PSKs needs the tree and the PSKs to join")
+    info = decrypt_group_info(suite, body, secrets.joiner_secret, None)
+    epoch = epoch_from_group_info(suite, info, secrets.joiner_secret, None)
+    return mls_exporter(suite, epoch.exporter_secret, label, b"", length)
