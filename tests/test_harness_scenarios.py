@@ -30,6 +30,7 @@ REQUIRED = {
     "churn",
     "photo",
     "pq_churn",
+    "hostile_member",
 }
 
 
@@ -66,6 +67,9 @@ async def test_shipped_scenario(path: Path, tmp_path: Path) -> None:
     if path.stem == "churn":
         assert report["mls"]["members"] == sc.params["members"]
         assert report["mls"]["join_ms"]["count"] >= sc.params["members"] - 1
+    if path.stem == "hostile_member":  # SPEC §10.7: every insider attack refused
+        attacks = report["attacks"]
+        assert len(attacks) == 7 and all(a["outcome"] == "held" for a in attacks), summary
     if path.stem == "pq_churn":  # SPEC §4.1.1: a post-quantum group over a real relay
         assert report["mls"]["suite"] == 0x004E
         assert report["mls"]["join_ms"]["count"] >= sc.params["members"] - 1

@@ -189,7 +189,14 @@ class HostileMember:
         return False
 
     def _honest(self, rec: Any, *exclude: str) -> list[str]:
-        return sorted(n for n in rec.members if n not in exclude)
+        """The members still in the group by their own account (a member told
+        it was removed, e.g. by a forged removal, no longer follows it)."""
+
+        def active(n: str) -> bool:
+            group = self.engine(n).groups.get(rec.conv_id)
+            return group is not None and group.active
+
+        return sorted(n for n in rec.members if n not in exclude and active(n))
 
     def _name_of(self, key: bytes) -> str:
         for name in self.members:
@@ -327,9 +334,12 @@ class HostileMember:
         group = self._copy(attacker, rec.conv_id)
         info = group.group_info(with_tree=True, external_pub=True)
         joiner = SigningIdentity.generate(group.suite, b"external-" + _rng(8), _rng)
-        _, commit = Group.join_external(
-            info, joiner, _rng, int(time.time()), remove_prior=self._leaf_of(group, victim)
-        )
+        # A hostile client skips its own library's refusal to build this
+        # commit (§12.4.3.2); receivers must refuse it on their own.
+        with mock.patch.object(group_module, "check_external_joiner", lambda *_: None):
+            _, commit = Group.join_external(
+                info, joiner, _rng, int(time.time()), remove_prior=self._leaf_of(group, victim)
+            )
         before = {n: self._state(n, rec.conv_id) for n in self._honest(rec, attacker)}
         await ea._post_mls(rec.conv_id, commit, b"")
         await self._observe(a)

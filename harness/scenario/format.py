@@ -38,6 +38,7 @@ ACTIONS = {
     "settle",
     "join",
     "arm_fault",
+    "set_admin",
     "attack",  # a hostile member (harness/hostile)
     # mls mode (in-process MLS groups over a real relay, for scale)
     "mls_grow",

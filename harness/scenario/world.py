@@ -298,6 +298,15 @@ class World(HostileMember):
             )
             rec.members.discard(name)
 
+    async def do_set_admin(self, a: dict[str, Any]) -> None:
+        rec = self.group(str(a.get("group", "g")))
+        by = str(a.get("by", rec.creator))
+        admin = bool(a.get("admin", True))
+        for name in self.select(a.get("member"), group=rec.label):
+            await self.engine(by).set_admin(
+                rec.conv_id, self.engine(name).identity.signature_pub, admin
+            )
+
     def _text(self, sender: str, index: int, size: int) -> tuple[str, bytes]:
         canary = f"CANARY-{self.token}-{sender}-{index}-{self.rng.getrandbits(24):06x}"
         text = f"{canary} {sender} says hello #{index}"
