@@ -148,7 +148,7 @@ class Inbound(Conversations):
         With ``invite_ref`` (a Welcome from an invite's mailbox) only a
         Welcome for that invite's KeyPackage into a 1:1 group of two with a
         new peer is taken, and the KeyPackage is kept: a multi-use invite's
-        KeyPackage is a last-resort one (SPEC.md §8.5).  Nothing is stored
+        KeyPackage is a "last resort" one (RFC 9420 §16.8, SPEC.md §8.5).  Nothing is stored
         before every check passed."""
         try:
             msg = MLSMessage.from_bytes(welcome)
