@@ -197,7 +197,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
                 print(f"invite {out['id']} revoked; {where}")
             return 0
 
-        return run_online(args, revoke, settle=0.2)
+        return run_online(args, revoke)
     if args.id:
         raise EngineError(f"unknown invite action {args.id!r}: use list or revoke ID")
     uses = 1 if args.uses is None else args.uses
@@ -218,7 +218,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return run_online(args, work, settle=0.2)
+    return run_online(args, work)
 
 
 def _invite_list(engine: Engine, args: argparse.Namespace) -> int:

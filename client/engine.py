@@ -91,7 +91,7 @@ class Engine(Invites):
         store = Store.create(home, passphrase, fast_kdf=fast_kdf)
         priv, pub = SUITE.signature_key_pair(rng)
         inboxes = [Inbox(url.rstrip("/"), rng(32), rng(32), rng(32)) for url in _unique(relays)]
-        identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms())
+        identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms(), True)
         store.put(NS_CONFIG, b"identity", identity.to_json())
         return cls(store, identity, proxy=proxy)
 

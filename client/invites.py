@@ -147,11 +147,12 @@ class Invites(Inbound):
         return record
 
     async def _revoke_legacy(self) -> None:
-        if not self.identity.inboxes:
-            raise EngineError("there is no legacy inbox left to revoke")
+        if not self.legacy_inbox_relays():
+            raise EngineError("there is no legacy inbox to revoke: no link of yours carries it")
         await self._migrate_contacts()
         gone = list(self.identity.inboxes)
         self.identity.inboxes = []
+        self.identity.inbox_private = True
         self.save_identity()
         self._index_mailboxes()
         for box in gone:
@@ -161,6 +162,8 @@ class Invites(Inbound):
 
     def legacy_inbox_relays(self) -> list[str]:
         """Relays of the identity inbox that links of older versions carry."""
+        if self.identity.inbox_private:
+            return []
         return [i.relay_url for i in self.identity.inboxes]
 
     # -- receiving --------------------------------------------------------------------------

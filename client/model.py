@@ -80,6 +80,10 @@ class Identity(Record):
     relays: list[str] = field(default_factory=list)
     inboxes: list[Inbox] = field(default_factory=list)
     created_ms: int = 0
+    # True once no invite link or Profile can hold the inboxes' write seeds:
+    # identities made since invites have their own mailboxes (SPEC.md §8.5).
+    # Identities stored by older versions lack the field: False.
+    inbox_private: bool = False
 
     @classmethod
     def from_json(cls, data: bytes) -> Identity:

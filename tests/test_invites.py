@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from client.engine import Engine, EngineError
+from client.model import ContactInbox
 from client.relay_client import RelayClient
 from protocol.app.envelope import EnvelopeType, split
 from protocol.app.invite import parse_invite_link
@@ -213,3 +214,54 @@ def test_delete_mailbox_frame_wire_form() -> None:
     raw = frame.encode()
     assert raw == bytes([0x10]) + (7).to_bytes(4, "big") + b"\x01" * 32 + b"\x02" * 64
     assert decode_client_frame(raw) == frame
+
+
+async def test_old_contacts_migrate_and_the_legacy_inbox_can_be_closed(
+    tmp_path: Path, people: dict[str, Engine]
+) -> None:
+    alice, bob = people["alice"], people["bob"]
+    await bob.accept(await alice.invite())
+    await eventually(
+        lambda: bool(bob.contacts()) and bool(bob.contacts()[0].my_inboxes),
+        what="Bob's contact record",
+    )
+    await eventually(lambda: bool(alice.contacts()), what="Alice's contact record")
+    # Make it a contact of an older version: Alice gave Bob her identity
+    # inbox, whose write seed is also in every link she made back then.
+    legacy = alice.identity.inboxes[0]
+    alice.identity.inbox_private = False  # as stored by an older version
+    alice.save_identity()
+    contact = alice.contacts()[0]
+    contact.my_inboxes = []
+    alice._save_contact(contact)
+    await alice.close()
+    old_bob_view = bob.contacts()[0]
+    old_bob_view.inboxes = [ContactInbox(legacy.relay_url, legacy.mailbox_id, legacy.write_seed)]
+    bob._save_contact(old_bob_view)
+    alice = people["alice"] = Engine.open(tmp_path / "alice", PASSPHRASE)
+    await alice.connect()  # migration: Bob gets an inbox of his own
+    await eventually(
+        lambda: (
+            bob.contacts()[0].inboxes
+            and all(i.mailbox_id != legacy.mailbox_id for i in bob.contacts()[0].inboxes)
+        ),
+        timeout=20,
+        what="Bob to learn his own inbox",
+    )
+    assert alice.legacy_inbox_relays() == [legacy.relay_url]
+    assert await alice.revoke_invite("legacy") is None
+    assert alice.identity.inboxes == [] and alice.legacy_inbox_relays() == []
+    with pytest.raises(EngineError, match="no legacy inbox"):
+        await alice.revoke_invite("legacy")
+    # an old link's capability is now refused by the relay
+    client = RelayClient(legacy.relay_url, _ignore)
+    client.start()
+    try:
+        with pytest.raises(UnknownMailbox):
+            await client.prove_write(legacy.mailbox_id, legacy.write_seed)
+    finally:
+        await client.close()
+    # and Bob still reaches Alice: he adds her to a group
+    group = await bob.create_group("after the migration")
+    await bob.add_members(group.group_id, [bob.find_contact("Alice")])
+    await eventually(lambda: group.group_id in alice.groups, timeout=20, what="the Welcome")
