@@ -265,3 +265,32 @@ async def test_old_contacts_migrate_and_the_legacy_inbox_can_be_closed(
     group = await bob.create_group("after the migration")
     await bob.add_members(group.group_id, [bob.find_contact("Alice")])
     await eventually(lambda: group.group_id in alice.groups, timeout=20, what="the Welcome")
+
+
+async def test_contact_message_arrives_during_an_invite_flood(people: dict[str, Engine]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    link = await alice.invite(uses=5)
+    conv = await bob.accept(link)
+    await eventually(lambda: bool(alice.contacts()), what="Alice to accept Bob")
+    await eventually(
+        lambda: bool(bob.contacts()) and bool(bob.contacts()[0].key_packages),
+        what="Bob to hold Alice's KeyPackages",
+    )
+    alice_conv = alice.contacts()[0].conversation
+    flood = asyncio.create_task(post_with_link(link, QUOTA))  # Alice is online meanwhile
+    await asyncio.sleep(0.2)
+    group = await bob.create_group("during the flood")
+    start = time.monotonic()
+    await bob.send_text(conv.group_id, "through the flood")
+    await bob.add_members(group.group_id, [bob.find_contact("Alice")])
+    await eventually(
+        lambda: (
+            any(e.text == "through the flood" for e in alice.history(alice_conv))
+            and group.group_id in alice.groups
+        ),
+        timeout=20,
+        what="Bob's text and Welcome during the flood",
+    )
+    assert time.monotonic() - start < 10
+    await flood
+    assert len(alice.contacts()) == 1
