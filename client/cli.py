@@ -194,7 +194,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
                     if out["deleted_on_relays"]
                     else ("its relays get the deletion on the next connection")
                 )
-                print(f"invite {out['id']} revoked; {where}")
+                print(f"invite {out['id']} is {out['state']}; {where}")
             return 0
 
         return run_online(args, revoke)

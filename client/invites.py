@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from client.core import SUITE, EngineError, _Mailbox, now_ms, rng
+from client.core import INVITE_LIFETIME_MS, SUITE, EngineError, _Mailbox, now_ms, rng
 from client.inbound import Inbound
 from client.model import (
     NS_CURSORS,
@@ -46,6 +46,7 @@ from protocol.app.messages import Profile
 from protocol.errors import RemoteError
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
+from protocol.relay_frames import BadRequest
 
 #: The relay keeps a mailbox at most this long without being told (SPEC §7.11
 #: ``max_ttl`` default); a longer invite gets the relay's default TTL and is
@@ -61,7 +62,7 @@ class Invites(Inbound):
     # -- creating and listing ------------------------------------------------------------
 
     async def create_invite(
-        self, *, uses: int = 1, lifetime_ms: int = 30 * 24 * 3600 * 1000
+        self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS
     ) -> tuple[InviteRecord, str]:
         """A new invite good for ``uses`` contact requests until ``lifetime_ms``
         from now: its own mailboxes, created on our relays now."""
@@ -77,13 +78,17 @@ class Invites(Inbound):
         made: list[Inbox] = []
         errors: list[str] = []
         for box in boxes:
+            relay = self._relay(box.relay_url)
             try:
-                await self._relay(box.relay_url).create_mailbox(
-                    box.mailbox_id,
-                    box.read_seed,
-                    box.write_seed,
-                    ttl_s if ttl_s <= RELAY_MAX_TTL_S else 0,
-                )
+                try:
+                    await relay.create_mailbox(
+                        box.mailbox_id,
+                        box.read_seed,
+                        box.write_seed,
+                        ttl_s if ttl_s <= RELAY_MAX_TTL_S else 0,
+                    )
+                except BadRequest:  # a relay with a lower max_ttl: its default
+                    await relay.create_mailbox(box.mailbox_id, box.read_seed, box.write_seed)
                 made.append(box)
             except (RelayUnavailable, RemoteError) as exc:
                 errors.append(f"{box.relay_url}: {exc}")
@@ -116,7 +121,7 @@ class Invites(Inbound):
         self._emit("invites", None)
         return record, invite.to_link()
 
-    async def invite(self, *, uses: int = 1, lifetime_ms: int = 30 * 24 * 3600 * 1000) -> str:
+    async def invite(self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS) -> str:
         """An invite link (see :meth:`create_invite`)."""
         return (await self.create_invite(uses=uses, lifetime_ms=lifetime_ms))[1]
 
@@ -236,6 +241,7 @@ class Invites(Inbound):
             await asyncio.sleep(max(0.0, (min(pending) - now_ms()) / 1000) + 0.05)
             await self._retire_finished_invites()
             self._emit("invites", None)
+            self._invite_task = None  # this task is done: do not cancel it
             self._schedule_invite_expiry()
 
         self._invite_task = asyncio.get_running_loop().create_task(later())
