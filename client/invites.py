@@ -46,7 +46,7 @@ from protocol.app.messages import Profile
 from protocol.errors import RemoteError
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
-from protocol.relay_frames import BadRequest
+from protocol.relay_frames import BadRequest, UnknownMailbox
 
 #: The relay keeps a mailbox at most this long without being told (SPEC §7.11
 #: ``max_ttl`` default); a longer invite gets the relay's default TTL and is
@@ -161,8 +161,7 @@ class Invites(Inbound):
         self.save_identity()
         self._index_mailboxes()
         for box in gone:
-            with contextlib.suppress(RelayUnavailable, RemoteError):
-                await self._relay(box.relay_url).delete_mailbox(box.mailbox_id, box.read_seed)
+            await self._delete_owned(box)
         self._emit("invites", None)
 
     def legacy_inbox_relays(self) -> list[str]:
@@ -212,12 +211,32 @@ class Invites(Inbound):
             return
         done = True
         for box in record.mailboxes:
-            try:
-                await self._relay(box.relay_url).delete_mailbox(box.mailbox_id, box.read_seed)
-            except (RelayUnavailable, RemoteError):
-                done = False
+            done = await self._delete_owned(box) and done
         record.deleted = done
         self._save_invite(record)
+
+    async def _delete_owned(self, box: Inbox) -> bool:
+        """Kill a mailbox we own; True once its write capability is dead.
+
+        First ``RotateWrite`` to a fresh key nobody holds: every relay has it,
+        so the capability dies even on a relay that predates ``DeleteMailbox``
+        (which answers that frame with a fatal ``BadFrame``).  Then
+        ``DeleteMailbox`` with the read key, which only we hold: it also works
+        when a link holder rotated the write key first (SPEC.md §7.7, §8.5)."""
+        relay = self._relay(box.relay_url)
+        revoked = False
+        try:
+            await relay.rotate_write(box.mailbox_id, box.write_seed, rng(32))
+            revoked = True
+        except UnknownMailbox:
+            return True
+        except (RelayUnavailable, RemoteError):
+            pass  # e.g. BadSignature: someone holding the seed rotated it
+        try:
+            await relay.delete_mailbox(box.mailbox_id, box.read_seed)
+            return True
+        except (RelayUnavailable, RemoteError):
+            return revoked
 
     async def _retire_finished_invites(self) -> None:
         now = now_ms()
@@ -271,8 +290,7 @@ class Invites(Inbound):
             for box in new:
                 await self._subscribe(self._mailboxes[box.mailbox_id])
             for box in drop:
-                with contextlib.suppress(RelayUnavailable, RemoteError):
-                    await self._relay(box.relay_url).delete_mailbox(box.mailbox_id, box.read_seed)
+                await self._delete_owned(box)
         return tuple(
             InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in contact.my_inboxes
         )

@@ -17,6 +17,8 @@ import pytest
 from client.engine import Engine, EngineError
 from client.model import ContactInbox
 from client.relay_client import RelayClient
+from harness.scenario.relays import LocalRelay
+from protocol import relay_frames
 from protocol.app.envelope import EnvelopeType, split
 from protocol.app.invite import parse_invite_link
 from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key
@@ -294,3 +296,46 @@ async def test_contact_message_arrives_during_an_invite_flood(people: dict[str, 
     assert time.monotonic() - start < 10
     await flood
     assert len(alice.contacts()) == 1
+
+
+async def test_revocation_on_a_relay_without_delete_mailbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a relay from before DeleteMailbox: frame 0x10 is a fatal BadFrame there
+    monkeypatch.delitem(relay_frames.CLIENT_FRAMES, DeleteMailbox.TYPE)
+    relay = await LocalRelay(tmp_path / "old-relay").start()
+    alice = make_engine(tmp_path / "alice", "Alice", [relay.url])
+    bob = make_engine(tmp_path / "bob", "Bob", [relay.url])
+    try:
+        await alice.connect()
+        await bob.connect()
+        record, link = await alice.create_invite()
+        revoked = await alice.revoke_invite(record.invite_id.hex())
+        assert revoked is not None and revoked.deleted  # the capability is dead
+        (refused,) = await post_with_link(link)
+        assert isinstance(refused, BadSignature)  # the write key was rotated away
+        with pytest.raises(EngineError, match="no longer valid"):
+            await bob.accept(link)
+    finally:
+        await alice.close()
+        await bob.close()
+        await relay.stop()
+
+
+async def test_link_holder_rotating_the_key_cannot_keep_an_invite_alive(
+    people: dict[str, Engine],
+) -> None:
+    alice = people["alice"]
+    record, link = await alice.create_invite()
+    inbox = parse_invite_link(link, int(time.time() * 1000)).inboxes[0]
+    attacker_seed = os.urandom(32)
+    client = RelayClient(inbox.relay_url, _ignore)
+    client.start()
+    try:  # the censor takes the invite's write key for itself
+        await client.rotate_write(inbox.mailbox_id, inbox.write_seed, attacker_seed)
+        revoked = await alice.revoke_invite(record.invite_id.hex())
+        assert revoked is not None and revoked.deleted  # the read key still deletes it
+        with pytest.raises(UnknownMailbox):
+            await client.prove_write(inbox.mailbox_id, attacker_seed)
+    finally:
+        await client.close()
