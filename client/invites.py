@@ -54,6 +54,8 @@ from protocol.relay_frames import BadRequest, UnknownMailbox
 RELAY_MAX_TTL_S = 90 * 24 * 3600
 LEGACY = "legacy"
 MAX_INVITE_USES = 1000
+#: A finished invite whose mailboxes are gone is listed this long, then forgotten.
+FORGET_AFTER_MS = 90 * 24 * 3600 * 1000
 
 
 class Invites(Inbound):
@@ -241,8 +243,12 @@ class Invites(Inbound):
     async def _retire_finished_invites(self) -> None:
         now = now_ms()
         for record in self.invites():
-            if record.current_state(now) != "active" and not record.deleted:
+            if record.current_state(now) == "active":
+                continue
+            if not record.deleted:
                 await self._retire(record)
+            elif now - max(record.created_ms, record.expires_at_ms) > FORGET_AFTER_MS:
+                self.store.delete(NS_INVITES, record.invite_id)  # the list stays short
 
     def _schedule_invite_expiry(self) -> None:
         """One timer for the next invite to expire: at expiry it is retired
