@@ -339,3 +339,17 @@ async def test_link_holder_rotating_the_key_cannot_keep_an_invite_alive(
             await client.prove_write(inbox.mailbox_id, attacker_seed)
     finally:
         await client.close()
+
+
+async def test_finished_invites_are_forgotten_after_a_while(people: dict[str, Engine]) -> None:
+    alice = people["alice"]
+    old, _ = await alice.create_invite()
+    fresh, _ = await alice.create_invite()
+    await alice.revoke_invite(old.invite_id.hex())
+    await alice.revoke_invite(fresh.invite_id.hex())
+    [record] = [r for r in alice.invites() if r.invite_id == old.invite_id]
+    record.created_ms -= 200 * 24 * 3600 * 1000  # ended long ago
+    record.expires_at_ms = record.created_ms + 1000
+    alice._save_invite(record)
+    await alice._retire_finished_invites()
+    assert [r.invite_id for r in alice.invites()] == [fresh.invite_id]
