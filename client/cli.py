@@ -147,17 +147,101 @@ def run_offline(args: argparse.Namespace, work: Callable[[Engine], int]) -> int:
         asyncio.run(engine.close())
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` (or bare seconds) in milliseconds."""
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:], 0)
+    number = t[:-1] if unit else t
+    if not number.isdigit() or int(number) == 0:
+        raise EngineError(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 7d or 2w")
+    return int(number) * (unit or 1) * 1000
+
+
+def invite_json(engine: Engine, record: Any) -> dict[str, Any]:
+    return {
+        "id": record.invite_id.hex(),
+        "state": record.current_state(int(time.time() * 1000)),
+        "uses": record.uses,
+        "max_uses": record.max_uses,
+        "created_at": record.created_ms,
+        "expires_at": record.expires_at_ms,
+        "relays": [m.relay_url for m in record.mailboxes],
+        "deleted_on_relays": record.deleted,
+        "accepted_by": [engine.display_name(k) for k in record.accepted],
+    }
+
+
 def cmd_invite(args: argparse.Namespace) -> int:
-    def work(engine: Engine) -> int:
-        link = engine.invite()
+    if args.action == "list":
+        return run_offline(args, lambda engine: _invite_list(engine, args))
+    if args.action == "revoke":
+        if not args.id:
+            raise EngineError("which invite? 'samizdat invite revoke ID' (see 'invite list')")
+
+        async def revoke(engine: Engine) -> int:
+            record = await engine.revoke_invite(args.id)
+            if record is None:
+                out = {"id": "legacy", "state": "revoked", "deleted_on_relays": True}
+            else:
+                out = invite_json(engine, record)
+            if args.json:
+                print_json(out)
+            else:
+                where = (
+                    "deleted on the relays"
+                    if out["deleted_on_relays"]
+                    else ("its relays get the deletion on the next connection")
+                )
+                print(f"invite {out['id']} is {out['state']}; {where}")
+            return 0
+
+        return run_online(args, revoke)
+    if args.id:
+        raise EngineError(f"unknown invite action {args.id!r}: use list or revoke ID")
+    uses = 1 if args.uses is None else args.uses
+    lifetime = parse_duration(args.expires)
+
+    async def work(engine: Engine) -> int:
+        record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime)
         if args.json:
-            print_json({"link": link})
+            print_json({"link": link, **invite_json(engine, record)})
         else:
             print(link)
             print_qr(link)
+            n = "once" if uses == 1 else f"{uses} times"
+            print(
+                f"invite {record.invite_id.hex()}: works {n}, until {ts(record.expires_at_ms)}; "
+                f"'samizdat invite revoke {record.invite_id.hex()}' cancels it",
+                file=sys.stderr,
+            )
         return 0
 
-    return run_offline(args, work)
+    return run_online(args, work)
+
+
+def _invite_list(engine: Engine, args: argparse.Namespace) -> int:
+    records = [invite_json(engine, r) for r in engine.invites()]
+    legacy = engine.legacy_inbox_relays()
+    if args.json:
+        print_json({"invites": records, "legacy_inbox_relays": legacy})
+        return 0
+    if not records:
+        print("no invites yet: 'samizdat invite' makes one")
+    for r in records:
+        by = f" by {', '.join(r['accepted_by'])}" if r["accepted_by"] else ""
+        print(
+            f"{r['id']}  {r['state']:8} used {r['uses']}/{r['max_uses']}{by}  "
+            f"expires {ts(r['expires_at'])}"
+        )
+    if legacy:
+        print(
+            "legacy   the identity inbox links of older versions carry is still open; "
+            "'samizdat invite revoke legacy' closes it"
+        )
+    return 0
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
@@ -565,7 +649,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("invite", help="print an invite link (and QR code)")
+    p = sub.add_parser(
+        "invite",
+        help="make an invite link (and QR code); 'invite list', 'invite revoke ID'",
+        description="Make an invite link with its own capability (one person by default), "
+        "list invites and their state, or revoke one (its mailboxes are deleted).",
+    )
+    p.add_argument("action", nargs="?", choices=["new", "list", "revoke"], default="new")
+    p.add_argument("id", nargs="?", help="the invite to revoke ('legacy': the old inbox)")
+    uses = p.add_mutually_exclusive_group()
+    uses.add_argument(
+        "--once", dest="uses", action="store_const", const=1, help="one person (the default)"
+    )
+    uses.add_argument("--uses", type=int, metavar="N", help="up to N people")
+    p.add_argument("--expires", default="30d", metavar="DURATION", help="e.g. 1h, 7d (default 30d)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_invite)
 

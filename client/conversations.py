@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -37,10 +38,8 @@ from protocol.app.group_meta import (
     meta_extension,
     new_mailbox_ref,
 )
-from protocol.app.invite import InboxAddress
 from protocol.app.messages import (
     Disappearing,
-    Profile,
     RelayMove,
 )
 from protocol.errors import RemoteError
@@ -356,12 +355,12 @@ class Conversations(Outbound):
                     await self._send_app(conv_id, RelayMove(old, new), history=False)
 
     async def _announce_inboxes(self, old: str | None = None, new: str | None = None) -> None:
-        inboxes = tuple(
-            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in self.identity.inboxes
-        )
+        """Tell every contact its inboxes on our current relays (a ``Profile``
+        each: every contact has inboxes of its own, SPEC.md §8.5)."""
         for contact in self.contacts():
             if contact.conversation and contact.conversation in self.groups:
-                with contextlib.suppress(EngineError):
-                    await self._send_app(
-                        contact.conversation, Profile(self.identity.name, inboxes), history=False
-                    )
+                await self._send_profile(contact.conversation)
+
+    @abstractmethod
+    async def _send_profile(self, conv_id: bytes) -> None:
+        """Send our Profile to a conversation (:mod:`client.invites`)."""

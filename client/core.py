@@ -22,6 +22,7 @@ from client.model import (
     NS_CURSORS,
     NS_GROUP_IDS,
     NS_GROUPS,
+    NS_INVITES,
     NS_KEY_PACKAGES,
     NS_PEOPLE,
     Contact,
@@ -29,6 +30,7 @@ from client.model import (
     Conversation,
     HistoryEntry,
     Identity,
+    InviteRecord,
 )
 from client.relay_client import CLOSE_TIMEOUT, RelayClient, RelayUnavailable, cancel_and_wait
 from client.store import Store
@@ -121,6 +123,7 @@ class _Mailbox:
     write_seed: bytes
     key: bytes  # seal key
     old_keys: tuple[bytes, ...] = ()  # seal keys before a rotation, for messages in flight
+    invite_id: bytes = b""  # set for the mailbox of one of our invites (SPEC.md §8.5)
 
 
 @dataclass
@@ -157,6 +160,9 @@ class EngineCore(ABC):
         self._flush_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._receipt_task: asyncio.Task[None] | None = None
+        self._acks: dict[tuple[str, bytes], int] = {}  # inbox acks not yet sent
+        self._ack_task: asyncio.Task[None] | None = None
+        self._invite_task: asyncio.Task[None] | None = None
         self._hold_task: asyncio.Task[None] | None = None
         self.hold_timeout = HOLD_TIMEOUT
         self._forks: dict[bytes, set[int]] = {}  # conv -> epochs with a detected fork
@@ -185,6 +191,10 @@ class EngineCore(ABC):
     @abstractmethod
     def _record_events(self, conv_id: bytes, events: list[GroupEvent]) -> None:
         """Turn group events into history and notices (:mod:`client.inbound`)."""
+
+    @abstractmethod
+    async def _on_inbox_welcome(self, mb: _Mailbox, welcome: bytes) -> None:
+        """A Welcome arrived in one of our inboxes (:mod:`client.invites`)."""
 
     @abstractmethod
     async def _introduce(self, conv_id: bytes) -> None:
@@ -300,25 +310,37 @@ class EngineCore(ABC):
         flight, and only members ever held those keys."""
         previous = self._mailboxes
         self._mailboxes = {}
-        entries: list[tuple[bytes | None, str, bytes, bytes, bytes]] = [
-            (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed)
+        entries: list[tuple[bytes | None, str, bytes, bytes, bytes, bytes]] = [
+            (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed, b"")
             for i in self.identity.inboxes
         ]
+        for contact in self.contacts():
+            entries.extend(
+                (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed, b"")
+                for i in contact.my_inboxes
+            )
+        now = now_ms()
+        for invite in self.invites():
+            if invite.current_state(now) == "active":
+                entries.extend(
+                    (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed, invite.invite_id)
+                    for i in invite.mailboxes
+                )
         for conv_id, group in self.groups.items():
             meta = find_group_meta(group.extensions)
             if meta is not None and group.active:
                 entries.extend(
-                    (conv_id, r.relay_url, r.mailbox_id, r.read_seed, r.write_seed)
+                    (conv_id, r.relay_url, r.mailbox_id, r.read_seed, r.write_seed, b"")
                     for r in meta.mailboxes
                 )
-        for owner, url, mailbox_id, read_seed, write_seed in entries:
+        for owner, url, mailbox_id, read_seed, write_seed, invite_id in entries:
             key = seal_key(write_seed)
             old = previous.get(mailbox_id)
             old_keys: tuple[bytes, ...] = ()
             if old is not None:
                 old_keys = old.old_keys if old.key == key else (old.key, *old.old_keys)[:3]
             self._mailboxes[mailbox_id] = _Mailbox(
-                owner, url, mailbox_id, read_seed, write_seed, key, old_keys
+                owner, url, mailbox_id, read_seed, write_seed, key, old_keys, invite_id
             )
 
     async def _subscribe(self, mb: _Mailbox) -> None:
@@ -378,6 +400,14 @@ class EngineCore(ABC):
     def conversations(self) -> list[Conversation]:
         convs = [Conversation.from_json(v) for _, v in self.store.items(NS_CONVS)]
         return sorted(convs, key=lambda c: c.created_ms)
+
+    def invites(self) -> list[InviteRecord]:
+        """Our invites, oldest first."""
+        records = [InviteRecord.from_json(v) for _, v in self.store.items(NS_INVITES)]
+        return sorted(records, key=lambda r: r.created_ms)
+
+    def _save_invite(self, record: InviteRecord) -> None:
+        self.store.put(NS_INVITES, record.invite_id, record.to_json())
 
     def contact(self, identity_key: bytes) -> Contact | None:
         raw = self.store.get(NS_CONTACTS, identity_key)

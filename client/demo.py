@@ -163,7 +163,7 @@ class Demo:
         return alice
 
     async def befriend(self, a: Engine, b: Engine) -> None:
-        await b.accept(a.invite())
+        await b.accept(await a.invite())
         a_key, b_key = a.identity.signature_pub, b.identity.signature_pub
 
         def friends() -> bool:

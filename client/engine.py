@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 from client.core import (
-    INVITE_LIFETIME_MS,
     KEY_PACKAGE_STOCK,
     MAX_CONVERSATION_RELAYS,
     SUITE,
@@ -47,7 +46,7 @@ from client.core import (
     now_ms,
     rng,
 )
-from client.inbound import Inbound
+from client.invites import Invites
 from client.model import (
     NS_CONFIG,
     Contact,
@@ -58,21 +57,21 @@ from client.model import (
     Inbox,
     history_ns,
 )
+from client.relay_client import RelayUnavailable
 from client.store import Store
 from protocol.app.group_meta import (
     ConversationKind,
 )
-from protocol.app.invite import InboxAddress, Invite, parse_invite_link, safety_number
-from protocol.app.messages import (
-    KeyPackages,
-    Profile,
-)
+from protocol.app.invite import Invite, parse_invite_link, safety_number
+from protocol.app.messages import KeyPackages
+from protocol.errors import RemoteError
 from protocol.mls.messages import MLSMessage
+from protocol.relay_frames import BadSignature, NotAuthorized, UnknownMailbox
 
 __all__ = ["Engine", "EngineError", "Notice"]
 
 
-class Engine(Inbound):
+class Engine(Invites):
     """One user's client.  Use :meth:`open` or :meth:`create`, then
     :meth:`connect`; call :meth:`close` when done."""
 
@@ -92,7 +91,7 @@ class Engine(Inbound):
         store = Store.create(home, passphrase, fast_kdf=fast_kdf)
         priv, pub = SUITE.signature_key_pair(rng)
         inboxes = [Inbox(url.rstrip("/"), rng(32), rng(32), rng(32)) for url in _unique(relays)]
-        identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms())
+        identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms(), True)
         store.put(NS_CONFIG, b"identity", identity.to_json())
         engine = cls(store, identity, proxy=proxy)
         engine._prepare_expiry()
@@ -112,18 +111,11 @@ class Engine(Inbound):
 
     # -- invites and contacts ---------------------------------------------------------
 
-    def invite(self) -> str:
-        """An invite link with our inboxes, a write capability and a KeyPackage."""
-        inboxes = tuple(
-            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in self.identity.inboxes
-        )
-        invite = Invite.create(
-            inboxes,
-            self.identity.signature_priv,
-            self._new_key_package(),
-            now_ms() + INVITE_LIFETIME_MS,
-        )
-        return invite.to_link()
+    async def connect(self) -> None:
+        await super().connect()
+        task = asyncio.get_running_loop().create_task(self._after_connect_invites())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def accept(self, link: str) -> Conversation:
         """Accept an invite: a 1:1 conversation (an MLS group of two)."""
@@ -138,6 +130,7 @@ class Engine(Inbound):
         kp = MLSMessage.from_bytes(invite.key_package).key_package
         if kp is None or kp.leaf_node.signature_key != invite.identity_key:
             raise EngineError("the invite's KeyPackage does not belong to its signer")
+        await self._check_invite_open(invite)
         contact = existing or Contact(invite.identity_key)
         contact.inboxes = [
             ContactInbox(i.relay_url, i.mailbox_id, i.write_seed) for i in invite.inboxes
@@ -153,12 +146,27 @@ class Engine(Inbound):
         await self._introduce(conv.group_id)
         return conv
 
+    async def _check_invite_open(self, invite: Invite) -> None:
+        """Prove the invite's write capability to its relays: if every relay
+        that answers refuses it, the inviter has deleted the invite's mailboxes
+        (used up, revoked or expired: SPEC.md §8.5).  Unreachable relays say
+        nothing, and the request is then queued as before."""
+        refused = answered = 0
+        for inbox in invite.inboxes:
+            try:
+                await self._relay(inbox.relay_url).prove_write(inbox.mailbox_id, inbox.write_seed)
+                answered += 1
+            except (UnknownMailbox, BadSignature, NotAuthorized):
+                refused += 1
+            except (RelayUnavailable, RemoteError):
+                continue
+        if refused and not answered:
+            raise EngineError("this invite is no longer valid (used up, revoked or expired)")
+
     async def _introduce(self, conv_id: bytes) -> None:
-        """Tell the conversation our name and inboxes, and give KeyPackages."""
-        inboxes = tuple(
-            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in self.identity.inboxes
-        )
-        await self._send_app(conv_id, Profile(self.identity.name, inboxes), history=False)
+        """Tell the conversation our name (and, in a 1:1 conversation, the
+        inboxes we give this contact alone), and give KeyPackages."""
+        await self._send_profile(conv_id)
         conv = self.conversation(conv_id)
         if conv is not None and conv.kind == "direct":
             kps = tuple(self._new_key_package() for _ in range(KEY_PACKAGE_STOCK))

@@ -82,8 +82,26 @@ class Inbound(Conversations):
                 self.store.put(NS_CURSORS, mailbox_id, str(seq + 1).encode())
         mb = self._mailboxes.get(mailbox_id)
         if mb is not None and mb.conv_id is None:
-            with contextlib.suppress(RelayUnavailable, RemoteError):
-                await self._relay(url).ack(mailbox_id, seq)  # inboxes are ours alone
+            self._ack_later(url, mailbox_id, seq)  # inboxes are ours alone
+
+    def _ack_later(self, url: str, mailbox_id: bytes, seq: int) -> None:
+        """Acknowledge inbox messages in the background, one Ack per burst:
+        a flood of an invite's mailbox must not cost a round trip per message
+        ahead of the next delivery (SPEC.md §8.5)."""
+        key = (url, mailbox_id)
+        self._acks[key] = max(seq, self._acks.get(key, 0))
+        if self._ack_task is not None and not self._ack_task.done():
+            return
+
+        async def run() -> None:
+            while self._acks:
+                (url_, mailbox_id_), up_to = self._acks.popitem()
+                with contextlib.suppress(RelayUnavailable, RemoteError):
+                    await self._relay(url_).ack(mailbox_id_, up_to)
+
+        self._ack_task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(self._ack_task)
+        self._ack_task.add_done_callback(self._tasks.discard)
 
     async def _receive(self, url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
         mb = self._mailboxes.get(mailbox_id)
@@ -117,58 +135,81 @@ class Inbound(Conversations):
         if kind == EnvelopeType.WELCOME:
             self.store.put(NS_SEEN, digest, b"")
             if mb.conv_id is None:
-                await self._on_welcome(payload)
+                await self._on_inbox_welcome(mb, payload)
             return
         if mb.conv_id is None:
             return
         await self._on_mls(mb.conv_id, url, seq, payload, digest)
 
-    async def _on_welcome(self, welcome: bytes) -> None:
+    async def _on_welcome(self, welcome: bytes, *, invite_ref: bytes | None = None) -> bytes | None:
+        """Join the group a Welcome opens; returns its id, or None if ignored.
+
+        With ``invite_ref`` (a Welcome from an invite's mailbox) only a
+        Welcome for that invite's KeyPackage into a 1:1 group of two with a
+        new peer is taken, and the KeyPackage is kept: a multi-use invite's
+        KeyPackage is a "last resort" one (RFC 9420 §16.8, SPEC.md §8.5).
+        Nothing is stored before every check passed, and a Welcome never
+        replaces a group we hold or held (RFC 9420 §12.4.3.1)."""
         try:
             msg = MLSMessage.from_bytes(welcome)
-            if msg.welcome is None:
-                return
-            bundle = None
-            for entry in msg.welcome.secrets:
-                bundle = self._bundle_for(entry.new_member)
-                if bundle is not None:
-                    break
-            if bundle is None:
-                return  # not for any KeyPackage of ours (or already used)
+        except DecodeError:
+            return None
+        if msg.welcome is None:
+            return None
+        bundle = None
+        for entry in msg.welcome.secrets:
+            if invite_ref is not None and entry.new_member != invite_ref:
+                continue
+            bundle = self._bundle_for(entry.new_member)
+            if bundle is not None:
+                break
+        if bundle is None:
+            return None  # not for any KeyPackage of ours (or already used)
+        try:
             group = Group.join(msg.welcome, bundle)
-            meta = find_group_meta(group.extensions)
         except SamizdatError as exc:
-            self._notice(None, f"an invitation could not be opened: {exc}", True)
-            return
-        ref = key_package_ref(SUITE, bundle.key_package)
-        self.store.delete(NS_KEY_PACKAGES, ref)
+            if invite_ref is None:
+                self._notice(None, f"an invitation could not be opened: {exc}", True)
+            return None
+        meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
-            return
+            return None
         conv_id = group.group_id
         if self._known_group_id(conv_id):
             # RFC 9420 §12.4.3.1: the group_id of a Welcome must be new to us.
             # Adopting it would replace a group we hold (or held) with
             # whatever tree and epoch the sender chose: anyone who ever was
             # a member knows the id.  A real re-invite is a new group.
-            known = self.conversation(conv_id)
-            name = (known.name if known else "") or conv_id.hex()[:8]
-            self._notice(
-                None,
-                f"refused an invitation that reuses the id of the conversation {name!r} "
-                "(forged, or a re-invite into the same group: ask for a new conversation)",
-                True,
-            )
-            return
+            if invite_ref is None:
+                known = self.conversation(conv_id)
+                name = (known.name if known else "") or conv_id.hex()[:8]
+                self._notice(
+                    None,
+                    f"refused an invitation that reuses the id of the conversation {name!r} "
+                    "(forged, or a re-invite into the same group: ask for a new conversation)",
+                    True,
+                )
+            return None
+        others = [key for _, _, key in group.members() if key != self.identity.signature_pub]
+        if invite_ref is not None:
+            known_contact = self.contact(others[0]) if len(others) == 1 else None
+            if (
+                meta.kind != ConversationKind.DIRECT
+                or len(others) != 1
+                or (known_contact is not None and known_contact.conversation in self.groups)
+            ):
+                return None  # an invite opens a 1:1 conversation with someone new
         kind = "direct" if meta.kind == ConversationKind.DIRECT else "group"
         again = any(c.left and c.name == meta.name for c in self.conversations() if meta.name)
         conv = Conversation(conv_id, kind, meta.name, now_ms())
         conv.disappearing_ms = meta.disappearing_ms
         with self.store.transaction():
+            if invite_ref is None:
+                self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
             self._hold_group(conv_id, group)
             self._save_conv(conv)
             self._save_group(conv_id)
-        others = [key for _, _, key in group.members() if key != self.identity.signature_pub]
         if kind == "direct" and len(others) == 1:
             contact = self.contact(others[0]) or Contact(others[0])
             contact.conversation = conv_id
@@ -188,6 +229,7 @@ class Inbound(Conversations):
             await self._subscribe(self._mailboxes[ref_.mailbox_id])
         await self._introduce(conv_id)
         self._emit("conversation", conv_id)
+        return conv_id
 
     async def _on_mls(
         self, conv_id: bytes, url: str, seq: int, payload: bytes, digest: bytes

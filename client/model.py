@@ -25,6 +25,7 @@ NS_EXPIRY = "expiry"  # conv id || u64 history seq -> when it is due (client.exp
 # every MLS group id this client ever held (created, joined, left or removed
 # from): a Welcome for one of them is refused (RFC 9420 §12.4.3.1)
 NS_GROUP_IDS = "group-ids"
+NS_INVITES = "invites"  # our invites: one record per invite id
 
 
 def history_ns(conv_id: bytes) -> str:
@@ -83,6 +84,10 @@ class Identity(Record):
     relays: list[str] = field(default_factory=list)
     inboxes: list[Inbox] = field(default_factory=list)
     created_ms: int = 0
+    # True once no invite link or Profile can hold the inboxes' write seeds:
+    # identities made since invites have their own mailboxes (SPEC.md §8.5).
+    # Identities stored by older versions lack the field: False.
+    inbox_private: bool = False
 
     @classmethod
     def from_json(cls, data: bytes) -> Identity:
@@ -107,6 +112,8 @@ class Contact(Record):
     key_changed: bool = False
     conversation: bytes = b""  # group id of the 1:1 conversation
     inboxes: list[ContactInbox] = field(default_factory=list)
+    # the inboxes we gave this contact alone (we read them): SPEC.md §8.5
+    my_inboxes: list[Inbox] = field(default_factory=list)
     key_packages: list[bytes] = field(default_factory=list)  # MLSMessage(KeyPackage)s to add them
     kps_published: int = 0  # our KeyPackages this contact holds and has not used
 
@@ -114,7 +121,40 @@ class Contact(Record):
     def from_json(cls, data: bytes) -> Contact:
         c = super().from_json(data)
         c.inboxes = [i if isinstance(i, ContactInbox) else ContactInbox(**i) for i in c.inboxes]
+        c.my_inboxes = [i if isinstance(i, Inbox) else Inbox(**i) for i in c.my_inboxes]
         return c
+
+
+@dataclass
+class InviteRecord(Record):
+    """One invite we handed out: its own mailboxes (one per relay, so its own
+    relay quota), how many contact requests it may still open, and its state.
+
+    ``state`` is ``active``, ``used`` (``uses`` reached ``max_uses``),
+    ``expired`` or ``revoked``; only an active, unexpired invite's mailboxes
+    are read.  ``deleted`` says the relays confirmed deleting them."""
+
+    invite_id: bytes
+    created_ms: int
+    expires_at_ms: int
+    max_uses: int
+    key_package_ref: bytes
+    mailboxes: list[Inbox] = field(default_factory=list)
+    uses: int = 0
+    state: str = "active"
+    deleted: bool = False
+    accepted: list[bytes] = field(default_factory=list)  # identity keys it brought
+
+    @classmethod
+    def from_json(cls, data: bytes) -> InviteRecord:
+        r = super().from_json(data)
+        r.mailboxes = [i if isinstance(i, Inbox) else Inbox(**i) for i in r.mailboxes]
+        return r
+
+    def current_state(self, now_ms: int) -> str:
+        if self.state == "active" and now_ms >= self.expires_at_ms:
+            return "expired"
+        return self.state
 
 
 @dataclass

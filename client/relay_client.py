@@ -44,6 +44,7 @@ from protocol.relay_frames import (
     BlobTicket,
     ClientConnection,
     Create,
+    DeleteMailbox,
     Deliver,
     Error,
     Frame,
@@ -56,6 +57,7 @@ from protocol.relay_frames import (
     Subscribe,
     Subscribed,
     UnknownMailbox,
+    Unsubscribe,
     decode_server_frame,
 )
 
@@ -415,6 +417,38 @@ class RelayClient:
 
         await self._request(rotate)
         self._written.discard(mailbox_id)
+
+    # -- mailbox ownership (invites, SPEC.md §8.5) ------------------------------------
+
+    async def prove_write(self, mailbox_id: bytes, write_seed: bytes) -> None:
+        """AuthWrite only: raises the relay's refusal (``UnknownMailbox`` for a
+        deleted mailbox, ``BadSignature`` for a revoked write key)."""
+
+        def auth(req_id: int) -> Frame:
+            payload = self._conn.auth_payload("auth-write", mailbox_id)
+            return AuthWrite(req_id, mailbox_id, sign(write_seed, payload))
+
+        await self._request(auth)
+        self._written.add(mailbox_id)
+
+    async def unsubscribe(self, mailbox_id: bytes) -> None:
+        """Stop reading a mailbox (and never re-create it on reconnect)."""
+        if self._subs.pop(mailbox_id, None) is not None and self._connected.is_set():
+            with contextlib.suppress(RelayUnavailable, RelayError):
+                await self._request(lambda r: Unsubscribe(r, mailbox_id))
+
+    async def delete_mailbox(self, mailbox_id: bytes, read_seed: bytes) -> None:
+        """Delete a mailbox we own (signed with its read key); an already
+        absent mailbox counts as deleted."""
+        self._subs.pop(mailbox_id, None)
+        self._written.discard(mailbox_id)
+
+        def delete(req_id: int) -> Frame:
+            payload = self._conn.auth_payload("delete-mailbox", mailbox_id)
+            return DeleteMailbox(req_id, mailbox_id, sign(read_seed, payload))
+
+        with contextlib.suppress(UnknownMailbox):
+            await self._request(delete)
 
     # -- blobs (HTTP) -------------------------------------------------------------------
 

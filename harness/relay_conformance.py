@@ -33,6 +33,7 @@ from protocol.relay_frames import (
     Challenge,
     ClientConnection,
     Create,
+    DeleteMailbox,
     Deliver,
     Error,
     Frame,
@@ -430,6 +431,25 @@ class Suite:
         expect(isinstance(await b.auth_write(box), Ok), "AuthWrite with the new key refused")
         return "rotation needs the current key and revokes other connections' grants"
 
+    async def check_delete_mailbox(self) -> str:
+        """SPEC.md §7.7 DeleteMailbox: the read key (the owner) deletes, a
+        writer cannot; afterwards the mailbox and its messages are gone."""
+        a, box = await self.writer()
+        expect(isinstance(await a.post(box, env()), Posted), "post refused")
+        wrong = a._sig(box.write, "delete-mailbox", box)
+        r = await a.request(DeleteMailbox(a.rid(), box.id, wrong))
+        expect(code(r) == BadSignature.code, f"deletion signed by the write key: {code(r)}")
+        right = a._sig(box.read, "delete-mailbox", box)
+        expect(isinstance(await a.request(DeleteMailbox(a.rid(), box.id, right)), Ok), "refused")
+        b = await self.connect()
+        r = await b.post_signed(box, env())
+        expect(code(r) == UnknownMailbox.code, f"post after deletion: {code(r)}, want 102")
+        r = await b.auth_read(box)
+        expect(code(r) == UnknownMailbox.code, f"AuthRead after deletion: {code(r)}, want 102")
+        r = await a.request(DeleteMailbox(a.rid(), box.id, a._sig(box.read, "delete-mailbox", box)))
+        expect(code(r) == UnknownMailbox.code, f"second deletion: {code(r)}, want 102")
+        return "only the read key deletes; the mailbox and its messages are gone"
+
     # -- checks: malformed input ----------------------------------------------------------------
 
     async def _fatal(self, payload: bytes | str) -> int | str:
@@ -603,6 +623,7 @@ class Suite:
             ("ack", self.check_ack),
             ("unsubscribe", self.check_unsubscribe),
             ("rotate-write", self.check_rotate),
+            ("delete-mailbox", self.check_delete_mailbox),
             ("bad-frames", self.check_bad_frames),
             ("oversized-frame", self.check_oversized_frame),
             ("quota", self.check_quota),

@@ -183,7 +183,8 @@ def auth_message(purpose: str, nonce: bytes, mailbox_id: bytes, extra: bytes = b
 
     ``opaque label<V> || opaque nonce[32] || opaque mailbox_id[32] || extra``
     with label ``"samizdat-relay/v1 " + purpose`` and purpose one of
-    ``auth-read``, ``auth-write`` or ``rotate-write`` (extra = the new key).
+    ``auth-read``, ``auth-write``, ``rotate-write`` (extra = the new key) or
+    ``delete-mailbox``.
     """
     _check_len("nonce", nonce, NONCE_LEN)
     _check_len("mailbox_id", mailbox_id, MAILBOX_ID_LEN)
@@ -437,6 +438,16 @@ class RotateWrite(Frame):
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteMailbox(_Auth):
+    """Delete a mailbox and everything in it; signed by its *read* key
+    (``auth_message("delete-mailbox", nonce, mailbox_id)``): the reader owns a
+    mailbox, writers only hold a capability to post (SPEC.md §7.7).  The type
+    is 0x10, leaving 0x0a-0x0f to other additions of protocol version 1."""
+
+    TYPE: ClassVar[int] = 0x10
+
+
+@dataclass(frozen=True, slots=True)
 class Challenge(Frame):
     """The relay's first frame on every connection."""
 
@@ -598,7 +609,16 @@ class BlobTicket:
 
 
 ClientFrame = (
-    Create | AuthRead | AuthWrite | Subscribe | Unsubscribe | Post | PostSigned | Ack | RotateWrite
+    Create
+    | AuthRead
+    | AuthWrite
+    | Subscribe
+    | Unsubscribe
+    | Post
+    | PostSigned
+    | Ack
+    | RotateWrite
+    | DeleteMailbox
 )
 ServerFrame = Challenge | Ok | Posted | Subscribed | Deliver | Error
 
@@ -614,6 +634,7 @@ CLIENT_FRAMES: dict[int, type[Frame]] = {
         PostSigned,
         Ack,
         RotateWrite,
+        DeleteMailbox,
     )
 }
 SERVER_FRAMES: dict[int, type[Frame]] = {

@@ -58,6 +58,7 @@ from protocol.relay_frames import (
     BadSize,
     Challenge,
     Create,
+    DeleteMailbox,
     Error,
     NotAuthorized,
     Ok,
@@ -312,6 +313,8 @@ class Connection:
                 self.send(Ok(frame.req_id))
             elif isinstance(frame, Ack):
                 await self._ack(frame)
+            elif isinstance(frame, DeleteMailbox):
+                await self._delete_mailbox(frame)
             else:
                 await self._rotate(frame)
         except RelayError as exc:
@@ -372,6 +375,23 @@ class Connection:
         await self.ctx.storage.rotate_write_key(key, f.new_write_key)
         if f.mailbox_id in self.write_grants:
             self.write_grants[f.mailbox_id] = f.new_write_key
+        self.send(Ok(f.req_id))
+
+    async def _delete_mailbox(self, f: DeleteMailbox) -> None:
+        """Delete a mailbox for its owner: the read key signs over this
+        connection's nonce, so a captured request cannot be replayed."""
+        key = mailbox_key(f.mailbox_id)
+        info = await self.ctx.storage.get_mailbox(key)
+        if info is None:
+            raise UnknownMailbox("unknown mailbox")
+        msg = auth_message("delete-mailbox", self.nonce, f.mailbox_id)
+        if not verify(info.read_key, f.signature, msg):
+            raise BadSignature("deletion not signed by the read key")
+        await self.ctx.storage.delete_mailbox(key)
+        self.write_grants.pop(f.mailbox_id, None)
+        sub = self.subs.get(f.mailbox_id)
+        if sub is not None:
+            self._drop_sub(sub)
         self.send(Ok(f.req_id))
 
     async def _post(self, f: Post | PostSigned) -> None:

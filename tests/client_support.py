@@ -43,7 +43,7 @@ async def eventually(
 
 async def befriend(a: Engine, b: Engine) -> bytes:
     """b accepts a's invite; both see each other.  Returns the conversation id."""
-    conv = await b.accept(a.invite())
+    conv = await b.accept(await a.invite())
     await eventually(
         lambda: any(c.name == b.identity.name for c in a.contacts()),
         what=f"{a.identity.name} to see {b.identity.name}",

@@ -90,12 +90,12 @@ async def test_broken_relay_fails_what_it_breaks(
     finally:
         await r.stop()
     got = statuses(out)
-    broken = {"padding", "auth", "post-signed", "rotate-write"}
+    broken = {"padding", "auth", "post-signed", "rotate-write", "delete-mailbox"}
     assert {n for n, s in got.items() if s == "failed"} == broken, format_outcomes(out)
     by_name = {o.name: o for o in out}
     assert "want 106" in by_name["padding"].detail
     assert "want 104" in by_name["auth"].detail
-    assert format_outcomes(out).splitlines()[-1].startswith(f"{len(out) - 6} passed, 4 failed")
+    assert format_outcomes(out).splitlines()[-1].startswith(f"{len(out) - 7} passed, 5 failed")
 
 
 async def test_probe_resistance_catches_a_talkative_relay(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from protocol.relay_frames import (
     Challenge,
     ClientConnection,
     Create,
+    DeleteMailbox,
     Deliver,
     Error,
     Ok,
@@ -67,6 +68,7 @@ CLIENT_CASES = [
     (PostSigned(6, M, I16, b"", S), "07" + "00000006" + M.hex() + I16.hex() + "00" + S.hex()),
     (Ack(8, M, 2**64 - 1), "08" + "00000008" + M.hex() + "ff" * 8),
     (RotateWrite(9, M, K, S), "09" + "00000009" + M.hex() + K.hex() + S.hex()),
+    (DeleteMailbox(10, M, S), "10" + "0000000a" + M.hex() + S.hex()),
 ]
 SERVER_CASES = [
     (Challenge(1, M, 65536), "80" + "0001" + M.hex() + "00010000"),

@@ -23,6 +23,7 @@ from protocol.relay_frames import (
     AuthWrite,
     ClientConnection,
     Create,
+    DeleteMailbox,
     Error,
     Ok,
     Post,
@@ -111,6 +112,7 @@ frames = st.one_of(
     st.builds(PostSigned, u32, ids, b16, env, b64),
     st.builds(Ack, u32, ids, u64),
     st.builds(RotateWrite, u32, ids, b32, b64),
+    st.builds(DeleteMailbox, u32, ids, b64),
 ).map(lambda f: f.encode())
 
 

@@ -125,7 +125,7 @@ async def test_invite_accept_chat_and_verify(people: dict[str, Engine]) -> None:
     alice, bob = people["Alice"], people["Bob"]
     app = SamizdatApp(engine=alice, inline_images=False)
     async with app.run_test(size=SIZE) as pilot:
-        await type_line(pilot, "/accept " + bob.invite())
+        await type_line(pilot, "/accept " + await bob.invite())
         await wait_for(pilot, lambda: "Bob" in screen_text(app), what="Bob in the sidebar")
         await eventually(lambda: bob.contact(alice.identity.signature_pub) is not None)
         bob_conv = bob.contact(alice.identity.signature_pub).conversation  # type: ignore[union-attr]

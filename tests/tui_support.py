@@ -187,8 +187,11 @@ class FakeEngine:
     def safety_number(self, contact) -> str:  # type: ignore[no-untyped-def]
         return " ".join(f"{i:05d}" for i in range(12345, 12345 + 12 * 1111, 1111))
 
-    def invite(self) -> str:
+    async def invite(self, *, uses: int = 1) -> str:
         return "samizdat:invite/" + "A" * 120
+
+    def invites(self) -> list[object]:
+        return []
 
     def verify(self, contact) -> None:  # type: ignore[no-untyped-def]
         contact.verified, contact.key_changed = True, False

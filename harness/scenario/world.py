@@ -233,7 +233,7 @@ class World(HostileMember):
         if existing is not None and existing.key_packages and existing.conversation:
             return
         if existing is None or not existing.conversation:
-            await eb.accept(ea.invite())
+            await eb.accept(await ea.invite())
 
         def ready() -> bool:
             c = ea.contact(eb.identity.signature_pub)

@@ -10,15 +10,17 @@ identity key and one KeyPackage), its link form
 Theory of operation
 -------------------
 An invite is everything a stranger needs to open a 1:1 conversation with the
-inviter: where to post (``inboxes``, with each inbox's Ed25519 write seed as
-the posting capability), what to post (a Welcome built from ``key_package``),
-and whom to expect (``identity_key``, the inviter's MLS signature key; the
-KeyPackage's leaf must carry the same key, which the client checks when it
-builds the group).  The invite is signed by that key under the label
-``"samizdat-invite/v1"``, so a link altered in transit (a swapped inbox, a
-swapped KeyPackage) does not verify.  No display name travels in the link: a
-link is seen by whoever carries it, names travel only inside encrypted
-messages (``Profile``).
+inviter: where to post (``inboxes``: mailboxes the inviter made for this
+invite alone, with each one's Ed25519 write seed as the posting capability;
+the inviter deletes them once the invite is used up, expired or revoked, so
+the capability does not outlive the invite, SPEC.md §8.5), what to post (a
+Welcome built from ``key_package``), and whom to expect (``identity_key``, the
+inviter's MLS signature key; the KeyPackage's leaf must carry the same key,
+which the client checks when it builds the group). The invite is signed by
+that key under the label ``"samizdat-invite/v1"``, so a link altered in
+transit (a swapped inbox, a swapped KeyPackage) does not verify. No display
+name travels in the link: a link is seen by whoever carries it, names travel
+only inside encrypted messages (``Profile``).
 
 Safety numbers follow Signal's construction (per-key fingerprints from
 iterated SHA-512, 30 digits each, the two halves sorted so both parties see

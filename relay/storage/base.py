@@ -142,6 +142,11 @@ class Storage(ABC):
     async def rotate_write_key(self, key: bytes, new_key: bytes) -> None: ...
 
     @abstractmethod
+    async def delete_mailbox(self, key: bytes) -> None:
+        """Remove the mailbox, its messages and its dedup entries now
+        (``UnknownMailbox`` if absent); later posts are ``UnknownMailbox``."""
+
+    @abstractmethod
     async def post(
         self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
     ) -> tuple[int, bool]:

@@ -262,6 +262,18 @@ class NatsStorage(Storage):
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         self._cache.pop(key, None)
 
+    async def delete_mailbox(self, key: bytes) -> None:
+        try:
+            await self._kv.get(key.hex())
+            await self._kv.purge(key.hex())
+            await self._js.purge_stream(self._stream(key), subject=self._subject(key))
+        except nats.js.errors.KeyNotFoundError:
+            raise UnknownMailbox("unknown mailbox") from None
+        except _NATS_ERRORS as exc:
+            raise Unavailable(f"storage error: {type(exc).__name__}") from exc
+        finally:
+            self._cache.pop(key, None)
+
     async def post(
         self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
     ) -> tuple[int, bool]:

@@ -317,6 +317,22 @@ class SqliteStorage(Storage):
 
         await self._call(op)
 
+    async def delete_mailbox(self, key: bytes) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            if self._load(db, key) is None:
+                raise UnknownMailbox("unknown mailbox")
+            (nbytes,) = db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM messages WHERE mbox=?", (key,)
+            ).fetchone()
+            db.execute("DELETE FROM messages WHERE mbox=?", (key,))
+            db.execute("DELETE FROM dedup WHERE mbox=?", (key,))
+            db.execute("DELETE FROM mailboxes WHERE key=?", (key,))
+            self.total -= nbytes
+            self._mbx.pop(key, None)
+            self._dirty.discard(key)
+
+        await self._call(op)
+
     def post_nowait(
         self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
     ) -> asyncio.Future[tuple[int, bool]]:

@@ -18,16 +18,20 @@ class InviteDialog(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", "Close")]
 
-    def __init__(self, link: str) -> None:
+    def __init__(self, link: str, uses: int = 1) -> None:
         super().__init__(classes="dialog-screen")
         self.link = link
+        self.uses = uses
 
     def compose(self) -> ComposeResult:
         with Vertical(id="invite-dialog", classes="dialog"):
             yield Label("Your invite", classes="dialog-title")
             yield Label(
                 "Give this link to someone you want to talk to (or let them scan the code). "
-                "They paste it with /accept. It is valid for 30 days.",
+                "They paste it with /accept. It works "
+                + ("for one person" if self.uses == 1 else f"for {self.uses} people")
+                + " within 30 days. /invite list shows your invites, /invite revoke ID "
+                "cancels one.",
                 classes="dialog-help",
             )
             yield TextArea(self.link, read_only=True, soft_wrap=True, id="invite-link")

@@ -300,7 +300,39 @@ class MainScreen(Screen[None]):
         self.app.push_screen(RelaysScreen(self.engine))
 
     def cmd_invite(self, args: list[str]) -> None:
-        self.app.push_screen(InviteDialog(self.engine.invite()))
+        """``/invite`` (one person), ``/invite N``, ``/invite list``, ``/invite revoke ID``."""
+        action = args[0].lower() if args else ""
+        if action == "list":
+            self._list_invites()
+            return
+        if action == "revoke":
+            if len(args) != 2:
+                self.notify("usage: /invite revoke ID (see /invite list)", severity="warning")
+                return
+
+            async def revoke() -> None:
+                await self.engine.revoke_invite(args[1])
+
+            self.run_engine(revoke(), "revoking the invite", f"invite {args[1]} revoked")
+            return
+        if action and not (action.isdigit() and int(action) >= 1):
+            self.notify("usage: /invite [N | list | revoke ID]", severity="warning")
+            return
+        uses = int(action) if action else 1
+
+        async def make() -> None:
+            link = await self.engine.invite(uses=uses)
+            self.app.push_screen(InviteDialog(link, uses))
+
+        self.run_engine(make(), "making an invite")
+
+    def _list_invites(self) -> None:
+        now = int(time.time() * 1000)
+        lines = [
+            f"{r.invite_id.hex()}  {r.current_state(now)}  used {r.uses}/{r.max_uses}"
+            for r in self.engine.invites()
+        ]
+        self.notify("\n".join(lines) or "no invites yet: /invite makes one", timeout=12)
 
     def cmd_accept(self, args: list[str]) -> None:
         if len(args) != 1:

@@ -1,0 +1,331 @@
+"""Invites with their own capability, and per-contact inboxes (SPEC.md §8.5).
+
+Theory of operation
+-------------------
+Each invite gets fresh mailboxes (one per relay of ours) that only it uses:
+the link carries their write seeds, so whoever holds the link can post there
+and nowhere else, against that mailbox's own relay quota.  The owner reads
+them while the invite is *active*; an invite stops being active when it has
+brought ``max_uses`` contacts (``used``), at ``expires_at_ms`` (``expired``,
+also the mailboxes' relay TTL) or when the owner revokes it (``revoked``).
+Then its mailboxes are deleted on the relays (``DeleteMailbox``, signed with
+the read key only the owner holds), its KeyPackage is dropped and anything
+still delivered from them is ignored.
+
+A contact request that arrives through an invite opens a 1:1 conversation;
+inside it each side gives the other *per-contact inboxes* (fresh mailboxes
+in its ``Profile``).  Later Welcomes (group adds) from that contact go there.
+So a flooded, used-up or revoked invite never touches an established
+contact, and one contact cannot flood another's way in.
+
+Migration: contacts made before per-contact inboxes hold our identity inbox
+(and old links carry its write seed).  On connect, every such contact is
+sent a ``Profile`` with its own inboxes; the identity inbox is still read for
+messages in flight but is never handed out again, and ``revoke_invite
+("legacy")`` deletes it on the relays, which kills every old link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from client.core import INVITE_LIFETIME_MS, SUITE, EngineError, _Mailbox, now_ms, rng
+from client.inbound import Inbound
+from client.model import (
+    NS_CURSORS,
+    NS_INVITES,
+    NS_KEY_PACKAGES,
+    Contact,
+    Inbox,
+    InviteRecord,
+)
+from client.relay_client import RelayUnavailable
+from protocol.app.invite import InboxAddress, Invite
+from protocol.app.messages import Profile
+from protocol.errors import RemoteError
+from protocol.mls.messages import MLSMessage
+from protocol.mls.welcome import key_package_ref
+from protocol.relay_frames import BadRequest, UnknownMailbox
+
+#: The relay keeps a mailbox at most this long without being told (SPEC §7.11
+#: ``max_ttl`` default); a longer invite gets the relay's default TTL and is
+#: deleted by its owner at expiry.
+RELAY_MAX_TTL_S = 90 * 24 * 3600
+LEGACY = "legacy"
+MAX_INVITE_USES = 1000
+#: A finished invite whose mailboxes are gone is listed this long, then forgotten.
+FORGET_AFTER_MS = 90 * 24 * 3600 * 1000
+
+
+class Invites(Inbound):
+    """Invites with their own capability, and per-contact inboxes."""
+
+    # -- creating and listing ------------------------------------------------------------
+
+    async def create_invite(
+        self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS
+    ) -> tuple[InviteRecord, str]:
+        """A new invite good for ``uses`` contact requests until ``lifetime_ms``
+        from now: its own mailboxes, created on our relays now."""
+        if not 1 <= uses <= MAX_INVITE_USES:
+            raise EngineError(f"an invite is good for 1 to {MAX_INVITE_USES} uses")
+        if lifetime_ms < 1000:
+            raise EngineError("an invite must be valid for at least one second")
+        if not self.identity.relays:
+            raise EngineError("no relays configured")
+        created = now_ms()
+        ttl_s = -(-lifetime_ms // 1000)
+        boxes = [Inbox(url, rng(32), rng(32), rng(32)) for url in self.identity.relays]
+        made: list[Inbox] = []
+        errors: list[str] = []
+        for box in boxes:
+            relay = self._relay(box.relay_url)
+            try:
+                try:
+                    await relay.create_mailbox(
+                        box.mailbox_id,
+                        box.read_seed,
+                        box.write_seed,
+                        ttl_s if ttl_s <= RELAY_MAX_TTL_S else 0,
+                    )
+                except BadRequest:  # a relay with a lower max_ttl: its default
+                    await relay.create_mailbox(box.mailbox_id, box.read_seed, box.write_seed)
+                made.append(box)
+            except (RelayUnavailable, RemoteError) as exc:
+                errors.append(f"{box.relay_url}: {exc}")
+        if not made:
+            raise EngineError("no relay could create the invite's mailbox: " + "; ".join(errors))
+        kp = self._new_key_package()
+        parsed = MLSMessage.from_bytes(kp).key_package
+        assert parsed is not None
+        record = InviteRecord(
+            rng(8),
+            created,
+            created + lifetime_ms,
+            uses,
+            key_package_ref(SUITE, parsed),
+            made,
+        )
+        for box in made:
+            self.store.put(NS_CURSORS, b"created:" + box.mailbox_id, b"1")
+        self._save_invite(record)
+        invite = Invite.create(
+            tuple(InboxAddress(b.relay_url, b.mailbox_id, b.write_seed) for b in made),
+            self.identity.signature_priv,
+            kp,
+            record.expires_at_ms,
+        )
+        self._index_mailboxes()
+        for box in made:
+            await self._subscribe(self._mailboxes[box.mailbox_id])
+        self._schedule_invite_expiry()
+        self._emit("invites", None)
+        return record, invite.to_link()
+
+    async def invite(self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS) -> str:
+        """An invite link (see :meth:`create_invite`)."""
+        return (await self.create_invite(uses=uses, lifetime_ms=lifetime_ms))[1]
+
+    def find_invite(self, query: str) -> InviteRecord:
+        """An invite by its id (hex, or a prefix of at least 4 digits)."""
+        q = query.strip().lower()
+        found = [r for r in self.invites() if len(q) >= 4 and r.invite_id.hex().startswith(q)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise EngineError(f"{query!r} matches several invites; give more of the id")
+        raise EngineError(f"no invite {query!r} (see 'samizdat invite list')")
+
+    async def revoke_invite(self, query: str) -> InviteRecord | None:
+        """Revoke an invite: its mailboxes are deleted on the relays now (or
+        on the next connection) and nothing from them is read any more.
+        ``"legacy"`` deletes the identity inbox that links made by older
+        versions carry; returns None then."""
+        if query.strip().lower() == LEGACY:
+            await self._revoke_legacy()
+            return None
+        record = self.find_invite(query)
+        if record.current_state(now_ms()) == "active":
+            record.state = "revoked"
+            self._save_invite(record)
+        await self._retire(record)
+        self._emit("invites", None)
+        return record
+
+    async def _revoke_legacy(self) -> None:
+        if not self.legacy_inbox_relays():
+            raise EngineError("there is no legacy inbox to revoke: no link of yours carries it")
+        await self._migrate_contacts()
+        gone = list(self.identity.inboxes)
+        self.identity.inboxes = []
+        self.identity.inbox_private = True
+        self.save_identity()
+        self._index_mailboxes()
+        for box in gone:
+            await self._delete_owned(box)
+        self._emit("invites", None)
+
+    def legacy_inbox_relays(self) -> list[str]:
+        """Relays of the identity inbox that links of older versions carry."""
+        if self.identity.inbox_private:
+            return []
+        return [i.relay_url for i in self.identity.inboxes]
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _on_inbox_welcome(self, mb: _Mailbox, welcome: bytes) -> None:
+        if not mb.invite_id:
+            await self._on_welcome(welcome)
+            return
+        raw = self.store.get(NS_INVITES, mb.invite_id)
+        if raw is None:
+            return
+        record = InviteRecord.from_json(raw)
+        if record.current_state(now_ms()) != "active":
+            await self._retire(record)  # late deliveries are ignored
+            return
+        conv_id = await self._on_welcome(welcome, invite_ref=record.key_package_ref)
+        if conv_id is None:
+            return  # junk, or not a contact request: costs this invite only
+        record = InviteRecord.from_json(self.store.get(NS_INVITES, mb.invite_id) or raw)
+        record.uses += 1
+        others = [k for k in self.members(conv_id) if k != self.identity.signature_pub]
+        record.accepted.extend(others[:1])
+        if record.uses >= record.max_uses and record.state == "active":
+            record.state = "used"
+        self._save_invite(record)
+        if record.state != "active":
+            await self._retire(record)
+        self._emit("invites", None)
+
+    # -- retiring ---------------------------------------------------------------------------
+
+    async def _retire(self, record: InviteRecord) -> None:
+        """Stop reading a finished invite, drop its KeyPackage and delete its
+        mailboxes on the relays (retried on connect until every relay did)."""
+        if record.current_state(now_ms()) == "expired" and record.state == "active":
+            record.state = "expired"
+        self.store.delete(NS_KEY_PACKAGES, record.key_package_ref)
+        self._index_mailboxes()
+        if record.deleted:
+            self._save_invite(record)
+            return
+        done = True
+        for box in record.mailboxes:
+            done = await self._delete_owned(box) and done
+        record.deleted = done
+        self._save_invite(record)
+
+    async def _delete_owned(self, box: Inbox) -> bool:
+        """Kill a mailbox we own; True once its write capability is dead.
+
+        First ``RotateWrite`` to a fresh key nobody holds: every relay has it,
+        so the capability dies even on a relay that predates ``DeleteMailbox``
+        (which answers that frame with a fatal ``BadFrame``).  Then
+        ``DeleteMailbox`` with the read key, which only we hold: it also works
+        when a link holder rotated the write key first (SPEC.md §7.7, §8.5)."""
+        relay = self._relay(box.relay_url)
+        revoked = False
+        try:
+            await relay.rotate_write(box.mailbox_id, box.write_seed, rng(32))
+            revoked = True
+        except UnknownMailbox:
+            return True
+        except (RelayUnavailable, RemoteError):
+            pass  # e.g. BadSignature: someone holding the seed rotated it
+        try:
+            await relay.delete_mailbox(box.mailbox_id, box.read_seed)
+            return True
+        except (RelayUnavailable, RemoteError):
+            return revoked
+
+    async def _retire_finished_invites(self) -> None:
+        now = now_ms()
+        for record in self.invites():
+            if record.current_state(now) == "active":
+                continue
+            if not record.deleted:
+                await self._retire(record)
+            elif now - max(record.created_ms, record.expires_at_ms) > FORGET_AFTER_MS:
+                self.store.delete(NS_INVITES, record.invite_id)  # the list stays short
+
+    def _schedule_invite_expiry(self) -> None:
+        """One timer for the next invite to expire: at expiry it is retired
+        even if nobody ever uses it again."""
+        if self._closing:
+            return
+        if self._invite_task is not None and not self._invite_task.done():
+            self._invite_task.cancel()
+        now = now_ms()
+        pending = [r.expires_at_ms for r in self.invites() if r.current_state(now) == "active"]
+        if not pending:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, (min(pending) - now_ms()) / 1000) + 0.05)
+            await self._retire_finished_invites()
+            self._emit("invites", None)
+            self._invite_task = None  # this task is done: do not cancel it
+            self._schedule_invite_expiry()
+
+        self._invite_task = asyncio.get_running_loop().create_task(later())
+        self._tasks.add(self._invite_task)
+        self._invite_task.add_done_callback(self._tasks.discard)
+
+    # -- per-contact inboxes ---------------------------------------------------------------
+
+    async def _contact_inboxes(self, contact: Contact) -> tuple[InboxAddress, ...]:
+        """The inboxes we give ``contact`` alone, one per relay of ours:
+        made (and subscribed) on first use, kept in step with our relays."""
+        wanted = list(self.identity.relays)
+        keep = [i for i in contact.my_inboxes if i.relay_url in wanted]
+        drop = [i for i in contact.my_inboxes if i.relay_url not in wanted]
+        have = {i.relay_url for i in keep}
+        new = [Inbox(url, rng(32), rng(32), rng(32)) for url in wanted if url not in have]
+        for box in new:
+            # a relay that is down now gets it on reconnect (subscribe re-creates)
+            with contextlib.suppress(RelayUnavailable, RemoteError):
+                await self._relay(box.relay_url).create_mailbox(
+                    box.mailbox_id, box.read_seed, box.write_seed
+                )
+        if new or drop:
+            contact.my_inboxes = keep + new
+            self._save_contact(contact)
+            self._index_mailboxes()
+            for box in new:
+                await self._subscribe(self._mailboxes[box.mailbox_id])
+            for box in drop:
+                await self._delete_owned(box)
+        return tuple(
+            InboxAddress(i.relay_url, i.mailbox_id, i.write_seed) for i in contact.my_inboxes
+        )
+
+    async def _migrate_contacts(self) -> None:
+        """Give every contact without a per-contact inbox one (a ``Profile``
+        in our 1:1 conversation), so none still posts to the identity inbox."""
+        for contact in self.contacts():
+            if contact.my_inboxes or not contact.conversation:
+                continue
+            group = self.groups.get(contact.conversation)
+            if group is None or not group.active:
+                continue
+            await self._send_profile(contact.conversation)
+
+    async def _send_profile(self, conv_id: bytes) -> None:
+        contact = next((c for c in self.contacts() if c.conversation == conv_id), None)
+        conv = self.conversation(conv_id)
+        inboxes: tuple[InboxAddress, ...] = ()
+        if contact is not None and conv is not None and conv.kind == "direct":
+            inboxes = await self._contact_inboxes(contact)
+        with contextlib.suppress(EngineError):
+            await self._send_app(conv_id, Profile(self.identity.name, inboxes), history=False)
+
+    async def _after_connect_invites(self) -> None:
+        """On connect: finish retiring invites and migrate old contacts."""
+        try:
+            await self._retire_finished_invites()
+            await self._migrate_contacts()
+        except (RelayUnavailable, RemoteError, EngineError):
+            pass
+        self._schedule_invite_expiry()
