@@ -7,7 +7,9 @@ never edits it in place while processing a message: commit processing builds
 a complete successor state from copies and assigns it only after every check
 of §12.4.2 has passed, including the confirmation tag.  Any exception leaves
 ``group.state`` exactly as it was (the only mutation that precedes
-validation, consuming a ratchet key, happens in a copy too).
+validation, consuming a ratchet key, happens in a copy too).  A caller that
+persists the state undoes an *accepted* message it could not store with
+:meth:`Group.snapshot` / :meth:`Group.restore`.
 
 Committing is two-step, because Samizdat orders commits through a relay: the
 committer builds its commit and the successor state (:meth:`Group.commit`),
