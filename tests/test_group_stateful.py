@@ -34,7 +34,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from protocol.errors import RemoteError
 from protocol.mls.errors import StateError
-from protocol.mls.events import ApplicationMessageReceived, GroupEvent, PendingCommitDiscarded
+from protocol.mls.events import (
+    ApplicationMessageReceived,
+    GroupEvent,
+    PendingCommitDiscarded,
+    RemovedFromGroup,
+)
 from protocol.mls.framing import protect_private, sign_content
 from protocol.mls.group import Group, external_proposal
 from protocol.mls.group_state import MAX_PAST_EPOCHS
@@ -47,7 +52,7 @@ from protocol.mls.messages import (
     Sender,
     WireFormat,
 )
-from tests.mls_harness import NOW, Party
+from tests.mls_harness import NOW, Harness, Party
 
 NAMES = ["a", "b", "c", "d", "e"]
 MAX_MEMBERS = 4
@@ -434,6 +439,26 @@ class GroupMachine(RuleBasedStateMachine):
         for party in self.members():
             data = party.g.to_bytes()
             assert Group.from_bytes(data).to_bytes() == data
+
+
+def test_losing_committer_still_processes_the_winning_commit() -> None:
+    """Found by the machine above (``competing_commits`` after a pending
+    Remove of the loser): a member whose own commit left a cached proposal
+    out (it cannot remove itself) must keep that proposal cached, because the
+    commit that wins the race may reference it (RFC 9420 §12.4.2).  If the
+    loser forgets it, it cannot process the winner and is stuck on a fork."""
+    h = Harness(["a", "b", "c"])
+    a, b, c = h["a"], h["b"], h["c"]
+    h.broadcast("a", a.g.propose(Proposal.of(Remove(b.g.own_leaf_index)), a.rng))
+    b.g.commit(b.rng, NOW)  # loses the race: the relay orders c's first
+    winning = c.g.commit(c.rng, NOW).commit
+    events = b.g.process(winning, now=NOW)
+    assert any(isinstance(e, PendingCommitDiscarded) for e in events)
+    assert any(isinstance(e, RemovedFromGroup) for e in events)
+    assert not b.g.active
+    a.g.process(winning, now=NOW)
+    c.g.process(winning, now=NOW)
+    assert a.g.epoch_authenticator == c.g.epoch_authenticator
 
 
 TestGroupStateMachine = GroupMachine.TestCase
