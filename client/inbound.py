@@ -21,6 +21,7 @@ from client.core import (
 )
 from client.model import (
     NS_CURSORS,
+    NS_GROUPS,
     NS_KEY_PACKAGES,
     NS_PEOPLE,
     NS_SEEN,
@@ -337,6 +338,9 @@ class Inbound(Conversations):
         group = self.groups[conv_id]
         was_pending = group.has_pending_commit
         digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + payload).digest()[:16]
+        # The in-memory group and the store change together or not at all: if
+        # anything fails before the new state is durably stored, go back.
+        snapshot = group.snapshot()
         try:
             events = group.process(payload, now=int(time.time()))
         except (ReplayedMessage, WrongEpoch):
@@ -351,6 +355,31 @@ class Inbound(Conversations):
             who = "" if sender is None else f" from {self._leaf_name(group, sender)}"
             self._notice(conv_id, f"rejected a message{who}: {exc}", True)
             return
+        except BaseException:
+            group.restore(snapshot)  # a bug must not leave half a state either
+            raise
+        try:
+            await self._persist(conv_id, group, events, was_pending, digest)
+        except BaseException:
+            if self._stored_group(conv_id) != group.to_bytes():
+                group.restore(snapshot)
+            raise
+
+    def _stored_group(self, conv_id: bytes) -> bytes | None:
+        try:
+            return self.store.get(NS_GROUPS, conv_id)
+        except Exception:  # the store is failing: nothing new can be in it
+            return None
+
+    async def _persist(
+        self,
+        conv_id: bytes,
+        group: Group,
+        events: list[GroupEvent],
+        was_pending: bool,
+        digest: bytes,
+    ) -> None:
+        """Store what ``group.process`` changed, then act on it."""
         own_commit = (
             was_pending
             and not group.has_pending_commit
@@ -509,7 +538,10 @@ class Inbound(Conversations):
             self._notice(conv_id, f"could not commit a pending change: {exc}", True)
 
     def _on_app(self, conv: Conversation, group: Group, event: ApplicationMessageReceived) -> None:
-        sender_key = group.member_leaf(event.sender).signature_key
+        # The key that verified the message, of the member who held the leaf
+        # in the message's epoch: a late message's leaf may be blank or
+        # someone else's now (SPEC.md §4.4, §8.11).
+        sender_key = event.sender_signature_key
         try:
             message = AppMessage.from_bytes(event.data)
         except DecodeError:
