@@ -22,6 +22,14 @@ is therefore: a cached proposal never blocks a commit.  :func:`select_proposals`
 
 The committer's own by-value proposals are never left out: if they are
 invalid on their own, the caller gets the error.
+
+A proposal left out stays cached unless every member would refuse it in any
+commit of this epoch: only a policy refusal is forgotten (the policy is a
+group-wide rule, the same for every member).  An unknown PSK, a Remove of
+the committer itself or a KeyPackage judged expired by this member's clock
+are verdicts of this member alone; another member's commit may rightly
+include the proposal, and forgetting it would leave this member unable to
+process that commit (a fork).
 """
 
 from __future__ import annotations
@@ -120,14 +128,14 @@ def select_proposals(
             drop(c, f"policy: {reason}", forget=True)
             continue
         if isinstance(proposal.body, PreSharedKey) and not psk_available(proposal.body.psk):
-            drop(c, PSK_UNAVAILABLE, forget=True)
+            drop(c, PSK_UNAVAILABLE, forget=False)
             continue
         alone = [c.resolved]
         if isinstance(proposal.body, Add):
             alone = context + alone
         error = judge.error(alone)
         if error is not None:
-            drop(c, error, forget=True)
+            drop(c, error, forget=False)
             continue
         if isinstance(proposal.body, Remove) and all(
             r.proposal.body != proposal.body for r in context
