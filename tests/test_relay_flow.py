@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from client.engine import Engine
 from client.relay_client import RelayClient
 from harness.relay_process import RelayProcess
 from protocol.relay_frames import INITIAL_CREDIT
+from tests.client_support import befriend, eventually, make_engine
 
 BIG = 65_536  # the largest envelope bucket (SPEC §7.3)
 SMALL = 256
@@ -165,3 +167,54 @@ async def test_the_reader_paces_the_relay(relay: RelayProcess) -> None:
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_engines_9mb_article_for_an_offline_member(tmp_path: Path) -> None:
+    """Issue 11 as reported, with whole engines on two relay processes: while
+    Bob is offline, Alice sends him a 9 MB article and Carol a short line.
+    When Bob comes back, Carol's line arrives within seconds, the article
+    follows, and no relay connection of Bob's ever drops."""
+    relays = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
+    urls = [r.url for r in relays]
+    names = ("alice", "bob", "carol")
+    engines = {n: make_engine(tmp_path / n, n.capitalize(), urls) for n in names}
+    bob2: Engine | None = None
+    try:
+        for e in engines.values():
+            await e.connect()
+        alice, bob, carol = engines["alice"], engines["bob"], engines["carol"]
+        with_alice = await befriend(alice, bob)
+        with_carol = await befriend(carol, bob)
+        await bob.close()
+        article = "# Samizdat\n\n" + "".join(
+            f"Paragraph {i}: {os.urandom(32).hex()}\n\n" for i in range(110_000)
+        )
+        assert len(article) > 9_000_000
+        await alice.send_article(with_alice, "The long read", article)
+        await carol.send_text(with_carol, "are you there?")
+        bob2 = Engine.open(tmp_path / "bob", b"test passphrase")
+        await bob2.connect()
+        b = bob2
+        await eventually(
+            lambda: (
+                [e.text for e in b.history(with_carol) if e.kind == "text"] == ["are you there?"]
+            ),
+            timeout=30.0,
+            what="Carol's line while the article's backlog drains",
+        )
+        await eventually(
+            lambda: any(e.kind == "article" for e in b.history(with_alice)),
+            timeout=180.0,
+            what="the article",
+        )
+        got = next(e for e in b.history(with_alice) if e.kind == "article")
+        assert got.text == article
+        assert all(c.failures == 0 for c in b.relays.values()), "a relay dropped Bob"
+    finally:
+        for name, e in engines.items():
+            if name != "bob":
+                await e.close()
+        if bob2 is not None:
+            await bob2.close()
+        for r in relays:
+            r.stop()
