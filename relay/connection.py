@@ -45,7 +45,6 @@ before bulk" is by size only: a turn is bounded in bytes, so a mailbox of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import os
@@ -175,6 +174,7 @@ class Connection:
         self.credit = INITIAL_CREDIT
         self.pending_subs: deque[Subscription] = deque()
         self._wake = asyncio.Event()
+        self._pumping = True
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
         self.pending: set[asyncio.Future[Any]] = set()
         self.close_code = 1000
@@ -201,9 +201,13 @@ class Connection:
         finally:
             for sub in list(self.subs.values()):
                 self._drop_sub(sub)
+            # A storage client may turn the cancellation into an error (nats-py
+            # does, at times): the flag ends the pump then, and we never wait
+            # longer than the grace period.
+            self._pumping = False
+            self._wake.set()
             pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            await asyncio.wait({pump}, timeout=self.ctx.config.limits.shutdown_grace)
             if self.stopping and not self.closing:
                 if self.pending:
                     await asyncio.wait(self.pending, timeout=self.ctx.config.limits.shutdown_grace)
@@ -542,7 +546,7 @@ class Connection:
 
     async def _pump(self) -> None:
         """Serve pending subscriptions round-robin while credit and room last."""
-        while not self.closing:
+        while self._pumping and not self.closing:
             if not self.pending_subs or self.credit <= 0:
                 self._wake.clear()
                 await self._wake.wait()
@@ -557,6 +561,8 @@ class Connection:
             try:
                 await self._turn(sub)
             except Unavailable as exc:
+                if not self._pumping:
+                    return
                 # storage stayed down through the retries: say so, try again later
                 self.send_error(0, exc)
                 if self.subs.get(sub.mailbox_id) is sub:
@@ -575,10 +581,12 @@ class Connection:
                 break
             except Unavailable:
                 failures += 1  # e.g. a NATS fail-over: back off and retry
+                if not self._pumping:
+                    return
                 if failures > BACKFILL_RETRIES:
                     raise
                 await asyncio.sleep(0.1 * 2**failures)
-        if self.closing or self.subs.get(sub.mailbox_id) is not sub:
+        if self.closing or not self._pumping or self.subs.get(sub.mailbox_id) is not sub:
             return  # closing, or the subscription was dropped or replaced meanwhile
         sent = nbytes = 0
         more = False
