@@ -33,13 +33,16 @@ subscription is *live* (caught up: a new message is queued the moment
 storage publishes it) or *pending* (the store holds messages it has not been
 sent).  One pump task serves the pending subscriptions round-robin, at most
 ``QUANTUM`` bytes per turn (always at least one message), fetching each turn
-from the store after the last seq sent; a live subscription that meets an
+from the store after the last seq sent.  The relay reads no content, so
+"conversation before bulk" goes by size: a mailbox whose next (else last)
+frame exceeds ``BULK_FRAME`` waits in a second class, served when no small
+one waits or every ``SMALL_TURNS + 1``-th turn, and a turn is bounded in
+bytes, so a mailbox of 256-byte messages moves up to 256 of them in a turn
+where a 64 KiB one moves one.  A live subscription that meets an
 exhausted credit or a half-full queue turns pending and resumes from the
 store.  Per mailbox, frames leave in seq order with no gap and no duplicate
 (``last_sent`` only grows; a message published while its subscription is
-pending is fetched, not buffered).  The relay reads no content, so "small
-before bulk" is by size only: a turn is bounded in bytes, so a mailbox of
-256-byte messages moves up to 256 of them in the time a 64 KiB one moves.
+pending is fetched, not buffered).
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ DIRECT_WRITE_LIMIT = 64 * 1024
 # past its first message, this many bytes (one largest frame).
 BACKFILL_PAGE = 256
 QUANTUM = 64 * 1024
+# A pending mailbox whose next message (else its last one) is a Deliver frame
+# longer than this waits in the bulk class: every fragment of an article or a
+# file takes the 64 KiB bucket (SPEC §8.4), a conversation line a small one.
+BULK_FRAME = 32 * 1024
+SMALL_TURNS = 4
 BACKFILL_RETRIES = 5
 
 # WebSocket close codes (RFC 6455 §7.4.1).
@@ -137,7 +145,9 @@ class Subscription:
     live: bool = False
     # a message was published while pending, after the pump's last fetch began
     dirty: bool = True
-    queued: bool = False  # in Connection.pending_subs
+    queued: bool = False  # in Connection.pending_small or pending_bulk
+    # the last message sent was bulk-sized: it waits in the bulk class
+    bulk: bool = False
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
@@ -172,7 +182,10 @@ class Connection:
         self.subs: dict[bytes, Subscription] = {}
         # flow control (SPEC.md §7.6): Deliver bytes the reader still accepts
         self.credit = INITIAL_CREDIT
-        self.pending_subs: deque[Subscription] = deque()
+        # pending subscriptions, round-robin within each class; small first
+        self.pending_small: deque[Subscription] = deque()
+        self.pending_bulk: deque[Subscription] = deque()
+        self._small_turns = 0  # small turns in a row while bulk waits
         self._wake = asyncio.Event()
         self._pumping = True
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
@@ -499,7 +512,7 @@ class Connection:
 
     def _grant(self, amount: int) -> None:
         self.credit = min(self.credit + amount, MAX_CREDIT)
-        if self.credit > 0 and self.pending_subs:
+        if self.credit > 0 and (self.pending_small or self.pending_bulk):
             self._wake.set()
 
     def _room(self) -> int:
@@ -518,11 +531,12 @@ class Connection:
     def _enqueue(self, sub: Subscription) -> None:
         if not sub.queued:
             sub.queued = True
-            self.pending_subs.append(sub)
+            (self.pending_bulk if sub.bulk else self.pending_small).append(sub)
         self._wake.set()
 
     def _deliver(self, sub: Subscription, seq: int, frame: bytes) -> None:
         sub.last_sent = seq
+        sub.bulk = len(frame) > BULK_FRAME
         self.credit -= len(frame)
         self.send_raw(frame)
 
@@ -537,6 +551,7 @@ class Connection:
                 return
             if self.credit <= 0 or len(frame) > self._room():
                 # the reader is behind: resume from the store when it catches up
+                sub.bulk = len(frame) > BULK_FRAME
                 self._make_pending(sub)
                 return
             self._deliver(sub, seq, frame)
@@ -547,14 +562,14 @@ class Connection:
     async def _pump(self) -> None:
         """Serve pending subscriptions round-robin while credit and room last."""
         while self._pumping and not self.closing:
-            if not self.pending_subs or self.credit <= 0:
+            if not (self.pending_small or self.pending_bulk) or self.credit <= 0:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             if self._room() <= 0:
                 await self.queue.wait_room()
                 continue
-            sub = self.pending_subs.popleft()
+            sub = self._next_pending()
             sub.queued = False
             if self.subs.get(sub.mailbox_id) is not sub or sub.live:
                 continue
@@ -567,6 +582,16 @@ class Connection:
                 self.send_error(0, exc)
                 if self.subs.get(sub.mailbox_id) is sub:
                     self._enqueue(sub)
+
+    def _next_pending(self) -> Subscription:
+        """Small before bulk (by the size of a mailbox's last message, the only
+        thing the relay can tell), yet a bulk turn at least every
+        ``SMALL_TURNS + 1`` turns so a flood of small messages starves nothing."""
+        if self.pending_small and (not self.pending_bulk or self._small_turns < SMALL_TURNS):
+            self._small_turns = self._small_turns + 1 if self.pending_bulk else 0
+            return self.pending_small.popleft()
+        self._small_turns = 0
+        return self.pending_bulk.popleft()
 
     async def _turn(self, sub: Subscription) -> None:
         """Send up to QUANTUM bytes (at least one message) of ``sub``'s backlog."""
@@ -604,6 +629,7 @@ class Connection:
                 )
             ):
                 more = True  # live pushes or replies took it meanwhile: next turn
+                sub.bulk = len(frame) > BULK_FRAME  # the size of what it sends next
                 break
             self._deliver(sub, seq, frame)
             sent += 1

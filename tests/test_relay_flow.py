@@ -17,13 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from client.engine import Engine
 from client.relay_client import RelayClient
 from harness.relay_process import RelayProcess
-from protocol.relay_frames import INITIAL_CREDIT
+from protocol.relay_frames import INITIAL_CREDIT, MAX_CREDIT, Credit, Ok, Posted, Subscribed
 from tests.client_support import befriend, eventually, make_engine
+from tests.relay_support import Client as RawClient
+from tests.relay_support import Mailbox, envelope
 
 BIG = 65_536  # the largest envelope bucket (SPEC §7.3)
 SMALL = 256
@@ -218,3 +221,43 @@ async def test_engines_9mb_article_for_an_offline_member(tmp_path: Path) -> None
             await bob2.close()
         for r in relays:
             r.stop()
+
+
+async def test_a_conversation_line_goes_ahead_of_bulk(relay: RelayProcess) -> None:
+    """Two mailboxes with 64 KiB backlogs and a chat line, all pending on an
+    exhausted credit: the next frame the relay sends is the chat line (the
+    relay tells it only by its size bucket), then the backlog resumes."""
+    bulks, chat = [Mailbox() for _ in range(2)], Mailbox()
+    per_box = 12  # 2 x 12 x 64 KiB: more than the initial credit, and each
+    # bulk mailbox gets frames (so a size) before the credit runs out
+    async with aiohttp.ClientSession() as session:
+        w = await RawClient.connect(session, relay.url + "/ws")
+        for mb in [*bulks, chat]:
+            assert isinstance(await w.create(mb), Ok)
+            assert isinstance(await w.auth_write(mb), Ok)
+        for mb in bulks:
+            for _ in range(per_box):
+                assert isinstance(await w.post(mb, envelope(size=BIG)), Posted)
+        r = await RawClient.connect(session, relay.url + "/ws")
+        for mb in [chat, *bulks]:
+            await r.auth_read(mb)
+            assert isinstance(await r.subscribe(mb), Subscribed)
+        frame = 1 + 32 + 8 + 4 + BIG
+        window = -(-INITIAL_CREDIT // frame)
+        await r.wait_delivered(window, timeout=20)
+        assert {d.mailbox_id for d in r.delivered} == {mb.id for mb in bulks}
+        assert isinstance(await w.post(chat, envelope(b"are you there?")), Posted)
+        await asyncio.sleep(0.5)
+        await r.ack(chat, 0)  # a round trip: nothing may come on a spent credit
+        assert len(r.delivered) == window
+        overdraft = window * frame - INITIAL_CREDIT  # the last frame overdrew the credit
+        await r.ws.send_bytes(Credit(overdraft + 1).encode())  # room for one more frame
+        await r.wait_delivered(window + 1, timeout=20)
+        assert r.delivered[window].mailbox_id == chat.id
+        await r.ws.send_bytes(Credit(MAX_CREDIT).encode())
+        await r.wait_delivered(2 * per_box + 1, timeout=30)
+        for mb in bulks:
+            got = [d.seq for d in r.delivered if d.mailbox_id == mb.id]
+            assert got == list(range(1, per_box + 1))
+        await r.close()
+        await w.close()
