@@ -69,10 +69,6 @@ from protocol.relay_frames import (
 
 log = logging.getLogger(__name__)
 
-# Return credit to the relay in steps of this many bytes (a quarter window:
-# the relay never runs dry while the engine keeps up).
-CREDIT_BATCH = INITIAL_CREDIT // 4
-
 DeliverCallback = Callable[[str, bytes, int, bytes], Awaitable[None]]
 StateCallback = Callable[[str, str], None]
 
@@ -81,6 +77,11 @@ class RelayUnavailable(RemoteError):
     """The relay could not be reached or the connection dropped mid-request."""
 
     code = 60
+
+
+# Return credit to the relay in steps of this many bytes (a quarter window:
+# the relay never runs dry while the engine keeps up).
+CREDIT_BATCH = INITIAL_CREDIT // 4
 
 
 def public_key(seed: bytes) -> bytes:
