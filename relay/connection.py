@@ -146,7 +146,8 @@ class Subscription:
     # a message was published while pending, after the pump's last fetch began
     dirty: bool = True
     queued: bool = False  # in Connection.pending_small or pending_bulk
-    # the last message sent was bulk-sized: it waits in the bulk class
+    # its next (else last sent) frame exceeds BULK_FRAME: pending, it waits
+    # in the bulk class
     bulk: bool = False
 
 
@@ -584,8 +585,8 @@ class Connection:
                     self._enqueue(sub)
 
     def _next_pending(self) -> Subscription:
-        """Small before bulk (by the size of a mailbox's last message, the only
-        thing the relay can tell), yet a bulk turn at least every
+        """Small before bulk (by the size of a mailbox's next, else last, frame:
+        the only thing the relay can tell), yet a bulk turn at least every
         ``SMALL_TURNS + 1`` turns so a flood of small messages starves nothing."""
         if self.pending_small and (not self.pending_bulk or self._small_turns < SMALL_TURNS):
             self._small_turns = self._small_turns + 1 if self.pending_bulk else 0
