@@ -79,11 +79,6 @@ class RelayUnavailable(RemoteError):
     code = 60
 
 
-# Return credit to the relay in steps of this many bytes (a quarter window:
-# the relay never runs dry while the engine keeps up).
-CREDIT_BATCH = INITIAL_CREDIT // 4
-
-
 def public_key(seed: bytes) -> bytes:
     """The Ed25519 public key of a 32-byte seed."""
     return bytes(SigningKey(seed).verify_key)
@@ -91,6 +86,11 @@ def public_key(seed: bytes) -> bytes:
 
 def sign(seed: bytes, message: bytes) -> bytes:
     return SigningKey(seed).sign(message).signature
+
+
+# Return credit to the relay in steps of this many bytes (a quarter window:
+# the relay never runs dry while the engine keeps up).
+CREDIT_BATCH = INITIAL_CREDIT // 4
 
 
 @dataclass(slots=True)
