@@ -17,6 +17,14 @@ signature.  Delivered envelopes go to the ``on_deliver`` callback in relay
 order; ``state`` reports ``connecting``, ``connected`` or ``down`` to
 ``on_state``.
 
+Flow control (SPEC.md §7.6): the relay sends ``Deliver`` frames only while it
+holds credit from us.  Each frame's encoded length is returned in a
+``Credit`` frame once the engine has *handled* it (or at once when it is
+ignored), batched by :data:`CREDIT_BATCH`, so what is on the wire and in
+:attr:`_deliveries` stays within ``INITIAL_CREDIT`` plus one frame however
+large the relay's backlog is, and the relay never sees us as a slow consumer.
+Credit belongs to one connection: frames of an earlier one return nothing.
+
 Everything that leaves here is already encrypted and padded by the engine;
 this module adds only relay framing.
 """
@@ -37,6 +45,7 @@ from nacl.signing import SigningKey
 from protocol.errors import DecodeError, RemoteError
 from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import (
+    INITIAL_CREDIT,
     MAX_SEQ,
     Ack,
     AuthRead,
@@ -44,6 +53,7 @@ from protocol.relay_frames import (
     BlobTicket,
     ClientConnection,
     Create,
+    Credit,
     DeleteMailbox,
     Deliver,
     Error,
@@ -98,6 +108,11 @@ def sign(seed: bytes, message: bytes) -> bytes:
     return SigningKey(seed).sign(message).signature
 
 
+# Return credit to the relay in steps of this many bytes (a quarter window:
+# the relay never runs dry while the engine keeps up).
+CREDIT_BATCH = INITIAL_CREDIT // 4
+
+
 @dataclass(slots=True)
 class _Subscription:
     read_seed: bytes
@@ -147,7 +162,10 @@ class RelayClient:
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._deliveries: asyncio.Queue[Deliver] = asyncio.Queue()
+        # (frame, its encoded length, the connection generation it came on)
+        self._deliveries: asyncio.Queue[tuple[Deliver, int, int]] = asyncio.Queue()
+        self._generation = 0
+        self._credit_due = 0  # handled bytes not yet returned to the relay
         self._dispatcher: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self.failures = 0
@@ -232,6 +250,8 @@ class RelayClient:
         ) as ws:
             self._ws = ws
             self._conn = ClientConnection()
+            self._generation += 1
+            self._credit_due = 0
             first = await asyncio.wait_for(ws.receive(), self._connect_timeout)
             if first.type != aiohttp.WSMsgType.BINARY:
                 raise RelayUnavailable("no challenge from the relay")
@@ -270,7 +290,9 @@ class RelayClient:
                     return
                 if sub is not None and frame.seq >= sub.next_seq:
                     sub.next_seq = frame.seq + 1
-                    self._deliveries.put_nowait(frame)
+                    self._deliveries.put_nowait((frame, len(msg.data), self._generation))
+                else:
+                    await self._return_credit(len(msg.data), self._generation)
                 continue
             req_id = getattr(frame, "req_id", 0)
             future = self._pending.pop(req_id, None)
@@ -282,11 +304,30 @@ class RelayClient:
     async def _dispatch(self) -> None:
         """Hand deliveries to the engine one at a time, in relay order."""
         while True:
-            frame = await self._deliveries.get()
+            frame, size, generation = await self._deliveries.get()
             try:
                 await self._on_deliver(self.url, frame.mailbox_id, frame.seq, frame.envelope)
             except Exception:
                 log.exception("handling a delivered envelope failed")
+            await self._return_credit(size, generation)
+
+    async def _return_credit(self, size: int, generation: int) -> None:
+        """Give ``size`` bytes of handled Deliver frames back to the relay
+        (SPEC.md §7.6), in batches; a lost connection's frames return nothing."""
+        if generation != self._generation:
+            return
+        self._credit_due += size
+        ws = self._ws
+        if self._credit_due < CREDIT_BATCH or ws is None:
+            return
+        amount, self._credit_due = self._credit_due, 0
+        async with self._send_lock:
+            if generation != self._generation or ws.closed:
+                return
+            try:
+                await ws.send_bytes(Credit(amount).encode())
+            except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                return  # the supervisor sees the connection drop and reconnects
 
     def _fail_pending(self, reason: str) -> None:
         for future in self._pending.values():

@@ -13,10 +13,16 @@ the struct, with no trailing bytes.  Client frames have types 0x01-0x7f,
 relay frames 0x80-0xff; a frame decoded in the wrong direction is malformed.
 Every client request carries a ``uint32 req_id`` that the relay echoes in its
 one reply (``Ok``, ``Posted``, ``Subscribed`` or ``Error``); ``Deliver`` frames
-are pushes and carry no request id.  Fixed-size fields (ids, keys, nonces,
-signatures) are raw bytes of a fixed length, so no length from the network
-sizes anything but an envelope, and an envelope is bounded by the codec's
-2^30 cap and then by the relay's own limit.
+are pushes and carry no request id.  ``Credit`` is the one client frame that
+is not a request (no id, no reply): the reader's flow-control window.  A relay
+may send ``Deliver`` frames only while the connection's credit is positive;
+it starts at :data:`INITIAL_CREDIT` bytes and every ``Deliver`` spends its
+encoded length, so a reader that grants credit as it processes frames is
+never sent more than it can take (SPEC.md §7.6, "Flow control").
+Fixed-size fields (ids, keys, nonces, signatures) are raw bytes of a fixed
+length, so no length from the network sizes anything but an envelope, and an
+envelope is bounded by the codec's 2^30 cap and then by the relay's own
+limit.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from typing import ClassVar, TypeVar
 from protocol.codec import Reader, Writer, decode_exact, encode_varint, opaque
 from protocol.errors import DecodeError, LocalError, RemoteError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# Flow control (SPEC.md §7.6): the Deliver bytes a relay may send on a new
+# connection before the reader's first Credit, and the largest balance.
+INITIAL_CREDIT = 1024 * 1024
+MAX_CREDIT = (1 << 32) - 1
 MAILBOX_ID_LEN = 32
 KEY_LEN = 32
 SIG_LEN = 64
@@ -441,10 +451,28 @@ class RotateWrite(Frame):
 class DeleteMailbox(_Auth):
     """Delete a mailbox and everything in it; signed by its *read* key
     (``auth_message("delete-mailbox", nonce, mailbox_id)``): the reader owns a
-    mailbox, writers only hold a capability to post (SPEC.md §7.7).  The type
-    is 0x10, leaving 0x0a-0x0f to other additions of protocol version 1."""
+    mailbox, writers only hold a capability to post (SPEC.md §7.7).  Type 0x10."""
 
     TYPE: ClassVar[int] = 0x10
+
+
+@dataclass(frozen=True, slots=True)
+class Credit(Frame):
+    """Allow ``amount`` more bytes of ``Deliver`` frames; not a request: no reply.
+
+    A reader returns the encoded length of each ``Deliver`` it has processed,
+    so what the relay may have in flight stays bounded by the reader's window.
+    """
+
+    TYPE: ClassVar[int] = 0x0A
+    amount: int
+
+    def _push(self, w: Writer) -> None:
+        w.push_uint32(self.amount)
+
+    @classmethod
+    def _pull(cls, r: Reader) -> Credit:
+        return cls(r.pull_uint32())
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +647,7 @@ ClientFrame = (
     | Ack
     | RotateWrite
     | DeleteMailbox
+    | Credit
 )
 ServerFrame = Challenge | Ok | Posted | Subscribed | Deliver | Error
 
@@ -635,6 +664,7 @@ CLIENT_FRAMES: dict[int, type[Frame]] = {
         Ack,
         RotateWrite,
         DeleteMailbox,
+        Credit,
     )
 }
 SERVER_FRAMES: dict[int, type[Frame]] = {

@@ -163,8 +163,16 @@ class Storage(ABC):
         return asyncio.ensure_future(self.post(key, dkey, envelope, now, write_key))
 
     @abstractmethod
-    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` stored messages with ``seq >= from_seq``, in order."""
+    async def fetch(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored messages with ``seq >= from_seq``, in order.
+
+        With ``max_bytes``, the page also ends with the message that brings its
+        envelope bytes to ``max_bytes`` or more (so it holds at least one
+        message, and at most ``max_bytes`` plus one envelope): backfill is
+        paged by bytes, not only by count (SPEC.md §7.6, "Flow control").
+        """
 
     @abstractmethod
     async def ack(self, key: bytes, up_to_seq: int) -> None: ...

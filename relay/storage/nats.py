@@ -297,27 +297,37 @@ class NatsStorage(Storage):
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         return int(ack.seq), bool(ack.duplicate)
 
-    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def fetch(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
         """Batched direct get, completed from the stream leader if it came up short.
 
         A direct get may be answered by a replica that lags the leader; when a
         page ends early, the leader's last sequence on the subject says whether
         messages are missing, and the rest is read from the leader one by one.
+        With ``max_bytes`` the page ends with the message that reaches it.
         """
         ready = self._live.get(key)
         if ready is not None and not ready.done():
             await asyncio.shield(ready)
         from_seq = max(from_seq, 1)
-        rows = await self._batch_get(key, from_seq, limit)
-        if len(rows) < limit:
+        if max_bytes is not None:
+            # a bounded batch: never more than max_bytes plus one envelope in memory
+            limit = max(1, min(limit, max_bytes // 256 + 1))
+        rows = await self._batch_get(key, from_seq, limit, max_bytes)
+        total = sum(len(data) for _, data in rows)
+        if len(rows) < limit and (max_bytes is None or total < max_bytes):
             have = rows[-1][0] if rows else from_seq - 1
             last = await self._leader_last(key)
             try:
-                while have < last and len(rows) < limit:
+                while (
+                    have < last and len(rows) < limit and (max_bytes is None or total < max_bytes)
+                ):
                     msg = await self._js.get_msg(
                         self._stream(key), seq=have + 1, subject=self._subject(key), next=True
                     )
                     rows.append((int(msg.seq), bytes(msg.data or b"")))
+                    total += len(rows[-1][1])
                     have = int(msg.seq)
             except nats.js.errors.NotFoundError:
                 pass
@@ -335,14 +345,23 @@ class NatsStorage(Storage):
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         return int(msg.seq)
 
-    async def _batch_get(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def _batch_get(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
         nc = self._nc
         inbox = nc.new_inbox()
         out: list[tuple[int, bytes]] = []
+        total = 0
         try:
             sub = await nc.subscribe(inbox)
             try:
-                req = {"seq": from_seq, "next_by_subj": self._subject(key), "batch": limit}
+                req: dict[str, int | str] = {
+                    "seq": from_seq,
+                    "next_by_subj": self._subject(key),
+                    "batch": limit,
+                }
+                if max_bytes is not None:
+                    req["max_bytes"] = max_bytes  # the server stops the batch there
                 await nc.publish(
                     f"$JS.API.DIRECT.GET.{self._stream(key)}", json.dumps(req).encode(), reply=inbox
                 )
@@ -352,7 +371,8 @@ class NatsStorage(Storage):
                     if hdrs.get("Status"):
                         break
                     out.append((int(hdrs["Nats-Sequence"]), msg.data))
-                    if len(out) >= limit:
+                    total += len(msg.data)
+                    if len(out) >= limit or (max_bytes is not None and total >= max_bytes):
                         break
             finally:
                 await sub.unsubscribe()

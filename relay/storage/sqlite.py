@@ -401,12 +401,25 @@ class SqliteStorage(Storage):
     ) -> tuple[int, bool]:
         return await self.post_nowait(key, dkey, envelope, now, write_key)
 
-    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def fetch(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
         def op(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
-            return db.execute(
+            cursor = db.execute(
                 "SELECT seq, envelope FROM messages WHERE mbox=? AND seq>=? ORDER BY seq LIMIT ?",
                 (key, from_seq, limit),
-            ).fetchall()
+            )
+            if max_bytes is None:
+                return cursor.fetchall()
+            rows: list[tuple[int, bytes]] = []
+            total = 0
+            for row in cursor:  # stepped lazily: rows past the budget are never read
+                rows.append(row)
+                total += len(row[1])
+                if total >= max_bytes:
+                    break
+            cursor.close()
+            return rows
 
         result: list[tuple[int, bytes]] = await self._call(op)
         return result
