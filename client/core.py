@@ -304,7 +304,13 @@ class EngineCore(ABC):
         cursor = self.store.get(NS_CURSORS, mb.mailbox_id)
         from_seq = int(cursor.decode()) if cursor else 0
         try:
-            await client.subscribe(mb.mailbox_id, mb.read_seed, from_seq, write_seed=mb.write_seed)
+            await client.subscribe(
+                mb.mailbox_id,
+                mb.read_seed,
+                from_seq,
+                write_seed=mb.write_seed,
+                shared=mb.conv_id is not None,
+            )
         except RelayUnavailable:
             pass  # re-subscribed automatically on reconnect
         except RemoteError as exc:
@@ -325,9 +331,11 @@ class EngineCore(ABC):
             self.store.put(NS_CURSORS, key, b"1")
 
     async def _create_mailboxes(self, refs: Iterable[MailboxRef]) -> None:
+        """Create a group's mailboxes: shared logs, so one member's ack (or a
+        removed member's) never deletes what the others have not fetched."""
         for ref in refs:
             await self._relay(ref.relay_url).create_mailbox(
-                ref.mailbox_id, ref.read_seed, ref.write_seed
+                ref.mailbox_id, ref.read_seed, ref.write_seed, shared=True
             )
 
     def _ordering_url(self, meta: GroupMeta, conv_id: bytes | None = None) -> str:

@@ -376,7 +376,13 @@ class Inbound(Conversations):
             result = self.groups[conv_id].commit(rng, int(time.time()))
             await self._send_commit(conv_id, result.commit)
 
-        task = asyncio.get_running_loop().create_task(self._run_commit_quietly(conv_id, op))
+        async def leave_then_move() -> None:
+            await self._run_commit_quietly(conv_id, op)
+            # the leaver holds the mailbox seeds: move to fresh mailboxes
+            if conv_id in self.groups and self.groups[conv_id].active:
+                await self._run_commit_quietly(conv_id, self._replacement_op(conv_id))
+
+        task = asyncio.get_running_loop().create_task(leave_then_move())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -36,6 +36,8 @@ from nacl.signing import SigningKey
 from protocol.errors import DecodeError, RemoteError
 from protocol.relay_frames import (
     MAX_SEQ,
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     Ack,
     AuthRead,
     AuthWrite,
@@ -83,6 +85,7 @@ class _Subscription:
     read_seed: bytes
     write_seed: bytes | None  # lets us re-create a mailbox the relay lost
     next_seq: int  # the first seq not yet delivered
+    shared: bool = False  # re-created as a shared log (a group's mailbox)
 
 
 def websocket_url(url: str) -> str:
@@ -293,8 +296,16 @@ class RelayClient:
         return reply
 
     async def create_mailbox(
-        self, mailbox_id: bytes, read_seed: bytes, write_seed: bytes, ttl_seconds: int = 0
+        self,
+        mailbox_id: bytes,
+        read_seed: bytes,
+        write_seed: bytes,
+        ttl_seconds: int = 0,
+        *,
+        shared: bool = False,
     ) -> None:
+        """Create a mailbox: a queue (an ack deletes; our inbox) or, with
+        ``shared``, a shared log (acks never delete; a group's mailbox)."""
         reply = await self._request(
             lambda r: Create(
                 r,
@@ -303,6 +314,7 @@ class RelayClient:
                 public_key(write_seed),
                 ttl_seconds,
                 self._access_token,
+                MODE_SHARED_LOG if shared else MODE_QUEUE,
             )
         )
         assert isinstance(reply, Ok)
@@ -314,12 +326,14 @@ class RelayClient:
         from_seq: int = 0,
         *,
         write_seed: bytes | None = None,
+        shared: bool = False,
     ) -> None:
         """Register a subscription; it is (re)established on every connection.
 
         With ``write_seed``, a mailbox the relay does not know (never created
-        there, or lost) is created again, so the conversation goes on."""
-        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq)
+        there, or lost) is created again (a shared log if ``shared``), so the
+        conversation goes on."""
+        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq, shared)
         if self._connected.is_set():
             await self._resubscribe(mailbox_id)
 
@@ -335,7 +349,7 @@ class RelayClient:
         except UnknownMailbox:
             if sub.write_seed is None:
                 raise
-            await self.create_mailbox(mailbox_id, sub.read_seed, sub.write_seed)
+            await self.create_mailbox(mailbox_id, sub.read_seed, sub.write_seed, shared=sub.shared)
             await self._request(auth)
         reply = await self._request(lambda r: Subscribe(r, mailbox_id, sub.next_seq))
         assert isinstance(reply, Subscribed)

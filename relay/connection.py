@@ -335,7 +335,7 @@ class Connection:
         if not (valid_public_key(f.read_key) and valid_public_key(f.write_key)):
             raise BadRequest("invalid Ed25519 public key")
         await self.ctx.storage.create_mailbox(
-            mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time())
+            mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time()), f.mode
         )
         if cfg.debug_log:
             log.debug("create mailbox %s from %s", f.mailbox_id.hex(), self.ip)
