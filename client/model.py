@@ -21,6 +21,8 @@ NS_KEY_PACKAGES = "key-packages"
 NS_SEEN = "seen"
 NS_CURSORS = "cursors"
 NS_PEOPLE = "people"  # display names of group members who are not contacts
+NS_INBOXES = "inboxes"  # identity key -> inboxes from their latest Profile (JSON list)
+NS_AWAIT = "awaiting"  # message id -> Awaiting: our messages not yet confirmed delivered
 
 
 def history_ns(conv_id: bytes) -> str:
@@ -119,6 +121,8 @@ class SenderTrack(Record):
 
     max_seq: int = 0
     missing: list[int] = field(default_factory=list)
+    gap_since: float = 0.0  # clock time the oldest unreported gap was seen
+    reported: int = 0  # missing seqs up to this one were reported to the user
 
 
 @dataclass
@@ -170,6 +174,20 @@ class MessageStatus(Record):
     delivered_to: list[bytes] = field(default_factory=list)
     read_by: list[bytes] = field(default_factory=list)
     recipients: int = 0
+
+
+@dataclass
+class Awaiting(Record):
+    """One of our messages whose delivery receipts are not all in: what the
+    delivery watch needs to alert and to send it again (client/delivery.py)."""
+
+    message_id: bytes
+    conversation: bytes
+    mls_message: bytes  # the MLS ciphertext, re-posted unchanged on retry
+    deadline: float  # clock time of the next alert
+    expected: list[bytes] = field(default_factory=list)  # identity keys that owe a receipt
+    refused: dict[str, str] = field(default_factory=dict)  # relay url -> refusal
+    retried: bool = False
 
 
 @dataclass

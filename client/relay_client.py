@@ -249,8 +249,12 @@ class RelayClient:
                 return
 
     async def _dispatch(self) -> None:
-        """Hand deliveries to the engine one at a time, in relay order."""
-        while True:
+        """Hand deliveries to the engine one at a time, in relay order.
+
+        Stops once closing even if a cancellation was lost inside the engine
+        (``asyncio.wait_for`` before Python 3.12 can swallow one that races
+        with its result), so :meth:`close` cannot wait for ever."""
+        while not self._stop.is_set():
             frame = await self._deliveries.get()
             try:
                 await self._on_deliver(self.url, frame.mailbox_id, frame.seq, frame.envelope)
@@ -353,6 +357,10 @@ class RelayClient:
             await self._request(auth)
         reply = await self._request(lambda r: Subscribe(r, mailbox_id, sub.next_seq))
         assert isinstance(reply, Subscribed)
+
+    def subscribed(self, mailbox_id: bytes) -> bool:
+        """Whether a subscription to ``mailbox_id`` is registered."""
+        return mailbox_id in self._subs
 
     def next_seq(self, mailbox_id: bytes) -> int:
         sub = self._subs.get(mailbox_id)

@@ -144,6 +144,10 @@ async def test_removal_moves_the_group_to_mailboxes_the_removed_member_never_lea
         await asyncio.sleep(1.5)
         assert len(seen) == before, "the removed member still receives the group's traffic"
         assert "after carol left" not in texts(carol, carol_gid)
+        # a member who did not commit the move follows it to the new mailboxes
+        await alice.send_text(gid, "alice, after the move")
+        await eventually(lambda: "alice, after the move" in texts(bob, bob_gid), what="bob")
+        assert len(seen) == before
         # the new mailboxes are shared logs too: none of this deletes anything
         for ref in new:
             await alice._relay(ref.relay_url).ack(ref.mailbox_id, 1 << 62)
