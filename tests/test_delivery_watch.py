@@ -63,7 +63,8 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     """The group "crew" lives on one relay, behind a malicious proxy.  Alice
     uses only that relay; Bob and Carol also have inboxes on an honest one."""
-    upstream = RelayProcess(tmp_path / "relay-a").start()
+    # relay A also refuses envelopes above 16 KiB (a legitimate setting)
+    upstream = RelayProcess(tmp_path / "relay-a", limits={"max_envelope_size": 16384}).start()
     honest = RelayProcess(tmp_path / "relay-b").start()
     fault = Fault("drop", direction="post", after=1e9)
     proxy = await MaliciousRelay(upstream.url, [fault]).start()
@@ -115,8 +116,8 @@ async def test_dropped_tail_is_flagged_by_receivers_and_healed_by_the_retry(
     w.drop_alices_posts()
     await w.alice.send_text(w.gid, "two")
     await w.alice.send_text(w.gid, "three")
+    await eventually(lambda: w.proxy.log.counts().get("drop", 0) >= 2, what="both dropped")
     w.stop_dropping()
-    assert w.proxy.log.counts().get("drop", 0) >= 2
     assert texts(w.bob, w.gid) == ["one"]
 
     # Alice's high-water mark follows her last message after heartbeat_delay...
@@ -156,8 +157,10 @@ async def test_everything_dropped_alerts_the_sender_and_the_retry_goes_around(
     w = world
     w.drop_alices_posts()
     mid = await w.alice.send_text(w.gid, "hello?")
-    status = w.alice.status(mid)
-    assert status is not None and status.relays_stored == [w.proxy.url]  # the relay lies
+    await eventually(  # the relay lies: "stored"
+        lambda: w.alice.status(mid).relays_stored == [w.proxy.url],  # type: ignore[union-attr]
+        what="the fake ack",
+    )
     w.clock.advance(60)
     await asyncio.sleep(0.5)  # ten ticks of the watch
     assert not warnings(w.alice, "NOT DELIVERED")
@@ -180,6 +183,28 @@ async def test_everything_dropped_alerts_the_sender_and_the_retry_goes_around(
     w.clock.advance(2 * w.alice.delivery_timeout)
     await asyncio.sleep(0.5)
     assert not warnings(w.alice, "STILL NOT DELIVERED")
+
+
+async def test_a_refusing_relay_is_named_and_the_retry_goes_around(world: World) -> None:
+    w = world
+    mid = await w.alice.send_article(w.gid, "long", "x" * 30_000)  # a 32 KiB envelope
+    await eventually(
+        lambda: any("refused a message" in n.text for n in w.alice.notices), what="the refusal"
+    )
+    w.clock.advance(w.alice.delivery_timeout + 1)
+    await eventually(
+        lambda: bool(warnings(w.alice, "NOT DELIVERED to", "Bob", "Carol")), what="the alert"
+    )
+    alert = warnings(w.alice, "NOT DELIVERED")[0]
+    assert f"relay {w.proxy.url} refused it (TooLarge" in alert
+    for e in (w.bob, w.carol):  # through their inboxes on the other relay
+        await eventually(
+            lambda e=e: [x.title for x in e.history(w.gid)] == ["long"], what="the retry"
+        )
+    await eventually(
+        lambda: len(w.alice.status(mid).delivered_to) == 2,  # type: ignore[union-attr]
+        what="both receipts",
+    )
 
 
 def test_receipt_witnesses_bound_receipts_in_large_groups() -> None:
