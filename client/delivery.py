@@ -138,12 +138,14 @@ class Delivery(Conversations):
         others = [key for _, _, key in group.members() if key != me]
         if not others:
             return
+        now = self.clock()
         record = Awaiting(
             message.message_id,
             conv_id,
             mls_message,
-            self.clock() + self.delivery_timeout,
+            now + self.delivery_timeout,
             receipt_witnesses(message.message_id, others),
+            sent_at=now,
         )
         self.store.put(NS_AWAIT, message.message_id, record.to_json())
 
@@ -174,11 +176,19 @@ class Delivery(Conversations):
         confirmed = [key for key in record.expected if key in status.delivered_to]
         waited = _span(self.delivery_timeout * (2 if record.retried else 1))
         relays = self._relay_report(record, status.relays_stored)
-        if confirmed:
-            # the conversation's relays delivered it to some: the others may
-            # just be offline (a relay could still be singling them out)
+        conv = self.conversation(record.conversation)
+        active = [k for k in missing if conv and conv.track(k).heard_at > record.sent_at]
+        idle = [k for k in missing if k not in active]
+        if active:
+            # they posted after our message was sent: they are online, so it
+            # (or their receipt) was dropped on the way
+            who = ", ".join(self.display_name(key) for key in active)
+            relays = f"{who} posted since, so it or their receipt was dropped; {relays}"
+        if confirmed and idle:
+            # the relays delivered it to some: the others may just be offline
             others = ", ".join(self.display_name(key) for key in confirmed)
-            relays = f"{others} confirmed it, so {names} may be offline; {relays}"
+            who = ", ".join(self.display_name(key) for key in idle)
+            relays = f"{others} confirmed it, so {who} may be offline; {relays}"
         if record.retried:
             self.store.delete(NS_AWAIT, record.message_id)
             self._notice(

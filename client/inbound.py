@@ -485,6 +485,7 @@ class Inbound(Delivery):
 
     def _track(self, conv: Conversation, sender: bytes, seq: int) -> None:
         track = conv.track(sender)
+        track.heard_at = self.clock()  # the delivery watch: who is online
         if seq in track.missing:
             track.missing.remove(seq)
         elif seq > track.max_seq:

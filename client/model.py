@@ -122,6 +122,7 @@ class SenderTrack(Record):
     max_seq: int = 0
     missing: list[int] = field(default_factory=list)
     gap_since: float = 0.0  # clock time the oldest unreported gap was seen
+    heard_at: float = 0.0  # clock time of the sender's latest message here
     reported: int = 0  # missing seqs up to this one were reported to the user
 
 
@@ -188,6 +189,7 @@ class Awaiting(Record):
     expected: list[bytes] = field(default_factory=list)  # identity keys that owe a receipt
     refused: dict[str, str] = field(default_factory=dict)  # relay url -> refusal
     retried: bool = False
+    sent_at: float = 0.0  # clock time it was sent
 
 
 @dataclass

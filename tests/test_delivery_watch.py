@@ -143,6 +143,8 @@ async def test_dropped_tail_is_flagged_by_receivers_and_healed_by_the_retry(
         lambda: len(warnings(w.alice, "NOT DELIVERED to", "Bob", "Carol", "after 2 min")) == 2,
         what="alice's alerts for both dropped messages",
     )
+    # Bob and Carol were heard from (their own heartbeats) after "two" was sent
+    assert all("posted since" in t for t in warnings(w.alice, "NOT DELIVERED"))
     for e in (w.bob, w.carol):
         await eventually(
             lambda e=e: sorted(texts(e, w.gid)) == ["one", "three", "two"],
