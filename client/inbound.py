@@ -8,7 +8,6 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
-from client.conversations import Conversations
 from client.core import (
     KEY_PACKAGE_STOCK,
     SUITE,
@@ -19,6 +18,7 @@ from client.core import (
     now_ms,
     payload_is_own,
 )
+from client.delivery import Delivery
 from client.model import (
     NS_CURSORS,
     NS_GROUPS,
@@ -50,6 +50,7 @@ from protocol.app.messages import (
     RelayMove,
     Text,
     new_receipts,
+    receipt_witnesses,
 )
 from protocol.app.policy import SamizdatPolicy
 from protocol.app.sealed import unseal
@@ -70,7 +71,7 @@ from protocol.mls.messages import MLSMessage, PrivateMessage, PublicMessage, Rem
 from protocol.mls.welcome import key_package_ref
 
 
-class Inbound(Conversations):
+class Inbound(Delivery):
     """Receiving: unsealing, de-duplication, ordering, MLS processing, app messages."""
 
     # -- receiving ----------------------------------------------------------------------
@@ -139,8 +140,26 @@ class Inbound(Conversations):
                 await self._on_inbox_welcome(mb, payload)
             return
         if mb.conv_id is None:
+            await self._on_inbox_mls(url, seq, payload, digest)
             return
         await self._on_mls(mb.conv_id, url, seq, payload, digest)
+
+    async def _on_inbox_mls(self, url: str, seq: int, payload: bytes, digest: bytes) -> None:
+        """A member re-sent an application message of one of our groups to
+        our inbox because the group's relays did not deliver it (delivery
+        retry, SPEC.md §8.11).  Only application messages are taken this
+        way: handshakes are ordered by the group's ordering relay alone.
+        The MLS layer authenticates it as usual (RFC 9420 §6.3)."""
+        try:
+            pm = MLSMessage.from_bytes(payload).private_message
+        except DecodeError:
+            return
+        if pm is None or pm.content_type != 1:  # RFC 9420 §6.3.1: content_type is in clear
+            return
+        group = self.groups.get(pm.group_id)
+        if group is None or not group.active:
+            return
+        await self._on_mls(pm.group_id, url, seq, payload, digest)
 
     async def _on_welcome(self, welcome: bytes, *, invite_ref: bytes | None = None) -> bytes | None:
         """Join the group a Welcome opens; returns its id, or None if ignored.
@@ -397,6 +416,8 @@ class Inbound(Conversations):
             self._save_group(conv_id)
             self._record_events(conv_id, events)
         self._index_mailboxes()
+        if any(isinstance(e, EpochAdvanced) for e in events):
+            await self._subscribe_new(conv_id)  # GroupMeta may list new mailboxes
         self._emit("conversation", conv_id)
         if any(isinstance(e, ApplicationMessageReceived) for e in events):
             self._schedule_receipts()
@@ -527,7 +548,13 @@ class Inbound(Conversations):
         if not candidates or min(candidates) != group.own_leaf_index:
             return
 
-        task = asyncio.get_running_loop().create_task(self._run_commit_quietly(conv_id, op))
+        async def leave_then_move() -> None:
+            await self._run_commit_quietly(conv_id, op)
+            # the leaver holds the mailbox seeds: move to fresh mailboxes
+            if conv_id in self.groups and self.groups[conv_id].active:
+                await self._run_commit_quietly(conv_id, self._replacement_op(conv_id))
+
+        task = asyncio.get_running_loop().create_task(leave_then_move())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -553,7 +580,7 @@ class Inbound(Conversations):
             entry = _history_entry(message, sender_key, outgoing=False)
             self._append_history(conv.group_id, entry)
             conv.unread += 1
-            self._receipts.setdefault(conv.group_id, []).append(message.message_id)
+            self._want_receipt(conv.group_id, group, sender_key, message.message_id)
         elif isinstance(body, Receipt):
             for mid in body.message_ids:
                 raw = self.store.get(NS_STATUS, mid)
@@ -589,6 +616,11 @@ class Inbound(Conversations):
             )
 
     def _on_profile(self, conv: Conversation, sender_key: bytes, body: Profile) -> None:
+        if body.inboxes:  # where a delivery retry can reach them (client/delivery.py)
+            self._remember_inboxes(
+                sender_key,
+                [ContactInbox(i.relay_url, i.mailbox_id, i.write_seed) for i in body.inboxes],
+            )
         contact = self.contact(sender_key)
         if contact is None:
             if conv.kind != "direct":
@@ -607,14 +639,17 @@ class Inbound(Conversations):
 
     def _track(self, conv: Conversation, sender: bytes, seq: int) -> None:
         track = conv.track(sender)
+        track.heard_at = self.clock()  # the delivery watch: who is online
         if seq in track.missing:
             track.missing.remove(seq)
         elif seq > track.max_seq:
             gap = range(track.max_seq + 1, seq)
             if len(gap) > 10_000:
                 conv.note(f"{self.display_name(sender)} skipped {len(gap)} messages")
-            else:
+            elif gap:
+                had_unreported = any(s > track.reported for s in track.missing)
                 track.missing.extend(gap)
+                self._gap_seen(conv.group_id, track, had_unreported)
             track.max_seq = seq
         conv.set_track(sender, track)
 
@@ -646,12 +681,20 @@ class Inbound(Conversations):
         self._tasks.add(self._receipt_task)
         self._receipt_task.add_done_callback(self._tasks.discard)
 
+    def _want_receipt(self, conv_id: bytes, group: Group, sender: bytes, message_id: bytes) -> None:
+        """Queue a delivered receipt if we are one of the message's expected
+        witnesses: every member in groups of up to 64 others, a sample of 16
+        above (``receipt_witnesses``), so traffic stays O(n) per message."""
+        others = [key for _, _, key in group.members() if key != sender]
+        if self.identity.signature_pub in receipt_witnesses(message_id, others):
+            self._receipts.setdefault(conv_id, []).append(message_id)
+
     async def _flush_receipts(self) -> None:
         pending, self._receipts = self._receipts, {}
         for conv_id, ids in pending.items():
             group = self.groups.get(conv_id)
-            if group is None or not group.active or len(group.members()) > 64:
-                continue  # receipts in very large groups would cost O(n^2) traffic
+            if group is None or not group.active:
+                continue
             for body in new_receipts(ReceiptKind.DELIVERED, ids):
                 with contextlib.suppress(EngineError):
                     await self._send_app(conv_id, body, history=False)

@@ -47,6 +47,8 @@ from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import (
     INITIAL_CREDIT,
     MAX_SEQ,
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     Ack,
     AuthRead,
     AuthWrite,
@@ -118,6 +120,7 @@ class _Subscription:
     read_seed: bytes
     write_seed: bytes | None  # lets us re-create a mailbox the relay lost
     next_seq: int  # the first seq not yet delivered
+    shared: bool = False  # re-created as a shared log (a group's mailbox)
 
 
 def websocket_url(url: str) -> str:
@@ -302,8 +305,12 @@ class RelayClient:
                 return
 
     async def _dispatch(self) -> None:
-        """Hand deliveries to the engine one at a time, in relay order."""
-        while True:
+        """Hand deliveries to the engine one at a time, in relay order.
+
+        Stops once closing even if a cancellation was lost inside the engine
+        (``asyncio.wait_for`` before Python 3.12 can swallow one that races
+        with its result), so :meth:`close` cannot wait for ever."""
+        while not self._stop.is_set():
             frame, size, generation = await self._deliveries.get()
             try:
                 await self._on_deliver(self.url, frame.mailbox_id, frame.seq, frame.envelope)
@@ -368,8 +375,16 @@ class RelayClient:
         return reply
 
     async def create_mailbox(
-        self, mailbox_id: bytes, read_seed: bytes, write_seed: bytes, ttl_seconds: int = 0
+        self,
+        mailbox_id: bytes,
+        read_seed: bytes,
+        write_seed: bytes,
+        ttl_seconds: int = 0,
+        *,
+        shared: bool = False,
     ) -> None:
+        """Create a mailbox: a queue (an ack deletes; our inbox) or, with
+        ``shared``, a shared log (acks never delete; a group's mailbox)."""
         reply = await self._request(
             lambda r: Create(
                 r,
@@ -378,6 +393,7 @@ class RelayClient:
                 public_key(write_seed),
                 ttl_seconds,
                 self._access_token,
+                MODE_SHARED_LOG if shared else MODE_QUEUE,
             )
         )
         assert isinstance(reply, Ok)
@@ -389,12 +405,14 @@ class RelayClient:
         from_seq: int = 0,
         *,
         write_seed: bytes | None = None,
+        shared: bool = False,
     ) -> None:
         """Register a subscription; it is (re)established on every connection.
 
         With ``write_seed``, a mailbox the relay does not know (never created
-        there, or lost) is created again, so the conversation goes on."""
-        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq)
+        there, or lost) is created again (a shared log if ``shared``), so the
+        conversation goes on."""
+        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq, shared)
         if self._connected.is_set():
             await self._resubscribe(mailbox_id)
 
@@ -410,10 +428,14 @@ class RelayClient:
         except UnknownMailbox:
             if sub.write_seed is None:
                 raise
-            await self.create_mailbox(mailbox_id, sub.read_seed, sub.write_seed)
+            await self.create_mailbox(mailbox_id, sub.read_seed, sub.write_seed, shared=sub.shared)
             await self._request(auth)
         reply = await self._request(lambda r: Subscribe(r, mailbox_id, sub.next_seq))
         assert isinstance(reply, Subscribed)
+
+    def subscribed(self, mailbox_id: bytes) -> bool:
+        """Whether a subscription to ``mailbox_id`` is registered."""
+        return mailbox_id in self._subs
 
     def next_seq(self, mailbox_id: bytes) -> int:
         sub = self._subs.get(mailbox_id)

@@ -23,6 +23,8 @@ from nacl.signing import SigningKey
 from protocol.padding import BLOB_CHUNK_SIZE, ENVELOPE_BUCKETS
 from protocol.relay_frames import (
     INITIAL_CREDIT,
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     PROTOCOL_VERSION,
     Ack,
     AuthRead,
@@ -81,9 +83,17 @@ class Box:
     read: SigningKey = field(default_factory=SigningKey.generate)
     write: SigningKey = field(default_factory=SigningKey.generate)
 
+    mode: int = MODE_QUEUE
+
     def create(self, req_id: int, ttl: int = 0, token: bytes = b"") -> Create:
         return Create(
-            req_id, self.id, bytes(self.read.verify_key), bytes(self.write.verify_key), ttl, token
+            req_id,
+            self.id,
+            bytes(self.read.verify_key),
+            bytes(self.write.verify_key),
+            ttl,
+            token,
+            self.mode,
         )
 
 
@@ -481,6 +491,27 @@ class Suite:
             "round-robin between mailboxes, the rest after Credit, no disconnect"
         )
 
+    async def check_shared_log(self) -> str:
+        box = Box(mode=MODE_SHARED_LOG)
+        w, box = await self.writer(box)
+        seqs = []
+        for _ in range(3):
+            p = await w.post(box, env())
+            assert isinstance(p, Posted)
+            seqs.append(p.seq)
+        hostile = await self.connect()
+        await hostile.auth_read(box)
+        expect(isinstance(await hostile.ack(box, 2**64 - 1), Ok), "Ack on a shared log refused")
+        r = await self.connect()
+        await r.auth_read(box)
+        await r.subscribe(box)
+        got = await r.wait_delivered(3)
+        expect([d.seq for d in got] == seqs, f"after another reader's ack got {len(got)} of 3")
+        queue = Box(id=box.id, read=box.read, write=box.write)  # same keys, other mode
+        clash = await w.create(queue, token=self.token)
+        expect(code(clash) == MailboxExists.code, f"other mode: {code(clash)}, want 103")
+        return "Ack on a shared log deletes nothing; re-create in another mode MailboxExists"
+
     async def check_unsubscribe(self) -> str:
         w, box = await self.writer()
         r = await self.connect()
@@ -699,6 +730,7 @@ class Suite:
             ("live-push", self.check_live_push),
             ("flow-control", self.check_flow_control),
             ("ack", self.check_ack),
+            ("shared-log", self.check_shared_log),
             ("unsubscribe", self.check_unsubscribe),
             ("rotate-write", self.check_rotate),
             ("delete-mailbox", self.check_delete_mailbox),

@@ -50,6 +50,10 @@ MAX_SEQ = (1 << 64) - 1
 MAX_REQ_ID = (1 << 32) - 1
 BLOB_ID_LEN = 16
 TOKEN_LEN = 32
+#: Create.mode: an ack deletes (one logical reader) / acks never delete (SPEC.md §7.7)
+MODE_QUEUE = 0
+MODE_SHARED_LOG = 1
+MAILBOX_MODES = (MODE_QUEUE, MODE_SHARED_LOG)
 
 _LABEL_PREFIX = b"samizdat-relay/v1 "
 
@@ -253,7 +257,13 @@ def _push_id(w: Writer, name: str, value: bytes, n: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Create(Frame):
-    """Create a mailbox (idempotent for identical keys)."""
+    """Create a mailbox (idempotent for identical keys and mode).
+
+    ``mode`` is :data:`MODE_QUEUE` (an ack deletes: one logical reader, an
+    inbox) or :data:`MODE_SHARED_LOG` (acks never delete; messages leave by
+    TTL or quota: a group's mailbox, read by members who share the read key,
+    so one reader's ack must not erase what the others have not fetched).
+    """
 
     TYPE: ClassVar[int] = 0x01
     req_id: int
@@ -262,6 +272,7 @@ class Create(Frame):
     write_key: bytes
     ttl_seconds: int = 0
     access_token: bytes = b""
+    mode: int = 0
 
     def _push(self, w: Writer) -> None:
         w.push_uint32(self.req_id)
@@ -272,6 +283,9 @@ class Create(Frame):
         if len(self.access_token) > MAX_TOKEN_LEN:
             raise LocalError("access token too long")
         w.push_opaque(self.access_token)
+        if self.mode not in MAILBOX_MODES:
+            raise LocalError(f"unknown mailbox mode {self.mode}")
+        w.push_uint8(self.mode)
 
     @classmethod
     def _pull(cls, r: Reader) -> Create:
@@ -283,7 +297,10 @@ class Create(Frame):
         token = r.pull_opaque()
         if len(token) > MAX_TOKEN_LEN:
             raise DecodeError("access token too long")
-        return cls(req_id, mailbox_id, read_key, write_key, ttl, token)
+        mode = r.pull_uint8()
+        if mode not in MAILBOX_MODES:
+            raise DecodeError(f"unknown mailbox mode {mode}")
+        return cls(req_id, mailbox_id, read_key, write_key, ttl, token, mode)
 
 
 @dataclass(frozen=True, slots=True)

@@ -397,7 +397,7 @@ class Connection:
             raise BadRequest("invalid Ed25519 public key")
         await self.ctx.admit_mailbox(self.ip, mailbox_key(f.mailbox_id))
         await self.ctx.storage.create_mailbox(
-            mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time())
+            mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time()), f.mode
         )
         if cfg.debug_log:
             log.debug("create mailbox %s from %s", f.mailbox_id.hex(), self.ip)

@@ -57,6 +57,7 @@ class MailboxInfo:
     write_key: bytes
     ttl: int
     head_seq: int
+    mode: int = 0  # MODE_QUEUE or MODE_SHARED_LOG (protocol.relay_frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +132,10 @@ class Storage(ABC):
 
     @abstractmethod
     async def create_mailbox(
-        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int
+        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int, mode: int = 0
     ) -> None:
-        """Create, or accept an identical re-create; else ``MailboxExists``."""
+        """Create, or accept an identical re-create (same keys and mode); else
+        ``MailboxExists``.  ``mode`` is ``MODE_QUEUE`` or ``MODE_SHARED_LOG``."""
 
     @abstractmethod
     async def get_mailbox(self, key: bytes) -> MailboxInfo | None: ...
@@ -175,7 +177,9 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    async def ack(self, key: bytes, up_to_seq: int) -> None: ...
+    async def ack(self, key: bytes, up_to_seq: int) -> None:
+        """Delete messages with ``seq <= up_to_seq`` of a queue; a no-op on a
+        shared log (its messages leave only by TTL or quota, SPEC.md §7.7)."""
 
     @abstractmethod
     async def expire(self, now: int) -> int:

@@ -53,6 +53,8 @@ import nats.js.errors
 from nats.js import api
 
 from protocol.relay_frames import (
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     MailboxExists,
     NotAuthorized,
     QuotaExceeded,
@@ -204,15 +206,24 @@ class NatsStorage(Storage):
     # ------------------------------------------------------------ mailboxes
 
     async def create_mailbox(
-        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int
+        self,
+        key: bytes,
+        read_key: bytes,
+        write_key: bytes,
+        ttl: int,
+        now: int,
+        mode: int = MODE_QUEUE,
     ) -> None:
+        # read key, write key, ttl, then the mode byte (absent: a queue)
         value = read_key + write_key + ttl.to_bytes(4, "big")
+        if mode != MODE_QUEUE:
+            value += bytes([mode])
         try:
             try:
                 await self._kv.create(key.hex(), value)
             except nats.js.errors.KeyWrongLastSequenceError:
                 entry = await self._kv.get(key.hex())
-                if entry.value[:64] != value[:64]:
+                if entry.value[:64] != value[:64] or entry.value[68:] != value[68:]:
                     raise MailboxExists("mailbox exists") from None
                 await self._kv.put(key.hex(), value)  # refreshes the metadata's age
         except nats.js.errors.APIError as exc:
@@ -236,7 +247,8 @@ class NatsStorage(Storage):
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         v = entry.value
-        info = MailboxInfo(v[:32], v[32:64], int.from_bytes(v[64:68], "big"), 0)
+        mode = v[68] if len(v) > 68 else MODE_QUEUE
+        info = MailboxInfo(v[:32], v[32:64], int.from_bytes(v[64:68], "big"), 0, mode)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[key] = (now, info)
@@ -247,12 +259,12 @@ class NatsStorage(Storage):
         if info is None:
             return None
         head = await self._leader_last(key)
-        return MailboxInfo(info.read_key, info.write_key, info.ttl, head)
+        return MailboxInfo(info.read_key, info.write_key, info.ttl, head, info.mode)
 
     async def rotate_write_key(self, key: bytes, new_key: bytes) -> None:
         try:
             entry = await self._kv.get(key.hex())
-            value = entry.value[:32] + new_key + entry.value[64:68]
+            value = entry.value[:32] + new_key + entry.value[64:]  # ttl, mode
             await self._kv.update(key.hex(), value, last=entry.revision)
         except nats.js.errors.KeyNotFoundError:
             raise UnknownMailbox("unknown mailbox") from None
@@ -381,10 +393,11 @@ class NatsStorage(Storage):
         return out
 
     async def ack(self, key: bytes, up_to_seq: int) -> None:
-        if await self._info(key) is None:
+        info = await self._info(key)
+        if info is None:
             raise UnknownMailbox("unknown mailbox")
-        if up_to_seq < 1:
-            return
+        if up_to_seq < 1 or info.mode == MODE_SHARED_LOG:
+            return  # a shared log: the reader's cursor is its own (SPEC.md §7.7)
         try:
             await self._js.purge_stream(
                 self._stream(key), subject=self._subject(key), seq=up_to_seq + 1
