@@ -172,7 +172,9 @@ class Inbound(Delivery):
         replaces a group we hold or held (RFC 9420 §12.4.3.1)."""
         try:
             msg = MLSMessage.from_bytes(welcome)
-        except DecodeError:
+        except DecodeError as exc:
+            if invite_ref is None:  # an invite's mailbox takes junk silently (flooding)
+                self._notice(None, f"an invitation could not be opened: {exc}", True)
             return None
         if msg.welcome is None:
             return None
@@ -191,6 +193,10 @@ class Inbound(Delivery):
             if invite_ref is None:
                 self._notice(None, f"an invitation could not be opened: {exc}", True)
             return None
+        if invite_ref is None:
+            # the Welcome opened with this KeyPackage: it is used, adopted or
+            # not (RFC 9420 §16.8: a KeyPackage is for one Welcome)
+            self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
         meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
@@ -225,8 +231,6 @@ class Inbound(Delivery):
         conv = Conversation(conv_id, kind, meta.name, now_ms())
         conv.disappearing_ms = meta.disappearing_ms
         with self.store.transaction():
-            if invite_ref is None:
-                self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
             self._hold_group(conv_id, group)
             self._save_conv(conv)
             self._save_group(conv_id)
