@@ -609,7 +609,11 @@ class Group:
         resolved = [_resolved(c) for _, c in refs] + [
             ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value
         ]
-        applied = _apply_proposals(suite, state.context, state.tree, resolved, state.own_leaf, now)
+        applied = selection.applied  # the selection validated exactly this list
+        if applied is None:
+            applied = _apply_proposals(
+                suite, state.context, state.tree, resolved, state.own_leaf, now
+            )
         if applied.path_required and not path:
             raise StateError("these proposals require a path")
         new_tree = applied.tree
@@ -1293,7 +1297,7 @@ def _welcome(
     carries the ratchet tree, so joiners need nothing else."""
     key, nonce = welcome_key_nonce(suite, secrets.welcome_secret)
     encrypted_info = suite.aead_seal(key, nonce, b"", info.to_bytes())
-    entries = []
+    recipients = []
     for leaf_index, kp in applied.added:
         secret = path_secret_for(tree, committer, leaf_index, path_secrets)
         group_secrets = GroupSecrets(
@@ -1301,13 +1305,13 @@ def _welcome(
             PathSecret(secret) if secret is not None else None,
             tuple(applied.psks),
         )
-        kem_output, ct = suite.encrypt_with_label(
-            kp.init_key, "Welcome", encrypted_info, group_secrets.to_bytes(), rng
-        )
-        entries.append(
-            EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct))
-        )
-    return MLSMessage.of(Welcome(suite.suite_id, tuple(entries), encrypted_info))
+        recipients.append((kp.init_key, group_secrets.to_bytes()))
+    sealed = suite.encrypt_with_label_many("Welcome", encrypted_info, recipients, rng)
+    entries = tuple(
+        EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct))
+        for (_, kp), (kem_output, ct) in zip(applied.added, sealed, strict=True)
+    )
+    return MLSMessage.of(Welcome(suite.suite_id, entries, encrypted_info))
 
 
 def _commit_events(

@@ -18,12 +18,8 @@ def log2(x: int) -> int:
 
 def level(x: int) -> int:
     """Leaves are level 0; a parent is one above its children."""
-    if x & 1 == 0:
-        return 0
-    k = 0
-    while (x >> k) & 1 == 1:
-        k += 1
-    return k
+    # The level is the number of trailing one bits of x.
+    return ((x ^ (x + 1)) >> 1).bit_length()
 
 
 def node_width(n_leaves: int) -> int:
