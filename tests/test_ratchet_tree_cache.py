@@ -26,12 +26,19 @@ SUITE = get_suite(1)
 CAPS = Capabilities((1,), (1,), (), (), (1,))
 
 
+KEYS = [bytes([i]) * 32 for i in range(6)]  # drawn from sometimes, so keys repeat
+
+
 def _leaf(rnd: random.Random) -> LeafNode:
+    def key() -> bytes:
+        return rnd.choice(KEYS) if rnd.random() < 0.2 else rnd.randbytes(32)
+
+    caps = Capabilities((1,), (1,), (), (), tuple(sorted(rnd.sample([1, 2, 3], k=2))))
     return LeafNode(
-        encryption_key=rnd.randbytes(32),
-        signature_key=rnd.randbytes(32),
+        encryption_key=key(),
+        signature_key=key(),
         credential=Credential.basic(rnd.randbytes(4)),
-        capabilities=CAPS,
+        capabilities=rnd.choice([CAPS, caps]),
         leaf_node_source=LeafNodeSource.KEY_PACKAGE,
         lifetime=Lifetime(0, 1),
         parent_hash=None,
@@ -75,10 +82,35 @@ def _check(tree: RatchetTree, rnd: random.Random) -> None:
         assert tree.tree_hash(x) == fresh.tree_hash(x), f"tree hash of {x}"
     for leaf in range(n):
         assert tree.filtered_direct_path(leaf) == _naive_fdp(tree, leaf), f"fdp of {leaf}"
+    _check_indexes(tree, rnd)
     for p in range(1, len(tree.nodes), 2):
         if tree.nodes[p] is not None:
             for child in (tm.left(p), tm.right(p)):
                 assert tree.parent_hash_of(p, child) == fresh.parent_hash_of(p, child)
+
+
+def _check_indexes(tree: RatchetTree, rnd: random.Random) -> None:
+    """The key and credential indexes against a pass over the nodes."""
+    keys = [tree.public_key(x) for x in range(len(tree.nodes))]
+    for x, key in enumerate(keys):
+        if key is not None:
+            others = any(k == key for y, k in enumerate(keys) if y != x)
+            assert tree.has_encryption_key(key)
+            assert tree.has_encryption_key(key, except_node=x) == others
+    assert not tree.has_encryption_key(rnd.randbytes(32))
+    members = list(tree.members())
+    for i, leaf in members:
+        others = any(o.signature_key == leaf.signature_key for j, o in members if j != i)
+        assert tree.has_signature_key(leaf.signature_key)
+        assert tree.has_signature_key(leaf.signature_key, except_leaf=i) == others
+    assert not tree.has_signature_key(rnd.randbytes(32))
+    supported, in_use = tree.credential_support()
+    if members:
+        want = frozenset.intersection(*(frozenset(m.capabilities.credentials) for _, m in members))
+        assert supported == want
+    else:
+        assert supported is None
+    assert in_use == {m.credential.credential_type for _, m in members}
 
 
 def _query(tree: RatchetTree, rnd: random.Random) -> None:
@@ -106,7 +138,8 @@ def _mutate(tree: RatchetTree, rnd: random.Random) -> None:
         p = rnd.randrange(1, len(tree.nodes), 2)
         below = [i for i in members if tm.is_in_subtree(p, 2 * i)]
         unmerged = tuple(sorted(rnd.sample(below, k=rnd.randint(0, len(below)))))
-        tree.set_parent(p, ParentNode(rnd.randbytes(32), rnd.randbytes(32), unmerged))
+        key = rnd.choice(KEYS) if rnd.random() < 0.2 else rnd.randbytes(32)
+        tree.set_parent(p, ParentNode(key, rnd.randbytes(32), unmerged))
     else:
         tree.blank_direct_path(rnd.choice(members))
 

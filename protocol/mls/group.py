@@ -1169,13 +1169,11 @@ def _check_path_leaf(
             raise InvalidCommit(str(exc)) from exc
     # §7.3 and §16.7 uniqueness, for an external joiner's leaf too (it is
     # already in ``tree``, at ``committer``).
-    in_tree = {tree.public_key(x) for x in range(len(tree.nodes)) if x != 2 * committer}
-    in_tree.discard(None)
-    if any(n.encryption_key in in_tree for n in path.nodes) or leaf.encryption_key in in_tree:
+    keys = [n.encryption_key for n in path.nodes] + [leaf.encryption_key]
+    if any(tree.has_encryption_key(k, except_node=2 * committer) for k in keys):
         raise InvalidCommit("the UpdatePath reuses a public key of the tree")
-    for i, other in tree.members():
-        if i != committer and other.signature_key == leaf.signature_key:
-            raise InvalidCommit("the committer's leaf reuses another member's signature key")
+    if tree.has_signature_key(leaf.signature_key, except_leaf=committer):
+        raise InvalidCommit("the committer's leaf reuses another member's signature key")
 
 
 def _external_sender_key(state: GroupState, sender: Sender, content: FramedContent) -> bytes:

@@ -145,10 +145,8 @@ class CredentialSupport:
 
     @classmethod
     def of(cls, tree: RatchetTree) -> CredentialSupport:
-        support = cls(None, set())
-        for _, member in tree.members():
-            support.admit(member)
-        return support
+        supported, in_use = tree.credential_support()
+        return cls(supported, set(in_use))
 
     def admit(self, leaf: LeafNode) -> None:
         caps = frozenset(leaf.capabilities.credentials)
@@ -186,12 +184,10 @@ def check_unique_keys(tree: RatchetTree, leaf: LeafNode, leaf_index: int | None)
     signature key with no other member.  A violating tree is refused by every
     later joiner (§12.4.3.1), so letting one in locks new members out."""
     own = None if leaf_index is None else 2 * leaf_index
-    for x in range(len(tree.nodes)):
-        if x != own and tree.public_key(x) == leaf.encryption_key:
-            raise InvalidMessage("the leaf reuses an encryption key of the tree")
-    for i, other in tree.members():
-        if i != leaf_index and other.signature_key == leaf.signature_key:
-            raise InvalidMessage("the leaf reuses another member's signature key")
+    if tree.has_encryption_key(leaf.encryption_key, except_node=own):
+        raise InvalidMessage("the leaf reuses an encryption key of the tree")
+    if tree.has_signature_key(leaf.signature_key, except_leaf=leaf_index):
+        raise InvalidMessage("the leaf reuses another member's signature key")
 
 
 def check_update_leaf(
@@ -241,9 +237,8 @@ def check_external_joiner(
     for _, old in removed:
         if old.credential != leaf.credential:
             raise InvalidCommit("an external commit may only remove the joiner's own earlier leaf")
-    for _, other in tree.members():
-        if other.signature_key == leaf.signature_key:
-            raise InvalidCommit("the joiner's leaf reuses another member's signature key")
+    if tree.has_signature_key(leaf.signature_key):
+        raise InvalidCommit("the joiner's leaf reuses another member's signature key")
 
 
 def _check_psk(suite: CipherSuite, psk: PreSharedKeyID, in_reinit_or_branch: bool) -> None:
@@ -343,9 +338,8 @@ def apply_proposals(
             result.removed.append((body.removed, gone))
             new.remove_leaf(body.removed)
 
-    signature_keys = {leaf.signature_key for _, leaf in new.members()}
-    # §16.7: leaf keys must differ from parent node keys too.
-    encryption_keys = {new.public_key(x) for x in range(len(new.nodes))} - {None}
+    # §16.7: leaf keys must differ from parent node keys too (the tree's key
+    # index covers every node, and the leaves added so far).
     credentials: CredentialSupport | None = None
     for i, p in enumerate(proposals):
         body = p.proposal.body
@@ -356,12 +350,10 @@ def apply_proposals(
             if credentials is None:
                 credentials = CredentialSupport.of(new)
             validate_leaf_for_group(suite, new, kp.leaf_node, result.extensions, now, credentials)
-            if kp.leaf_node.signature_key in signature_keys:
+            if new.has_signature_key(kp.leaf_node.signature_key):
                 raise InvalidCommit("Add of a client already in the group")
-            if kp.leaf_node.encryption_key in encryption_keys:
+            if new.has_encryption_key(kp.leaf_node.encryption_key):
                 raise InvalidCommit("Add reuses an encryption key in the tree")
-            signature_keys.add(kp.leaf_node.signature_key)
-            encryption_keys.add(kp.leaf_node.encryption_key)
             result.added.append((new.add_leaf(kp.leaf_node), kp))
             credentials.admit(kp.leaf_node)
 

@@ -27,7 +27,8 @@ and compares the memoised answers with fresh computations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from typing import TypeVar
 
 from protocol.codec import Writer
 from protocol.errors import CryptoError
@@ -43,6 +44,8 @@ from protocol.mls.tree_structs import (
     strip_blank_tail,
 )
 
+_K = TypeVar("_K", bound=Hashable)
+
 # Extension types every client supports without listing them (RFC 9420 §7.2).
 DEFAULT_EXTENSIONS = frozenset({1, 2, 3, 4, 5})
 DEFAULT_PROPOSALS = frozenset({1, 2, 3, 4, 5, 6, 7})
@@ -51,7 +54,19 @@ DEFAULT_PROPOSALS = frozenset({1, 2, 3, 4, 5, 6, 7})
 class RatchetTree:
     """The public state of a group's ratchet tree."""
 
-    __slots__ = ("suite", "nodes", "_hashes", "_resolutions", "_fdps", "_free_hint")
+    __slots__ = (
+        "suite",
+        "nodes",
+        "_hashes",
+        "_resolutions",
+        "_fdps",
+        "_free_hint",
+        "_encryption_keys",
+        "_signature_keys",
+        "_credential_support",
+        "_credentials_in_use",
+        "_n_members",
+    )
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[Node | None]) -> None:
         if not nodes:
@@ -70,6 +85,18 @@ class RatchetTree:
         self._fdps: dict[int, tuple[int, ...]] = {}
         # Every leaf below this index is occupied (so add_leaf need not scan them).
         self._free_hint = 0
+        # Indexes kept up to date by _set, so the §7.3 uniqueness and credential
+        # checks cost a lookup instead of a pass over the tree per new leaf:
+        # encryption key -> nodes holding it, signature key -> leaves holding
+        # it, credential type -> members listing it in their capabilities and
+        # members using it.
+        self._encryption_keys: dict[bytes, int] = {}
+        self._signature_keys: dict[bytes, int] = {}
+        self._credential_support: dict[int, int] = {}
+        self._credentials_in_use: dict[int, int] = {}
+        self._n_members = 0
+        for node in full:
+            self._index(node, 1)
 
     @classmethod
     def single(cls, suite: CipherSuite, leaf: LeafNode) -> RatchetTree:
@@ -83,6 +110,11 @@ class RatchetTree:
         other._resolutions = dict(self._resolutions)
         other._fdps = dict(self._fdps)
         other._free_hint = self._free_hint
+        other._encryption_keys = dict(self._encryption_keys)
+        other._signature_keys = dict(self._signature_keys)
+        other._credential_support = dict(self._credential_support)
+        other._credentials_in_use = dict(self._credentials_in_use)
+        other._n_members = self._n_members
         return other
 
     def to_nodes(self) -> list[Node | None]:
@@ -117,10 +149,10 @@ class RatchetTree:
         return node.parent_node if node is not None else None
 
     def members(self) -> Iterator[tuple[int, LeafNode]]:
-        for i in range(self.n_leaves):
-            leaf = self.leaf(i)
-            if leaf is not None:
-                yield i, leaf
+        for i, node in enumerate(self.nodes[::2]):
+            if node is not None:
+                assert node.leaf_node is not None
+                yield i, node.leaf_node
 
     def public_key(self, x: int) -> bytes | None:
         node = self.nodes[x]
@@ -130,6 +162,49 @@ class RatchetTree:
             return node.leaf_node.encryption_key
         assert node.parent_node is not None
         return node.parent_node.encryption_key
+
+    # -- key and credential indexes ----------------------------------------------
+
+    def has_encryption_key(self, key: bytes, except_node: int | None = None) -> bool:
+        """Whether a node of the tree other than ``except_node`` has this key."""
+        count = self._encryption_keys.get(key, 0)
+        if except_node is not None and self.public_key(except_node) == key:
+            count -= 1
+        return count > 0
+
+    def has_signature_key(self, key: bytes, except_leaf: int | None = None) -> bool:
+        """Whether a member other than ``except_leaf`` has this signature key."""
+        count = self._signature_keys.get(key, 0)
+        if except_leaf is not None:
+            leaf = self.leaf(except_leaf)
+            if leaf is not None and leaf.signature_key == key:
+                count -= 1
+        return count > 0
+
+    def credential_support(self) -> tuple[frozenset[int] | None, frozenset[int]]:
+        """(credential types every member supports, None if there is no member;
+        credential types the members use)."""
+        n = self._n_members
+        supported = (
+            frozenset(t for t, c in self._credential_support.items() if c == n) if n else None
+        )
+        return supported, frozenset(t for t, c in self._credentials_in_use.items() if c)
+
+    def _index(self, node: Node | None, delta: int) -> None:
+        """Add (``delta`` 1) or withdraw (-1) ``node`` from the indexes."""
+        if node is None:
+            return
+        leaf = node.leaf_node
+        if leaf is None:
+            assert node.parent_node is not None
+            _bump(self._encryption_keys, node.parent_node.encryption_key, delta)
+            return
+        _bump(self._encryption_keys, leaf.encryption_key, delta)
+        _bump(self._signature_keys, leaf.signature_key, delta)
+        for cred in set(leaf.capabilities.credentials):
+            _bump(self._credential_support, cred, delta)
+        _bump(self._credentials_in_use, leaf.credential.credential_type, delta)
+        self._n_members += delta
 
     # -- paths and resolution (§4.1) -------------------------------------------
 
@@ -177,6 +252,8 @@ class RatchetTree:
     # -- mutation ---------------------------------------------------------------
 
     def _set(self, x: int, node: Node | None) -> None:
+        self._index(self.nodes[x], -1)
+        self._index(node, 1)
         self.nodes[x] = node
         if node is None and x & 1 == 0:
             self._free_hint = min(self._free_hint, x >> 1)
@@ -218,6 +295,8 @@ class RatchetTree:
             half = self.n_leaves // 2
             if any(self.nodes[2 * i] is not None for i in range(half, self.n_leaves)):
                 return
+            for node in self.nodes[tm.node_width(half) :]:
+                self._index(node, -1)
             del self.nodes[tm.node_width(half) :]
             self._forget_all()
 
@@ -388,6 +467,14 @@ class RatchetTree:
             check_leaf_node_basics(leaf, suite_id)
         self.verify_structure()
         self.verify_parent_hashes()
+
+
+def _bump(counts: dict[_K, int], key: _K, delta: int) -> None:
+    value = counts.get(key, 0) + delta
+    if value:
+        counts[key] = value
+    else:
+        del counts[key]
 
 
 def _push(w: Writer, item: LeafNode | ParentNode) -> None:
