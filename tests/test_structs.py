@@ -478,3 +478,34 @@ def test_welcome_structure() -> None:
         assert isinstance(s.encrypted_group_secrets, ts.HPKECiphertext)
     gs = m.GroupSecrets.from_bytes(_field("group_secrets"))
     assert gs.to_bytes() == _field("group_secrets")
+
+
+def test_memoised_encodings_match_fresh_encoding() -> None:
+    """UpdatePathNode keeps its received ciphertext bytes and FramedContent its
+    encoding (issue 12); both must equal a fresh encoding, and a copy made
+    with ``dataclasses.replace`` must not inherit them."""
+    import dataclasses
+    import random
+
+    from protocol.mls.messages import Commit, ContentType, FramedContent, Sender
+    from protocol.mls.tree_structs import HPKECiphertext, UpdatePathNode
+
+    rnd = random.Random(7)
+    cts = tuple(
+        HPKECiphertext(rnd.randbytes(rnd.choice([0, 32, 63, 64, 200])), rnd.randbytes(48))
+        for _ in range(40)
+    )
+    node = UpdatePathNode(rnd.randbytes(32), cts)
+    data = node.to_bytes()
+    decoded = UpdatePathNode.from_bytes(data)
+    assert decoded == node and decoded.to_bytes() == data
+    fewer = dataclasses.replace(decoded, encrypted_path_secret=cts[:3])
+    assert fewer.to_bytes() == UpdatePathNode(node.encryption_key, cts[:3]).to_bytes()
+    framed = FramedContent(b"g", 3, Sender.member(1), b"", ContentType.COMMIT, Commit((), None))
+    first = framed.to_bytes()
+    assert framed.to_bytes() == first == FramedContent.from_bytes(first).to_bytes()
+    later = dataclasses.replace(framed, epoch=4)
+    assert (
+        later.to_bytes() != first
+        and later.epoch == FramedContent.from_bytes(later.to_bytes()).epoch
+    )

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Self, TypeVar
 
@@ -533,14 +533,30 @@ class HPKECiphertext(Struct):
 class UpdatePathNode(Struct):
     encryption_key: bytes
     encrypted_path_secret: tuple[HPKECiphertext, ...]
+    # The received bytes of ``encrypted_path_secret`` (the vector body), kept by
+    # decode so that re-encoding a large path (for the commit's signature and
+    # transcript hash) is a copy.  They are exactly what encoding the decoded
+    # tuple gives: pairs of opaque<V> whose lengths were checked minimal.
+    _secrets_encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(self, w: Writer) -> None:
         w.push_opaque(self.encryption_key)
-        push_structs(w, self.encrypted_path_secret)
+        if self._secrets_encoded is not None:
+            w.push_opaque(self._secrets_encoded)
+        else:
+            push_structs(w, self.encrypted_path_secret)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(r.pull_opaque(), pull_structs(r, HPKECiphertext))
+        encryption_key = r.pull_opaque()
+        body = r.pull_opaque()
+        secrets = Reader(body)
+        items = []
+        while not secrets.eof():
+            items.append(HPKECiphertext.decode(secrets))
+        node = cls(encryption_key, tuple(items))
+        object.__setattr__(node, "_secrets_encoded", body)
+        return node
 
 
 @dataclass(frozen=True, slots=True)
