@@ -550,11 +550,10 @@ class UpdatePathNode(Struct):
     def decode(cls, r: Reader) -> Self:
         encryption_key = r.pull_opaque()
         body = r.pull_opaque()
-        secrets = Reader(body)
-        items = []
-        while not secrets.eof():
-            items.append(HPKECiphertext.decode(secrets))
-        node = cls(encryption_key, tuple(items))
+        parts = Reader(body).pull_opaques()  # kem_output, ciphertext, kem_output, ...
+        if len(parts) % 2:
+            raise DecodeError("HPKECiphertext vector ends inside an entry")
+        node = cls(encryption_key, tuple(map(HPKECiphertext, parts[0::2], parts[1::2])))
         object.__setattr__(node, "_secrets_encoded", body)
         return node
 
