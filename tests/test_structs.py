@@ -504,6 +504,30 @@ def test_memoised_encodings_match_fresh_encoding() -> None:
     framed = FramedContent(b"g", 3, Sender.member(1), b"", ContentType.COMMIT, Commit((), None))
     first = framed.to_bytes()
     assert framed.to_bytes() == first == FramedContent.from_bytes(first).to_bytes()
+    from protocol.mls.tree_structs import (
+        Capabilities,
+        Credential,
+        LeafNode,
+        LeafNodeSource,
+        Lifetime,
+    )
+
+    leaf = LeafNode(
+        rnd.randbytes(32),
+        rnd.randbytes(32),
+        Credential.basic(b"x"),
+        Capabilities((1,), (1,), (), (), (1,)),
+        LeafNodeSource.KEY_PACKAGE,
+        Lifetime(1, 2),
+        None,
+        (),
+        rnd.randbytes(64),
+    )
+    encoded = leaf.to_bytes()
+    assert leaf.tbs_bytes() == encoded[: len(leaf.tbs_bytes())] and leaf.to_bytes() == encoded
+    rekeyed = dataclasses.replace(leaf, encryption_key=b"k" * 32)
+    assert rekeyed.to_bytes() != encoded
+    assert LeafNode.from_bytes(rekeyed.to_bytes()) == rekeyed
     later = dataclasses.replace(framed, epoch=4)
     assert (
         later.to_bytes() != first

@@ -326,6 +326,12 @@ class LeafNode(Struct):
     parent_hash: bytes | None
     extensions: tuple[Extension, ...]
     signature: bytes
+    # The encoding of every field but the signature, memoised: a leaf is
+    # encoded for its signature, the tree hash, the KeyPackage and its
+    # reference, and every ratchet tree sent, once per member of a large group.
+    # Every field is immutable, so it cannot go stale (dataclasses.replace
+    # makes a new leaf without it).
+    _body: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         src = self.leaf_node_source
@@ -337,16 +343,22 @@ class LeafNode(Struct):
 
     def _encode_body(self, w: Writer) -> None:
         """Every field up to (not including) the signature."""
-        w.push_opaque(self.encryption_key)
-        w.push_opaque(self.signature_key)
-        self.credential.encode(w)
-        self.capabilities.encode(w)
-        w.push_uint8(self.leaf_node_source)
-        if self.lifetime is not None:
-            self.lifetime.encode(w)
-        if self.parent_hash is not None:
-            w.push_opaque(self.parent_hash)
-        push_structs(w, self.extensions)
+        body = self._body
+        if body is None:
+            sub = Writer()
+            sub.push_opaque(self.encryption_key)
+            sub.push_opaque(self.signature_key)
+            self.credential.encode(sub)
+            self.capabilities.encode(sub)
+            sub.push_uint8(self.leaf_node_source)
+            if self.lifetime is not None:
+                self.lifetime.encode(sub)
+            if self.parent_hash is not None:
+                sub.push_opaque(self.parent_hash)
+            push_structs(sub, self.extensions)
+            body = sub.getvalue()
+            object.__setattr__(self, "_body", body)
+        w.push_bytes(body)
 
     def encode(self, w: Writer) -> None:
         self._encode_body(w)
