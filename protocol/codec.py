@@ -41,6 +41,15 @@ class Reader:
         self._end = len(self._data)
 
     @property
+    def position(self) -> int:
+        """Bytes consumed so far (for :meth:`bytes_since`)."""
+        return self._pos
+
+    def bytes_since(self, start: int) -> bytes:
+        """The bytes consumed since :attr:`position` was ``start``."""
+        return self._data[start : self._pos]
+
+    @property
     def remaining(self) -> int:
         return self._end - self._pos
 

@@ -533,3 +533,86 @@ def test_memoised_encodings_match_fresh_encoding() -> None:
         later.to_bytes() != first
         and later.epoch == FramedContent.from_bytes(later.to_bytes()).epoch
     )
+
+
+def test_leaf_node_decoding_is_canonical() -> None:
+    """A decoded LeafNode keeps its received body as the encoding memo (issue
+    12), which is sound only if whatever decodes re-encodes to the same
+    bytes.  Mutate valid leaves of every shape at random: each mutant that
+    still decodes must re-encode (from a fresh object, no memo) byte for byte."""
+    import dataclasses
+    import random
+
+    from protocol.errors import DecodeError
+    from protocol.mls.tree_structs import (
+        Capabilities,
+        Certificate,
+        Credential,
+        Extension,
+        LeafNode,
+        LeafNodeSource,
+        Lifetime,
+    )
+
+    rnd = random.Random(11)
+    caps = Capabilities((1,), (1, 2, 0x0A0A), (0x0A0A,), (7,), (1, 2))
+    leaves = [
+        LeafNode(
+            rnd.randbytes(32),
+            rnd.randbytes(32),
+            Credential.basic(rnd.randbytes(70)),
+            caps,
+            LeafNodeSource.KEY_PACKAGE,
+            Lifetime(5, 2**40),
+            None,
+            (Extension(0x0A0A, rnd.randbytes(3)),),
+            rnd.randbytes(64),
+        ),
+        LeafNode(
+            rnd.randbytes(32),
+            rnd.randbytes(32),
+            Credential(2, certificates=(Certificate(rnd.randbytes(100)),)),
+            caps,
+            LeafNodeSource.COMMIT,
+            None,
+            rnd.randbytes(32),
+            (),
+            rnd.randbytes(64),
+        ),
+        LeafNode(
+            rnd.randbytes(32),
+            rnd.randbytes(32),
+            Credential(0x0B0B, content=rnd.randbytes(9)),
+            caps,
+            LeafNodeSource.UPDATE,
+            None,
+            None,
+            (),
+            rnd.randbytes(64),
+        ),
+    ]
+    decoded_mutants = 0
+    for leaf in leaves:
+        data = leaf.to_bytes()
+        for _ in range(1500):
+            mutant = bytearray(data)
+            for _ in range(rnd.randint(1, 2)):
+                i = rnd.randrange(len(mutant))
+                byte = rnd.choice([0, 1, 2, 0x40, 0x80, rnd.randrange(256)])
+                op = rnd.randrange(3)
+                if op == 0:
+                    mutant[i] = byte
+                elif op == 1:
+                    mutant.insert(i, byte)  # e.g. 0x40 before a length: non-minimal
+                else:
+                    del mutant[i]
+            try:
+                got = LeafNode.from_bytes(bytes(mutant))
+            except DecodeError:
+                continue
+            decoded_mutants += 1
+            fresh = dataclasses.replace(got)  # a new object: no memo
+            assert fresh.to_bytes() == bytes(mutant)
+            args = (None, None) if got.leaf_node_source == LeafNodeSource.KEY_PACKAGE else (b"g", 3)
+            assert got.tbs_bytes(*args) == fresh.tbs_bytes(*args)
+    assert decoded_mutants > 300  # many mutations of keys and signatures still decode

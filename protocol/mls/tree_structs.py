@@ -366,6 +366,7 @@ class LeafNode(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
+        start = r.position
         encryption_key = r.pull_opaque()
         signature_key = r.pull_opaque()
         credential = Credential.decode(r)
@@ -373,7 +374,12 @@ class LeafNode(Struct):
         src = pull_enum(r, LeafNodeSource, Reader.pull_uint8)
         lifetime = Lifetime.decode(r) if src == LeafNodeSource.KEY_PACKAGE else None
         parent_hash = r.pull_opaque() if src == LeafNodeSource.COMMIT else None
-        return cls(
+        extensions = pull_extensions(r)
+        # The codec is canonical (minimal varints, closed enums, exact vectors),
+        # so the received body is exactly its fresh encoding (tests/test_structs.py
+        # checks this on mutated input): keep it as the memo.
+        body = r.bytes_since(start)
+        leaf = cls(
             encryption_key,
             signature_key,
             credential,
@@ -381,9 +387,11 @@ class LeafNode(Struct):
             src,
             lifetime,
             parent_hash,
-            pull_extensions(r),
+            extensions,
             r.pull_opaque(),
         )
+        object.__setattr__(leaf, "_body", body)
+        return leaf
 
     def tbs_bytes(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """The encoded ``LeafNodeTBS`` (RFC 9420 §7.2), the content the
