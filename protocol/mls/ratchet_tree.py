@@ -261,10 +261,9 @@ class RatchetTree:
         hashes.pop(x, None)
         resolutions.pop(x, None)
         self._fdps.clear()
-        n = self.n_leaves
-        root = tm.root(n)
+        root = tm.root(self.n_leaves)
         while x != root:
-            x = tm.parent(x, n)
+            x = tm.parent_of(x)
             hashes.pop(x, None)
             resolutions.pop(x, None)
 
