@@ -624,7 +624,11 @@ class Group:
         resolved = [_resolved(c) for _, c in refs] + [
             ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value
         ]
-        applied = _apply_proposals(suite, state.context, state.tree, resolved, state.own_leaf, now)
+        applied = selection.applied  # the selection validated exactly this list
+        if applied is None:
+            applied = _apply_proposals(
+                suite, state.context, state.tree, resolved, state.own_leaf, now
+            )
         if applied.path_required and not path:
             raise StateError("these proposals require a path")
         new_tree = applied.tree
@@ -1244,13 +1248,11 @@ def _check_path_leaf(
             raise InvalidCommit(str(exc)) from exc
     # §7.3 and §16.7 uniqueness, for an external joiner's leaf too (it is
     # already in ``tree``, at ``committer``).
-    in_tree = {tree.public_key(x) for x in range(len(tree.nodes)) if x != 2 * committer}
-    in_tree.discard(None)
-    if any(n.encryption_key in in_tree for n in path.nodes) or leaf.encryption_key in in_tree:
+    keys = [n.encryption_key for n in path.nodes] + [leaf.encryption_key]
+    if any(tree.has_encryption_key(k, except_node=2 * committer) for k in keys):
         raise InvalidCommit("the UpdatePath reuses a public key of the tree")
-    for i, other in tree.members():
-        if i != committer and other.signature_key == leaf.signature_key:
-            raise InvalidCommit("the committer's leaf reuses another member's signature key")
+    if tree.has_signature_key(leaf.signature_key, except_leaf=committer):
+        raise InvalidCommit("the committer's leaf reuses another member's signature key")
 
 
 def _external_sender_key(state: GroupState, sender: Sender, content: FramedContent) -> bytes:
@@ -1372,7 +1374,7 @@ def _welcome(
     carries the ratchet tree, so joiners need nothing else."""
     key, nonce = welcome_key_nonce(suite, secrets.welcome_secret)
     encrypted_info = suite.aead_seal(key, nonce, b"", info.to_bytes())
-    entries = []
+    recipients = []
     for leaf_index, kp in applied.added:
         secret = path_secret_for(tree, committer, leaf_index, path_secrets)
         group_secrets = GroupSecrets(
@@ -1380,13 +1382,13 @@ def _welcome(
             PathSecret(secret) if secret is not None else None,
             tuple(applied.psks),
         )
-        kem_output, ct = suite.encrypt_with_label(
-            kp.init_key, "Welcome", encrypted_info, group_secrets.to_bytes(), rng
-        )
-        entries.append(
-            EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct))
-        )
-    return MLSMessage.of(Welcome(suite.suite_id, tuple(entries), encrypted_info))
+        recipients.append((kp.init_key, group_secrets.to_bytes()))
+    sealed = suite.encrypt_with_label_many("Welcome", encrypted_info, recipients, rng)
+    entries = tuple(
+        EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct))
+        for (_, kp), (kem_output, ct) in zip(applied.added, sealed, strict=True)
+    )
+    return MLSMessage.of(Welcome(suite.suite_id, entries, encrypted_info))
 
 
 def _commit_events(
