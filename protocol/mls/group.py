@@ -72,6 +72,7 @@ from protocol.mls.group_state import (
     MAX_RESUMPTION_PSKS,
     EpochMember,
     GroupState,
+    LeafRoster,
     PastEpoch,
 )
 from protocol.mls.key_package import (
@@ -1188,10 +1189,7 @@ def _successor(
         old.context,
         old.sender_data_secret,
         old.secret_tree.copy(),
-        {
-            i: EpochMember(_leaf_identity(leaf), leaf.signature_key)
-            for i, leaf in old.tree.members()
-        },
+        LeafRoster(list(old.tree.nodes)),  # a snapshot: trees are edited in place
     )
     for epoch in sorted(past)[:-MAX_PAST_EPOCHS]:
         del past[epoch]
