@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     app.on_startup.append(quiet)
     scheme = "https" if ssl_ctx else "http"
     host = f"[{config.host}]" if ":" in config.host else config.host
-    url = f"{scheme}://{host}:{config.port}{config.prefix}"
+    port = sock.getsockname()[1]  # the real one when --port 0 asked for any
+    url = f"{scheme}://{host}:{port}{config.prefix}"
 
     async def announce(app: web.Application) -> None:
         # Said once the signal handlers are in place, so a supervisor that
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         # (the log names no address at all: only the port and the prefix)
         log.info(
             "serving on port %s under prefix %s (backend %s)",
-            config.port,
+            port,
             config.prefix or "/ (none)",
             config.backend,
         )
