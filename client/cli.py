@@ -507,18 +507,20 @@ def cmd_group(args: argparse.Namespace) -> int:
     async def change(engine: Engine) -> int:
         conv = engine.find_conversation(args.group)
         if args.group_cmd == "add":
-            await engine.add_members(conv.group_id, [engine.find_contact(c) for c in args.contact])
-            print("added")
+            contacts = [engine.find_contact(c) for c in args.contact]
+            await engine.add_members(conv.group_id, contacts)
+            print(f"added {', '.join(c.name for c in contacts)} to {args.group}")
         elif args.group_cmd == "remove":
             contact = engine.find_contact(args.contact)
             await engine.remove_member(conv.group_id, contact.identity_key)
-            print("removed")
+            print(f"removed {contact.name} from {args.group}")
         elif args.group_cmd == "leave":
             await engine.leave(conv.group_id)
-            print("left")
+            print(f"you left {args.group}")
         elif args.group_cmd == "disappear":
             await engine.set_disappearing(conv.group_id, int(args.seconds) * 1000)
-            print("timer set")
+            after = f"after {args.seconds} s" if int(args.seconds) else "off"
+            print(f"disappearing messages in {args.group}: {after}")
         return 0
 
     return run_online(args, change)
