@@ -168,6 +168,8 @@ def person_lane(lab: Lab, commands: list[list[str]]) -> None:
             relay = lab.subst(["https://relay-one.example"])[0]
             for friend in ("Grace", "Linus"):
                 lab.run(["samizdat", "init", "--name", friend, "--relay", relay], who=friend)
+        elif sub == "invite" and len(argv) > 2 and not argv[2].startswith("-"):
+            lab.run(argv)  # invite list / revoke ID: listing and managing, no new link
         elif sub == "invite":
             lab.link = lab.run(argv).stdout.split()[0]
             assert lab.link.startswith("samizdat:invite/")
