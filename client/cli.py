@@ -13,8 +13,10 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,15 +40,24 @@ def default_home() -> Path:
     return Path(user_data_dir("samizdat", appauthor=False))
 
 
-def read_passphrase(args: argparse.Namespace, *, confirm: bool = False, what: str = "") -> bytes:
-    """From --passphrase-file, SAMIZDAT_PASSPHRASE, or a prompt."""
+def read_passphrase(
+    args: argparse.Namespace,
+    *,
+    confirm: bool = False,
+    what: str = "",
+    env_name: str = "SAMIZDAT_PASSPHRASE",
+    flag: str = "--passphrase-file",
+) -> bytes:
+    """From the file given with ``flag``, the ``env_name`` variable, or a
+    prompt; the error names the flag and variable of *this* passphrase."""
     if getattr(args, "passphrase_file", None):
         return Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
-    env = os.environ.get("SAMIZDAT_PASSPHRASE")
+    env = os.environ.get(env_name)
     if env is not None:
         return env.encode()
     if not sys.stdin.isatty():
-        raise EngineError("no passphrase: use a terminal, SAMIZDAT_PASSPHRASE or --passphrase-file")
+        label = (what or "passphrase").lower()
+        raise EngineError(f"no {label}: use a terminal, {env_name} or {flag}")
     prompt = f"{what or 'Passphrase'} for {args.home}: "
     first = getpass.getpass(prompt)
     if confirm and getpass.getpass("Repeat it: ") != first:
@@ -57,16 +68,31 @@ def read_passphrase(args: argparse.Namespace, *, confirm: bool = False, what: st
 
 
 def backup_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
-    env = os.environ.get("SAMIZDAT_BACKUP_PASSPHRASE")
-    if args.backup_passphrase_file:
-        return Path(args.backup_passphrase_file).read_bytes().rstrip(b"\r\n")
-    if env is not None:
-        return env.encode()
+    """The backup's own passphrase: never the store's (SAMIZDAT_PASSPHRASE)."""
     return read_passphrase(
-        argparse.Namespace(home=args.file, passphrase_file=None),
+        argparse.Namespace(home=args.file, passphrase_file=args.backup_passphrase_file),
         confirm=confirm,
         what="Backup passphrase",
+        env_name="SAMIZDAT_BACKUP_PASSPHRASE",
+        flag="--backup-passphrase-file",
     )
+
+
+RELAY_SCHEMES = ("http", "https", "ws", "wss")
+
+
+def relay_url(text: str) -> str:
+    """argparse type of ``--relay``: an http(s) or ws(s) URL with a host."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in RELAY_SCHEMES or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a relay URL (expected https://HOST[:PORT][/PREFIX])"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a relay URL (bad port)") from None
+    return text.strip()
 
 
 def print_json(value: Any) -> None:
@@ -100,16 +126,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     passphrase = read_passphrase(args, confirm=True)
     engine = Engine.create(home, passphrase, args.name, args.relay or [], proxy=args.proxy)
 
-    async def setup() -> None:
+    async def setup() -> dict[str, str]:
         try:
             await engine.connect()
             await asyncio.sleep(0.5)
+            return engine.relay_states()
         finally:
             await engine.close()
 
-    asyncio.run(setup())
+    states = asyncio.run(setup())
     print(f"identity created in {home}")
     print(f"your key: {engine.identity.signature_pub.hex()}")
+    for url in engine.identity.relays:
+        if states.get(url) != "connected":
+            print(
+                f"warning: relay {url} is not reachable now ({states.get(url, 'no answer')}); "
+                "your invites name it, so check the URL, or add another with "
+                "'samizdat relays add URL'",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -462,7 +497,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 body = f"[file] {r['file'].get('name')} ({r['file'].get('size')} bytes)"
             else:
                 body = r["text"]
-            print(f"{ts(r['sent_at'])} {r['from']}: {body}{state}")
+            print(f"{ts(r['sent_at'])} [{r['id'][:8]}] {r['from']}: {body}{state}")
         for key, n in engine.missing(conv).items():
             print(f"! {n} message(s) from {engine.display_name(key)} are missing")
         return 0
@@ -481,31 +516,48 @@ def save_path(output: str | None, received_name: str) -> Path:
     return out / name if out.is_dir() else out
 
 
+def pick_file(entries: list[Any], which: str) -> Any:
+    """The file message ``save`` means: ``last`` (the newest file), an id
+    (prefix, as ``history`` prints it) or a received file name (the newest
+    file of that name)."""
+    files = [e for e in entries if e.kind == "file"]
+    if not files:
+        raise EngineError("no file in this conversation")
+    if which == "last":
+        return files[-1]
+    query = which.lower()
+    by_id = [e for e in files if len(query) >= 4 and e.message_id.hex().startswith(query)]
+    if len(by_id) > 1:
+        raise EngineError(f"{which!r} matches {len(by_id)} files: give more of the id")
+    if by_id:
+        return by_id[0]
+    by_name = [e for e in files if e.file.get("name") == which]
+    if by_name:
+        return by_name[-1]
+    raise EngineError(f"no file {which!r} here: see the ids in 'samizdat history'")
+
+
 def cmd_save(args: argparse.Namespace) -> int:
     async def work(engine: Engine) -> int:
         conv = engine.find_conversation(args.chat)
-        for e in engine.history(conv.group_id):
-            if e.message_id.hex().startswith(args.message) and e.kind == "file":
-                body = File.from_bytes(bytes.fromhex(e.file["descriptor"]))
-                dest = save_path(args.output, body.name)
-                try:
-                    await engine.fetch_file(
-                        conv.group_id,
-                        body,
-                        dest,
-                        allow_relays=args.allow_relay or (),
-                        overwrite=args.force,
-                    )
-                except DestinationExists as exc:
-                    raise EngineError(
-                        f"{exc.path} already exists; use --force to replace it"
-                    ) from None
-                except OutsideRelay as exc:
-                    flags = " ".join(f"--allow-relay {url}" for url in exc.urls)
-                    raise EngineError(f"{exc}; to download anyway, add {flags}") from None
-                print(f"saved {dest}")
-                return 0
-        raise EngineError("no file message with that id")
+        entry = pick_file(engine.history(conv.group_id), args.message)
+        body = File.from_bytes(bytes.fromhex(entry.file["descriptor"]))
+        dest = save_path(args.output, body.name)
+        try:
+            await engine.fetch_file(
+                conv.group_id,
+                body,
+                dest,
+                allow_relays=args.allow_relay or (),
+                overwrite=args.force,
+            )
+        except DestinationExists as exc:
+            raise EngineError(f"{exc.path} already exists; use --force to replace it") from None
+        except OutsideRelay as exc:
+            flags = " ".join(f"--allow-relay {url}" for url in exc.urls)
+            raise EngineError(f"{exc}; to download anyway, add {flags}") from None
+        print(f"saved {dest}")
+        return 0
 
     return run_online(args, work, settle=0)
 
@@ -542,22 +594,25 @@ def cmd_group(args: argparse.Namespace) -> int:
     async def change(engine: Engine) -> int:
         conv = engine.find_conversation(args.group)
         if args.group_cmd == "add":
-            await engine.add_members(conv.group_id, [engine.find_contact(c) for c in args.contact])
-            print("added")
+            contacts = [engine.find_contact(c) for c in args.contact]
+            await engine.add_members(conv.group_id, contacts)
+            print(f"added {', '.join(c.name for c in contacts)} to {args.group}")
         elif args.group_cmd == "remove":
             contact = engine.find_contact(args.contact)
             await engine.remove_member(conv.group_id, contact.identity_key)
-            print("removed")
+            print(f"removed {contact.name} from {args.group}")
         elif args.group_cmd == "leave":
             await engine.leave(conv.group_id)
-            print("left")
+            print(f"you left {args.group}")
         elif args.group_cmd == "admin":
             contact = engine.find_contact(args.contact)
             await engine.set_admin(conv.group_id, contact.identity_key, not args.revoke)
-            print("admin revoked" if args.revoke else "admin granted")
+            state = "is no longer" if args.revoke else "is now"
+            print(f"{contact.name or 'they'} {state} an admin of {args.group}")
         elif args.group_cmd == "disappear":
             await engine.set_disappearing(conv.group_id, int(args.seconds) * 1000)
-            print("timer set")
+            after = f"after {args.seconds} s" if int(args.seconds) else "off"
+            print(f"disappearing messages in {args.group}: {after}")
         return 0
 
     return run_online(args, change)
@@ -627,6 +682,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------
 
+JSON_HELP = "print one JSON document (shapes: SPEC.md §8.6)"
+CHAT_HELP = "a conversation: a group's name or a contact's name"
+GROUP_HELP = "the group's name"
+CONTACT_HELP = "a contact's name (or the start of their key)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -645,7 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--name", required=True, help="display name (sent only inside encrypted messages)"
     )
     p.add_argument(
-        "--relay", action="append", metavar="URL", help="a relay URL (repeat for several)"
+        "--relay",
+        action="append",
+        metavar="URL",
+        type=relay_url,
+        help="a relay URL, e.g. https://relay.example (repeat for several)",
     )
     p.set_defaults(func=cmd_init)
 
@@ -663,51 +727,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uses.add_argument("--uses", type=int, metavar="N", help="up to N people")
     p.add_argument("--expires", default="30d", metavar="DURATION", help="e.g. 1h, 7d (default 30d)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_invite)
 
     p = sub.add_parser("accept", help="accept an invite link: start a 1:1 conversation")
-    p.add_argument("link")
+    p.add_argument("link", help="the samizdat:invite/... link you were given")
     p.set_defaults(func=cmd_accept)
 
     p = sub.add_parser("contacts", help="list contacts")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_contacts)
 
     p = sub.add_parser("verify", help="show a contact's safety number")
-    p.add_argument("contact")
+    p.add_argument("contact", help=CONTACT_HELP)
     p.add_argument("--confirm", action="store_true", help="mark the contact verified")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("chats", help="list conversations")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_chats)
 
     p = sub.add_parser("send", help="send a message, a file or an article")
-    p.add_argument("chat")
-    p.add_argument("text", nargs="*")
+    p.add_argument("chat", help=CHAT_HELP)
+    p.add_argument("text", nargs="*", help="the message (words are joined by spaces)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--file", metavar="PATH")
-    group.add_argument("--article", metavar="FILE.md")
+    group.add_argument("--file", metavar="PATH", help="send this file or photo")
+    group.add_argument("--article", metavar="FILE.md", help="send this Markdown file as an article")
     p.add_argument("--title", help="article title (default: its first heading)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("sync", help="connect, exchange pending messages, exit")
-    p.add_argument("--wait", type=float, default=3.0, metavar="SECONDS")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long to listen for incoming messages (default: 3)",
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_sync)
 
-    p = sub.add_parser("history", help="show a conversation")
-    p.add_argument("chat")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("history", help="show a conversation (with message ids)")
+    p.add_argument("chat", help=CHAT_HELP)
+    p.add_argument("--limit", type=int, metavar="N", help="only the newest N messages")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("save", help="download a received file")
-    p.add_argument("chat")
-    p.add_argument("message", help="message id (prefix) from 'history --json'")
+    p.add_argument("chat", help=CHAT_HELP)
+    p.add_argument(
+        "message",
+        help="which file: its id (as 'history' prints it), 'last', or the received file name",
+    )
     p.add_argument("-o", "--output", help="directory to save into (default: here), or a file name")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.add_argument(
@@ -720,39 +793,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("group", help="create and manage groups")
     gsub = p.add_subparsers(dest="group_cmd", required=True)
-    g = gsub.add_parser("create")
-    g.add_argument("name")
-    g = gsub.add_parser("add")
-    g.add_argument("group")
-    g.add_argument("contact", nargs="+")
-    g = gsub.add_parser("remove")
-    g.add_argument("group")
-    g.add_argument("contact")
-    g = gsub.add_parser("leave")
-    g.add_argument("group")
+    g = gsub.add_parser("create", help="create a group (you are its first member)")
+    g.add_argument("name", help="the group's name (only members see it)")
+    g = gsub.add_parser("add", help="add contacts to a group")
+    g.add_argument("group", help=GROUP_HELP)
+    g.add_argument("contact", nargs="+", help=CONTACT_HELP)
+    g = gsub.add_parser("remove", help="remove a member from a group")
+    g.add_argument("group", help=GROUP_HELP)
+    g.add_argument("contact", help=CONTACT_HELP)
+    g = gsub.add_parser("leave", help="leave a group")
+    g.add_argument("group", help=GROUP_HELP)
     g = gsub.add_parser("admin", help="make a member an admin (admins only)")
-    g.add_argument("group")
-    g.add_argument("contact")
+    g.add_argument("group", help=GROUP_HELP)
+    g.add_argument("contact", help=CONTACT_HELP)
     g.add_argument("--revoke", action="store_true", help="stop them being an admin")
-    g = gsub.add_parser("info")
-    g.add_argument("group")
-    g.add_argument("--json", action="store_true")
+    g = gsub.add_parser("info", help="members, relays and epoch of a group")
+    g.add_argument("group", help=GROUP_HELP)
+    g.add_argument("--json", action="store_true", help=JSON_HELP)
     g = gsub.add_parser("disappear", help="set the disappearing-message timer (0: off)")
-    g.add_argument("group")
-    g.add_argument("seconds")
+    g.add_argument("group", help=GROUP_HELP)
+    g.add_argument("seconds", type=int, help="seconds until messages disappear; 0 turns it off")
     p.set_defaults(func=cmd_group)
 
     p = sub.add_parser("relays", help="list, add, remove or move relays")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     rsub = p.add_subparsers(dest="relays_cmd")
-    rsub.add_parser("list")
-    r = rsub.add_parser("add")
-    r.add_argument("url")
-    r = rsub.add_parser("remove")
-    r.add_argument("url")
-    r = rsub.add_parser("move")
-    r.add_argument("old")
-    r.add_argument("new")
+    rsub.add_parser("list", help="list your relays (the default)")
+    r = rsub.add_parser("add", help="add a relay (your contacts learn it)")
+    r.add_argument("url", type=relay_url, help="the relay's URL")
+    r = rsub.add_parser("remove", help="stop using a relay")
+    r.add_argument("url", help="the relay's URL")
+    r = rsub.add_parser("move", help="replace a relay by another everywhere")
+    r.add_argument("old", help="the relay's URL now")
+    r.add_argument("new", type=relay_url, help="the URL to use instead")
     p.set_defaults(func=cmd_relays)
 
     p = sub.add_parser(
@@ -766,8 +839,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("import", cmd_import, "restore an encrypted backup into --home"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("file")
-        p.add_argument("--backup-passphrase-file")
+        p.add_argument("file", help="the backup file")
+        p.add_argument(
+            "--backup-passphrase-file",
+            metavar="FILE",
+            help="read the backup's passphrase from FILE (else SAMIZDAT_BACKUP_PASSPHRASE "
+            "or a prompt)",
+        )
         p.set_defaults(func=func)
 
     return parser
@@ -778,9 +856,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func = getattr(args, "func", cmd_app)
     try:
-        return int(func(args))
+        code = int(func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
     except SamizdatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -790,6 +872,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``samizdat history X | head``):
+    stop quietly, with the status a shell shows for a tool that SIGPIPE
+    ended (128 + 13), as Unix tools do.  Output still buffered is dropped:
+    stdout now points to /dev/null, so the interpreter's final flush cannot
+    fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import ssl
 import sys
 from pathlib import Path
@@ -25,16 +26,29 @@ log = logging.getLogger("relay")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="samizdat-relay", description=__doc__.split("\n")[0])
-    p.add_argument("command", nargs="?", default="serve", choices=("serve", "check-config"))
+    p = argparse.ArgumentParser(
+        prog="samizdat-relay",
+        description="Run a Samizdat relay (serve, the default), or check its configuration.",
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "check-config"),
+        help="serve (default), or check-config: print the configuration, report every error",
+    )
     p.add_argument("--config", type=Path, help="relay.toml (TOML; see SPEC.md §7)")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8480)")
     p.add_argument("--data-dir", type=Path, help="SQLite, blobs and spool files")
-    p.add_argument("--backend", choices=("sqlite", "nats"))
+    p.add_argument(
+        "--backend",
+        choices=("sqlite", "nats"),
+        help="where mailboxes live: sqlite (one process, default) or nats (a cluster)",
+    )
     p.add_argument("--nats-url", help="NATS server URL(s), comma-separated")
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM); serve https")
+    p.add_argument("--tls-key", type=Path, help="the private key of --tls-cert (PEM)")
     p.add_argument("--prefix", help="secret path prefix for every relay endpoint")
     p.add_argument(
         "--debug-log",
@@ -65,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(args)
     except ConfigError as exc:
-        print(f"samizdat-relay: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:  # every mistake at once, one line each
+            print(f"samizdat-relay: configuration error: {problem}", file=sys.stderr)
         return 2
     if args.command == "check-config":
         print(json.dumps(config.describe(), indent=2, sort_keys=True))
@@ -76,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # SIGTERM before the server runs (a supervisor stopping it at once):
+    # exit cleanly; once it runs, aiohttp's own handler shuts down in order.
+    signal.signal(signal.SIGTERM, _stopped_early)
     lowered = fit_descriptor_limit(config.limits)
     if lowered is not None:
         log.warning("%s", lowered)
@@ -103,7 +121,30 @@ def main(argv: list[str] | None = None) -> int:
 
     app.on_startup.append(quiet)
     scheme = "https" if ssl_ctx else "http"
-    print(f"samizdat-relay listening on {scheme}://{config.host}:{config.port}", flush=True)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    port = sock.getsockname()[1]  # the real one when --port 0 asked for any
+    url = f"{scheme}://{host}:{port}{config.prefix}"
+
+    async def announce(app: web.Application) -> None:
+        # Said once the signal handlers are in place, so a supervisor that
+        # stops the relay right after this line gets an orderly shutdown.
+        # The prefix is a secret shared in invite links; the operator needs
+        # the exact relay URL, and this log is the operator's own.
+        print(f"samizdat-relay listening on {url}", flush=True)
+        # (the log names no address at all: only the port and the prefix)
+        log.info(
+            "serving on port %s under prefix %s (backend %s)",
+            port,
+            config.prefix or "/ (none)",
+            config.backend,
+        )
+
+    app.on_startup.append(announce)
+
+    async def stopping(app: web.Application) -> None:
+        log.info("shutting down: closing connections (grace %ss)", config.limits.shutdown_grace)
+
+    app.on_shutdown.insert(0, stopping)
     lim = config.limits
     web.run_app(
         app,
@@ -121,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         # a refused request's unread body is drained at most this long
         lingering_time=min(2.0, lim.body_timeout),
     )
+    log.info("samizdat-relay stopped")
     return 0
+
+
+def _stopped_early(signum: int, frame: object) -> None:
+    log.info("samizdat-relay stopped (before serving)")
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

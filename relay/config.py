@@ -23,9 +23,13 @@ DAY = 86_400
 
 
 class ConfigError(LocalError):
-    """An invalid relay configuration."""
+    """An invalid relay configuration; ``problems`` lists every mistake found."""
 
     code = 20
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 @dataclass(slots=True)
@@ -104,34 +108,50 @@ class RelayConfig:
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> RelayConfig:
-        """Normalise and check; raises :class:`ConfigError`."""
+        """Normalise and check; raises :class:`ConfigError` naming every problem."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems), problems)
+        return self
+
+    def problems(self) -> list[str]:
+        """Every mistake in the settings (normalising what is fine), so an
+        operator fixes them in one round, not one per restart."""
+        out: list[str] = []
         if self.backend not in ("sqlite", "nats"):
-            raise ConfigError(f"backend must be sqlite or nats, not {self.backend!r}")
+            out.append(f"backend must be sqlite or nats, not {self.backend!r}")
         if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port out of range: {self.port}")
+            out.append(f"port out of range: {self.port}")
         prefix = self.prefix.strip().strip("/")
         if prefix and not all(c.isalnum() or c in "-_." for c in prefix):
-            raise ConfigError("prefix may hold only letters, digits, '-', '_' and '.'")
-        self.prefix = f"/{prefix}" if prefix else ""
+            out.append("prefix may hold only letters, digits, '-', '_' and '.'")
+        else:
+            self.prefix = f"/{prefix}" if prefix else ""
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("tls_cert and tls_key go together")
+            out.append("tls_cert and tls_key go together")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ConfigError("sqlite_synchronous must be FULL, EXTRA or NORMAL")
-        self.sqlite_synchronous = self.sqlite_synchronous.upper()
+            out.append("sqlite_synchronous must be FULL, EXTRA or NORMAL")
+        else:
+            self.sqlite_synchronous = self.sqlite_synchronous.upper()
         if not 1 <= self.nats_shards <= 64:
-            raise ConfigError("nats_shards must be in 1..64")
+            out.append("nats_shards must be in 1..64")
         if self.nats_replicas not in (1, 3, 5):
-            raise ConfigError("nats_replicas must be 1, 3 or 5")
+            out.append("nats_replicas must be 1, 3 or 5")
+        if self.decoy_dir is not None and not self.decoy_dir.is_dir():
+            out.append(f"decoy_dir {self.decoy_dir} is not a directory")
         lim = self.limits
-        if not 256 <= lim.max_envelope_size <= MAX_ENVELOPE_SIZE:
-            raise ConfigError(f"max_envelope_size must be in 256..{MAX_ENVELOPE_SIZE}")
+        bad_limits = False
         for f in dataclasses.fields(lim):
             value = getattr(lim, f.name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"limits.{f.name} must be a positive number")
-        if lim.default_ttl > lim.max_ttl:
-            raise ConfigError("default_ttl exceeds max_ttl")
-        return self
+                out.append(f"limits.{f.name} must be a positive number")
+                bad_limits = True
+        if not bad_limits:
+            if not 256 <= lim.max_envelope_size <= MAX_ENVELOPE_SIZE:
+                out.append(f"max_envelope_size must be in 256..{MAX_ENVELOPE_SIZE}")
+            if lim.default_ttl > lim.max_ttl:
+                out.append("default_ttl exceeds max_ttl")
+        return out
 
     @property
     def loopback_only(self) -> bool:
@@ -167,38 +187,54 @@ _PATH_KEYS = {"data_dir", "tls_cert", "tls_key", "decoy_dir"}
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> RelayConfig:
-    """Defaults, then the TOML file at ``path``, then non-None ``overrides``."""
+    """Defaults, then the TOML file at ``path``, then non-None ``overrides``.
+    Raises one :class:`ConfigError` listing every problem found."""
     cfg = RelayConfig()
+    problems: list[str] = []
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
-        _apply(cfg, data)
-    _apply(cfg, {k: v for k, v in overrides.items() if v is not None})
-    return cfg.validate()
+        problems += _apply(cfg, data)
+    problems += _apply(cfg, {k: v for k, v in overrides.items() if v is not None})
+    problems += cfg.problems()
+    if problems:
+        raise ConfigError("; ".join(problems), problems)
+    return cfg
 
 
-def _apply(cfg: RelayConfig, data: dict[str, Any]) -> None:
+def _apply(cfg: RelayConfig, data: dict[str, Any]) -> list[str]:
+    """Set what is valid; return a line for each setting that is not."""
+    problems: list[str] = []
     top = {f.name: f for f in dataclasses.fields(cfg)}
     lim_fields = {f.name: f for f in dataclasses.fields(cfg.limits)}
     for key, value in data.items():
-        if key == "limits":
-            if not isinstance(value, dict):
-                raise ConfigError("[limits] must be a table")
-            for lkey, lvalue in value.items():
-                if lkey not in lim_fields:
-                    raise ConfigError(f"unknown setting limits.{lkey}")
-                setattr(cfg.limits, lkey, _coerce(f"limits.{lkey}", lvalue, lim_fields[lkey].type))
-        elif key in top:
-            if key in _PATH_KEYS:
-                setattr(cfg, key, Path(value).expanduser() if value not in ("", None) else None)
-                if key == "data_dir" and cfg.data_dir is None:
-                    raise ConfigError("data_dir may not be empty")
+        try:
+            if key == "limits":
+                if not isinstance(value, dict):
+                    raise ConfigError("[limits] must be a table")
+                for lkey, lvalue in value.items():
+                    try:
+                        if lkey not in lim_fields:
+                            raise ConfigError(f"unknown setting limits.{lkey}")
+                        typ = lim_fields[lkey].type
+                        setattr(cfg.limits, lkey, _coerce(f"limits.{lkey}", lvalue, typ))
+                    except ConfigError as exc:
+                        problems.append(str(exc))
+            elif key in top:
+                if key in _PATH_KEYS:
+                    setattr(cfg, key, Path(value).expanduser() if value not in ("", None) else None)
+                    if key == "data_dir" and cfg.data_dir is None:
+                        cfg.data_dir = RelayConfig().data_dir
+                        raise ConfigError("data_dir may not be empty")
+                else:
+                    setattr(cfg, key, _coerce(key, value, top[key].type))
             else:
-                setattr(cfg, key, _coerce(key, value, top[key].type))
-        else:
-            raise ConfigError(f"unknown setting {key}")
+                raise ConfigError(f"unknown setting {key}")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:

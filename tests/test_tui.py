@@ -185,7 +185,9 @@ async def test_group_create_add_remove(people: dict[str, Engine]) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await type_line(pilot, "/group create Book club")
         await wait_for(pilot, lambda: "Book club" in screen_text(app), what="group shown")
-        await wait_for(pilot, lambda: "1 members" in screen_text(app), what="group opened")
+        await wait_for(
+            pilot, lambda: "Book club  |  1 member  |" in screen_text(app), what="group opened"
+        )
         await type_line(pilot, "/add Bob Carol")
         await wait_for(pilot, lambda: "3 members" in screen_text(app), what="3 members")
         for other in (bob, carol):

@@ -35,7 +35,13 @@ def app(theme: str = "textual-dark") -> SamizdatApp:
 
 
 async def settle(pilot: Pilot[object]) -> None:
+    """Let the app settle, with every cursor steady: a blinking cursor (0.5 s)
+    would make the image depend on when it is taken."""
     await pilot.pause(0.3)
+    for screen in pilot.app.screen_stack:
+        for widget in screen.query("Input, TextArea"):
+            widget.cursor_blink = False  # type: ignore[attr-defined]
+    await pilot.pause(0.1)
 
 
 def test_main_screen_dark(snap_compare) -> None:  # type: ignore[no-untyped-def]
@@ -83,8 +89,14 @@ def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_setup_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
-    class SetupOnly(SamizdatApp):
-        def on_mount(self) -> None:
-            self.push_screen(SetupScreen("https://relay-a.example https://relay-b.example"))
+    """First run (no identity yet): one setup screen, relays prefilled."""
+    relays = "https://relay-a.example https://relay-b.example"
+    first_run = SamizdatApp(default_relays=relays)
 
-    assert snap_compare(SetupOnly(), terminal_size=(110, 36), run_before=settle)
+    async def run(pilot: Pilot[object]) -> None:
+        await settle(pilot)
+        setups = [s for s in pilot.app.screen_stack if isinstance(s, SetupScreen)]
+        assert len(setups) == 1
+        assert pilot.app.screen.query_one("#relays").value == relays  # type: ignore[attr-defined]
+
+    assert snap_compare(first_run, terminal_size=(110, 36), run_before=run)

@@ -1,4 +1,5 @@
-"""The app in a real terminal: ``samizdat demo`` under tmux.
+"""The app in a real terminal: ``samizdat demo`` under tmux, at 80x24 (the
+smallest terminal the app supports).
 
 A message typed into Alice's pane reaches Bob (the demo's bot): his answer
 appears in the captured pane, and after quitting, Bob's own store (kept
@@ -32,7 +33,7 @@ class Tmux:
         self.name = "samizdat-test-" + uuid.uuid4().hex[:8]
         exports = " ".join(f"{k}={shlex_quote(v)}" for k, v in env.items())
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", "120", "-y", "40",
+            ["tmux", "new-session", "-d", "-s", self.name, "-x", "80", "-y", "24",
              f"cd {shlex_quote(str(ROOT))} && env {exports} {command}; "
              "echo SAMIZDAT-EXITED=$?; sleep 120"],
             check=True,

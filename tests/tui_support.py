@@ -206,3 +206,14 @@ class FakeEngine:
     async def send_text(self, conv_id: bytes, text: str) -> bytes:
         self.calls.append(("send_text", conv_id, text))
         return b"x"
+
+    async def create_group(self, name: str):  # type: ignore[no-untyped-def]
+        from client.model import Conversation
+
+        self.calls.append(("create_group", name))
+        group_id = bytes([20 + len(self._convs)]) * 16
+        conv = Conversation(group_id, "group", name, T0 + 10 * len(self._convs))
+        self._convs[group_id] = conv
+        self._members[group_id] = [self.me]
+        self._relays[group_id] = ["https://relay-a.example"]
+        return conv

@@ -18,7 +18,8 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from client.tui.commands import SamizdatCommands
+from client.tui.commands import ConversationSwitcher, SamizdatCommands
+from client.tui.dialogs.prompt import ConfirmDialog
 from client.tui.screens.loading import LoadingScreen
 from client.tui.screens.main import MainScreen
 from client.tui.screens.setup import SetupScreen
@@ -32,10 +33,14 @@ Prepare = Callable[[Callable[[str], None]], Awaitable[Any]]
 class SamizdatApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "Samizdat"
-    COMMANDS = App.COMMANDS | {SamizdatCommands}
+    COMMANDS = App.COMMANDS | {SamizdatCommands, ConversationSwitcher}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "ask_quit", "Quit", show=False, priority=True),
     ]
+    # short terminals (80x24) get compact dialogs (app.tcss: .-short)
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # noqa: RUF012 (as Textual)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
 
     def __init__(
         self,
@@ -172,6 +177,27 @@ class SamizdatApp(App[int]):
 
     # -- themes and shutdown ----------------------------------------------------------
 
+    def get_system_commands(self, screen: Any) -> Any:
+        """Textual's palette entries, without "Screenshot": it would write the
+        open conversation in clear to an SVG file outside the encrypted store."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":
+                yield command
+
+    async def action_ask_quit(self) -> None:
+        """Ctrl+C: ask first (a second Ctrl+C, or Enter on "Quit", quits)."""
+        if isinstance(self.screen, ConfirmDialog) and self.screen.id == "quit-dialog":
+            await self.action_quit()
+            return
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await self.action_quit()
+
+        dialog = ConfirmDialog("Quit Samizdat?", "Close the app (ctrl+q quits at once).", "Quit")
+        dialog.id = "quit-dialog"
+        self.push_screen(dialog, answered)
+
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
@@ -183,7 +209,7 @@ class SamizdatApp(App[int]):
         engine, self.engine = self.engine, None
         if engine is not None:
             if self.main is not None:
-                self.main.bridge.detach()
+                self.main.shutdown()  # nothing reads the engine while it closes
             try:
                 await engine.close()
             except Exception as exc:  # closing must never hang the exit

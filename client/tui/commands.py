@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
@@ -96,4 +97,58 @@ class SamizdatCommands(Provider):
             if score > 0:
                 yield Hit(
                     score, matcher.highlight(title), partial(self._run, action), help=help_text
+                )
+
+
+def _main_screen(provider: Provider):  # type: ignore[no-untyped-def]
+    from client.tui.screens.main import MainScreen
+
+    return next((s for s in provider.app.screen_stack if isinstance(s, MainScreen)), None)
+
+
+def switch_targets(engine: object) -> list[tuple[str, str, bytes]]:
+    """(name, help, conversation id) for every open conversation, and for each
+    contact without a direct conversation the first group they are in."""
+    from client.tui.format import conversation_title
+
+    eng: Any = engine
+    convs = [c for c in eng.conversations() if not c.left]
+    targets = []
+    for conv in reversed(convs):  # newest first
+        kind = "group" if conv.kind == "group" else "direct conversation"
+        targets.append((conversation_title(eng, conv), kind, conv.group_id))
+    direct = {c.group_id for c in convs if c.kind == "direct"}
+    for contact in eng.contacts():
+        if not contact.name or contact.conversation in direct:
+            continue  # reachable under its own name already
+        group = next((c for c in convs if contact.identity_key in eng.members(c.group_id)), None)
+        if group is not None:
+            where = conversation_title(eng, group)
+            targets.append((contact.name, f"contact, in {where}", group.group_id))
+    return targets
+
+
+class ConversationSwitcher(Provider):
+    """Conversations and contacts by name (ctrl+k, and in ctrl+p)."""
+
+    def _targets(self) -> list[tuple[str, str, bytes]]:
+        screen = _main_screen(self)
+        return switch_targets(screen.engine) if screen is not None else []
+
+    def _go(self, conv_id: bytes) -> None:
+        screen = _main_screen(self)
+        if screen is not None:
+            screen.go_to(conv_id)
+
+    async def discover(self) -> Hits:
+        for name, help_text, conv_id in self._targets():
+            yield DiscoveryHit(name, partial(self._go, conv_id), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, conv_id in self._targets():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(
+                    score, matcher.highlight(name), partial(self._go, conv_id), help=help_text
                 )

@@ -37,6 +37,45 @@ def duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 member``, ``3 members``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def markdown_plain(text: str) -> str:
+    """Markdown as the plain words a reader sees: ``**must**`` -> ``must``,
+    ``[this](https://...)`` -> ``this``; block structure becomes lines."""
+    from markdown_it import MarkdownIt
+
+    lines: list[str] = []
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type != "inline" or not token.children:
+            continue
+        words = []
+        for child in token.children:
+            if child.type in ("text", "code_inline"):
+                words.append(child.content)
+            elif child.type in ("softbreak", "hardbreak"):
+                words.append(" ")
+            elif child.type == "image":
+                words.append(child.content or "[image]")
+        lines.append("".join(words))
+    return "\n".join(lines)
+
+
+def article_preview(text: str, limit: int = 160) -> str:
+    """The first paragraph of an article that is not a heading, in plain words."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(text)
+    for i, token in enumerate(tokens):
+        if token.type == "inline" and not (i > 0 and tokens[i - 1].type == "heading_open"):
+            plain = markdown_plain(token.content).replace("\n", " ").strip()
+            if plain:
+                return plain[:limit]
+    return ""
+
+
 def conversation_title(engine: Any, conv: Conversation) -> str:
     """A group's name, or the other member's name in a direct chat."""
     if conv.name:

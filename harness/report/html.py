@@ -8,9 +8,17 @@ scale runs the commit and Welcome sizes per epoch and the join times.
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
+
+from harness.report.explain import (
+    member_states,
+    nice_ticks,
+    plain,
+    seconds_label,
+    summary,
+    why,
+)
 
 PALETTE = [
     "#4e79a7",
@@ -58,7 +66,8 @@ th{background:#f0f0f0}.st{font-weight:700}.card{background:#fff;border:1px solid
 border-radius:8px;padding:12px 16px;margin:10px 0}.grid{display:grid;
 grid-template-columns:1fr 1fr;gap:14px}.kpi{display:inline-block;margin-right:28px}
 .kpi b{display:block;font-size:22px}.kpi span{color:#666;font-size:12px}
-svg text{font-size:11px;fill:#333}.legend span{display:inline-block;margin-right:12px;
+svg text{font-size:11px;fill:#333}.why{color:#555}
+.legend span{display:inline-block;margin-right:12px;
 font-size:12px}.legend i{display:inline-block;width:10px;height:10px;border-radius:5px;
 margin-right:4px;vertical-align:middle}
 """
@@ -87,36 +96,39 @@ def timeline_svg(report: dict[str, Any], max_rows: int = 40) -> str:
     rows = [("member", m) for m in members] + [("relay", r["name"]) for r in relays]
     if not rows:
         return "<p>No deliveries were recorded.</p>"
-    t_max = max(
+    t_last = max(
         [t["t"] for t in tl]
         + [e["t"] for r in relays for e in r["faults_log"]]
         + [a["t"] for a in report.get("actions", [])]
+        + [e["t"] for e in report.get("epochs", [])]
         + [1.0]
     )
-    left, width, row_h, top = 110, 960, 18, 34
-    height = top + row_h * len(rows) + 30
+    ticks = nice_ticks(t_last, most=6)
+    t_max = ticks[-1]  # the axis ends on a round tick
+    left, width, row_h = 170, 1000, 18
     plot_w = width - left - 20
+    levels = _label_levels(report.get("actions", []), left, plot_w, t_max)
+    n_levels = max((lv for lv, _, _ in levels if lv is not None), default=-1) + 1
+    top = 16 + LABEL_H * max(n_levels, 1)
+    height = top + row_h * len(rows) + 30
 
     def x(t: float) -> float:
         return left + plot_w * max(0.0, t) / t_max
 
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
-    last_label = [-1e9, -1e9]
-    for a in report.get("actions", []):
-        xa = x(a["t"])
+    for a, (level, xa, anchor) in zip(report.get("actions", []), levels, strict=True):
         parts.append(
             f'<line x1="{xa:.1f}" y1="{top - 6}" x2="{xa:.1f}" y2="{height - 28}" '
-            f'stroke="#ccc" stroke-dasharray="3,3"/>'
+            f'stroke="#ccc" stroke-dasharray="3,3"><title>{escape(a["do"])} at '
+            f"{a['t']:.2f} s</title></line>"
         )
-        level = 0 if xa - last_label[0] > 90 else (1 if xa - last_label[1] > 90 else None)
         if level is not None:
-            last_label[level] = xa
-            anchor = "end" if xa > left + plot_w - 60 else "start"
             parts.append(
-                f'<text x="{xa + 2:.1f}" y="{top - 4 - 11 * (1 - level)}" '
-                f'text-anchor="{anchor}" style="font-size:10px;fill:#888">'
-                f"{escape(a['do'])}</text>"
+                f'<text x="{xa + (2 if anchor == "start" else -2):.1f}" '
+                f'y="{top - 8 - LABEL_H * level}" text-anchor="{anchor}" class="action" '
+                f'style="font-size:10px;fill:#888">{escape(a["do"])}</text>'
             )
+    states = member_states(report)
     colours = _sender_colours(report)
     index = {row: i for i, row in enumerate(rows)}
     for i, (kind, name) in enumerate(rows):
@@ -126,9 +138,21 @@ def timeline_svg(report: dict[str, Any], max_rows: int = 40) -> str:
             f'<rect x="{left}" y="{top + i * row_h}" width="{plot_w}" height="{row_h}" '
             f'fill="{fill}"/>'
         )
-        label = name if kind == "member" else f"relay {name} faults"
+        label, style = (name, "") if kind == "member" else (f"relay {name} faults", "")
+        st = states.get(name) if kind == "member" else None
+        if st is not None:
+            label = f"{name} · {st['epoch']}" if st["epoch"] else name
+            if st["forked"]:
+                # a member left on a minority branch of a fork (SPEC.md §8.11)
+                label += " · forked"
+                style = ' style="fill:#c62828;font-weight:700"'
+                parts.append(
+                    f'<rect x="{left}" y="{top + i * row_h}" width="{plot_w}" height="{row_h}" '
+                    f'fill="#c62828" fill-opacity="0.08"/>'
+                )
         parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="row"{style}>'
+            f"{escape(label)}</text>"
         )
     for t in tl:
         i = index.get(("member", t["member"]))
@@ -140,6 +164,7 @@ def timeline_svg(report: dict[str, Any], max_rows: int = 40) -> str:
             f"<title>{escape(t['sender'])} → {escape(t['member'])}: "
             f"{t['latency_ms']:.0f} ms</title></circle>"
         )
+    parts += _epoch_marks(report, index, x, top, row_h)
     for r in relays:
         i = index[("relay", r["name"])]
         y0 = top + i * row_h + 3
@@ -153,9 +178,10 @@ def timeline_svg(report: dict[str, Any], max_rows: int = 40) -> str:
     # axis
     ya = height - 24
     parts.append(f'<line x1="{left}" y1="{ya}" x2="{left + plot_w}" y2="{ya}" stroke="#999"/>')
-    for k in range(6):
-        t = t_max * k / 5
-        parts.append(f'<text x="{x(t):.1f}" y="{ya + 14}" text-anchor="middle">{t:.1f} s</text>')
+    for t in ticks:
+        parts.append(
+            f'<text x="{x(t):.1f}" y="{ya + 14}" text-anchor="middle">{seconds_label(t)}</text>'
+        )
     parts.append("</svg>")
     shown_senders = list(colours.items())[:12]
     legend = "".join(
@@ -178,6 +204,73 @@ def timeline_svg(report: dict[str, Any], max_rows: int = 40) -> str:
     return "".join(parts) + f'<div class="legend">{legend}</div>{more}'
 
 
+def _epoch_marks(
+    report: dict[str, Any],
+    index: dict[tuple[str, str], int],
+    x: Any,
+    top: float,
+    row_h: float,
+) -> list[str]:
+    """A mark on each member's row where its client moved to a new epoch,
+    labelled with the epoch, in the order it applied commits.  Where members
+    reached the same epoch with different authenticators (a fork), the
+    marks of the smaller branch are red."""
+    epochs = report.get("epochs", [])
+    branches: dict[tuple[str, int], dict[str, set[str]]] = {}
+    for e in epochs:
+        branches.setdefault((e["group"], e["epoch"]), {}).setdefault(e["auth"], set()).add(
+            e["member"]
+        )
+    main = {
+        key: min(auths, key=lambda a: (-len(auths[a]), sorted(auths[a])))
+        for key, auths in branches.items()
+    }
+    parts = []
+    order: dict[str, int] = {}
+    for e in epochs:
+        i = index.get(("member", e["member"]))
+        if i is None:
+            continue
+        order[e["member"]] = order.get(e["member"], 0) + 1
+        forked = e["auth"] != main[(e["group"], e["epoch"])]
+        colour = "#c62828" if forked else "#555"
+        xe, y0 = x(e["t"]), top + i * row_h
+        parts.append(
+            f'<path class="epoch" d="M{xe:.1f},{y0 + 1:.1f} l3,4 l-3,4 l-3,-4 z" '
+            f'fill="{colour}"><title>{escape(e["member"])}: epoch {e["epoch"]} of '
+            f"{escape(e['group'])} at {e['t']:.2f} s (change {order[e['member']]}, "
+            f"authenticator {escape(e['auth'])}{', forked' if forked else ''})</title></path>"
+            f'<text x="{xe + 4:.1f}" y="{y0 + 8:.1f}" style="font-size:8px;fill:{colour}">'
+            f"{e['epoch']}</text>"
+        )
+    return parts
+
+
+LABEL_H = 11  # one line of action labels
+LABEL_LEVELS = 5
+CHAR_W = 6.2  # a generous width of one 10px character
+
+
+def _label_levels(
+    actions: list[dict[str, Any]], left: float, plot_w: float, t_max: float
+) -> list[tuple[int | None, float, str]]:
+    """(line, x, anchor) of each action's label: the first line above the
+    plot where it does not overlap a label already placed; None when every
+    line is taken there (the dashed line keeps a tooltip)."""
+    ends = [-1e9] * LABEL_LEVELS
+    out: list[tuple[int | None, float, str]] = []
+    for a in actions:
+        xa = left + plot_w * max(0.0, a["t"]) / t_max
+        w = CHAR_W * len(str(a["do"])) + 2
+        anchor = "end" if xa + w > left + plot_w else "start"
+        lo = xa - w if anchor == "end" else xa
+        level = next((k for k in range(LABEL_LEVELS) if lo >= ends[k] + 4), None)
+        if level is not None:
+            ends[level] = lo + w
+        out.append((level, xa, anchor))
+    return out
+
+
 def bars_svg(
     labels: list[str],
     series: list[tuple[str, str, list[float]]],
@@ -185,18 +278,22 @@ def bars_svg(
     width: int = 500,
     height: int = 240,
     unit: str = "",
+    integer: bool = False,
 ) -> str:
-    """Grouped vertical bars: ``series`` is (name, colour, values per label)."""
+    """Grouped vertical bars: ``series`` is (name, colour, values per label);
+    ``integer`` for counts (whole-number ticks)."""
     if not labels:
         return "<p>Nothing to chart.</p>"
     left, bottom, top = 48, 46, 14
     plot_w, plot_h = width - left - 10, height - bottom - top
-    vmax = max([v for _, _, vals in series for v in vals] + [1])
+    ticks = nice_ticks(
+        max([v for _, _, vals in series for v in vals] + [1]), most=4, integer=integer
+    )
+    vmax = ticks[-1]
     group_w = plot_w / len(labels)
     bar_w = max(2.0, group_w * 0.8 / len(series))
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
-    for k in range(5):
-        v = vmax * k / 4
+    for v in ticks:
         y = top + plot_h - plot_h * v / vmax
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/>'
@@ -251,7 +348,9 @@ def latency_svg(report: dict[str, Any]) -> str:
     if not report.get("latency", {}).get("count"):
         return "<p>No deliveries.</p>"
     labels = [f"<{_fmt(hi)}" if hi is not None else f"≥{_fmt(lo)}" for lo, hi, _ in hist]
-    return bars_svg(labels, [("deliveries", "#4e79a7", [n for _, _, n in hist])], unit="")
+    return bars_svg(
+        labels, [("deliveries", "#4e79a7", [n for _, _, n in hist])], unit="", integer=True
+    )
 
 
 def faults_svg(report: dict[str, Any]) -> str:
@@ -275,6 +374,7 @@ def faults_svg(report: dict[str, Any]) -> str:
                 ],
             ),
         ],
+        integer=True,
     )
 
 
@@ -282,6 +382,10 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {plain(v)}" for k, v in params.items()) or "none"
 
 
 def _attack_colour(outcome: str) -> str:
@@ -296,7 +400,9 @@ def render_html(report: dict[str, Any]) -> str:
             f'<span class="st" style="color:{STATUS_COLOURS.get(c["status"], "#333")}">'
             f"{escape(c['status'])}</span>",
             escape(c["name"]),
-            escape(c["summary"]) + (f"<br><i>{escape(c['reason'])}</i>" if c["reason"] else ""),
+            escape(summary(c, r))
+            + (f"<br><i>{escape(c['reason'])}</i>" if c.get("reason") else "")
+            + (f"<br><span class='why'>{escape(why(c, r))}</span>" if why(c, r) else ""),
         ]
         for c in r["checks"]
     ]
@@ -340,7 +446,7 @@ def render_html(report: dict[str, Any]) -> str:
                 str(t["posts"]),
                 str(t["delivers_out"]),
                 str(t["blob_chunks"]),
-                escape(json.dumps(t["repeats"])),
+                escape(plain({k: v for k, v in t["repeats"].items() if v})),
             ]
         )
     action_rows = [
@@ -357,7 +463,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<h1>{escape(r['scenario'])} {_badge(r['result'])}</h1>",
         f"<p>{escape(r.get('description', ''))}</p>",
         f"<p class='meta'>{escape(r['started'])} · mode {escape(r['mode'])} · seed {r['seed']} · "
-        f"params {escape(json.dumps(r.get('params', {})))}"
+        f"params {escape(_params(r.get('params', {})))}"
         f"{' · ' + escape(r['file']) if r.get('file') else ''}</p>",
         f"<div class='card'>{kpi_html}</div>",
     ]
@@ -368,8 +474,10 @@ def render_html(report: dict[str, Any]) -> str:
         _table(["status", "check", "result"], checks),
         "<h2>Delivery timeline per member</h2>",
         "<p class='meta'>Each dot is one message as the member's client showed it, coloured by "
-        "sender; dashed lines mark the scenario's actions; the lower rows are the faults each "
-        "malicious relay injected.</p>",
+        "sender; the small numbered marks are the epochs each client moved to, in the order it "
+        "applied the commits (red: a branch of a fork); a member left on a fork's smaller "
+        "branch is marked <i>forked</i>. Dashed lines mark the scenario's actions; the lower "
+        "rows are the faults each malicious relay injected.</p>",
         f"<div class='card'>{timeline_svg(r)}</div>",
         "<div class='grid'>",
         f"<div><h2>Latency histogram (ms)</h2><div class='card'>{latency_svg(r)}</div></div>",

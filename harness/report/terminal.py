@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.report.explain import fork_lines, member_states, plain_text, summary, why
+
 LABEL = {
     "passed": "pass ",
     "failed": "FAIL ",
@@ -11,6 +13,19 @@ LABEL = {
     "xfail": "xfail",
     "xpass": "XPASS",
 }
+
+
+def epoch_lines(report: dict[str, Any], most: int = 10) -> list[str]:
+    """Each member's epochs in the order its client applied them."""
+    per: dict[str, list[str]] = {}
+    for e in report.get("epochs", []):
+        per.setdefault(e["member"], []).append(f"{e['epoch']} ({e['t']:.1f} s, {e['auth'][:6]})")
+    lines = []
+    for name, steps in list(per.items())[:12]:
+        shown = steps[-most:]
+        more = "... -> " if len(steps) > most else ""
+        lines.append(f"  epochs of {name}: {more}{' -> '.join(shown)}")
+    return lines
 
 
 def render_terminal(report: dict[str, Any]) -> str:
@@ -23,7 +38,12 @@ def render_terminal(report: dict[str, Any]) -> str:
     if report.get("error"):
         lines.append(f"  error: {report['error']}")
     for c in report["checks"]:
-        lines.append(f"  [{LABEL.get(c['status'], c['status'])}] {c['name']:<16} {c['summary']}")
+        lines.append(
+            f"  [{LABEL.get(c['status'], c['status'])}] {c['name']:<16} {summary(c, report)}"
+        )
+        reason = why(c, report)
+        if reason:
+            lines.append(f"          {reason}")
         if c["status"] in ("xfail", "xpass") and c.get("reason"):
             tag = "known failure" if c["status"] == "xfail" else "fixed? known failure"
             lines.append(f"          {tag}: {c['reason']}")
@@ -34,6 +54,13 @@ def render_terminal(report: dict[str, Any]) -> str:
             for k, n in sorted(faults["injected"].items())
         ]
         lines.append("  faults injected: " + ", ".join(parts))
+    for line in fork_lines(report):
+        lines.append(f"  fork: {line}")
+    forked = {m: st for m, st in member_states(report).items() if st["forked"]}
+    for name, st in forked.items():
+        lines.append(f"  {name}: forked in {st['forked']} ({st['epoch']})")
+    if forked or len(report.get("members", [])) <= 8:
+        lines += epoch_lines(report)
     for x in report.get("attacks", []):
         lines.append(f"  attack {x['kind']} by {x['attacker']}: {x['outcome']}: {x['observed']}")
     lat = report.get("latency", {})
@@ -59,5 +86,5 @@ def render_terminal(report: dict[str, Any]) -> str:
             )
     failed = [a for a in report.get("actions", []) if a.get("error")]
     for a in failed[:5]:
-        lines.append(f"  action {a['do']} at {a['t']:.1f}s failed: {a['error']}")
+        lines.append(f"  action {a['do']} at {a['t']:.1f}s failed: {plain_text(a['error'])}")
     return "\n".join(lines)

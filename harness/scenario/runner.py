@@ -276,10 +276,28 @@ def build_report(
         "timeline": timeline,
         "faults": fault_summary(relays, results),
         "attacks": [r.to_json() for r in world.attacks],
+        "epochs": epoch_changes(world),
         "notices": {
             name: [t for _, t, w in m["notices"] if w][-20:] for name, m in snap["members"].items()
         },
     }
+
+
+def epoch_changes(world: World) -> list[dict[str, Any]]:
+    """Each member's epoch changes in the scenario's groups (not the direct
+    conversations made to exchange contacts), in the order it applied them."""
+    labels = {g.conv_id: label for label, g in world.groups.items()}
+    return [
+        {
+            "member": name,
+            "group": labels[conv],
+            "epoch": epoch,
+            "auth": auth.hex()[:16],
+            "t": round(t, 3),
+        }
+        for name, conv, epoch, auth, t in world.epochs
+        if conv in labels
+    ]
 
 
 def fault_summary(relays: dict[str, dict[str, Any]], results: list[C.CheckResult]) -> dict:

@@ -110,6 +110,9 @@ class World(HostileMember):
         self.notes: list[str] = []
         self.files: dict[str, Path] = {}
         self.attacks: list[AttackRecord] = []
+        # each member's epoch changes, in the order it applied them:
+        # (member, group id, epoch, epoch authenticator, seconds since t0)
+        self.epochs: list[tuple[str, bytes, int, bytes, float]] = []
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -138,6 +141,7 @@ class World(HostileMember):
             home = self.workdir / "clients" / name
             engine = Engine.create(home, PASSPHRASE, f"Member-{name}", urls, fast_kdf=True)
             self.members[name] = Member(name, f"Member-{name}", home, engine)
+            engine.listeners.append(self._epoch_recorder(name, engine))
         await asyncio.gather(*(m.engine.connect() for m in self.members.values()))
         # "member:NAME" reader selectors become the connection that reads
         # that member's inbox on this relay (all a relay can know of a reader)
@@ -148,6 +152,22 @@ class World(HostileMember):
                     box = next((i for i in who.identity.inboxes if i.relay_url == handle.url), None)
                     if box is not None:
                         fault.reader = "reads:" + box.mailbox_id.hex()[:16]
+
+    def _epoch_recorder(self, name: str, engine: Engine) -> Any:
+        """A listener noting each epoch this member's client moves to (the
+        report's per-member commit order: what one debugs a fork with)."""
+        last: dict[bytes, tuple[int, bytes]] = {}
+
+        def changed(what: str, conv: bytes | None) -> None:
+            group = engine.groups.get(conv) if conv is not None else None
+            if group is None or conv is None:
+                return
+            now = (group.epoch, group.epoch_authenticator)
+            if last.get(conv) != now:
+                last[conv] = now
+                self.epochs.append((name, conv, now[0], now[1], self.elapsed()))
+
+        return changed
 
     async def stop(self) -> None:
         for task in self.background:

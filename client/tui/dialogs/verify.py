@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
@@ -38,7 +38,7 @@ class VerifyDialog(ModalScreen[bool]):
                 "It is the same on both devices; you can also scan each other's code.",
                 classes="dialog-help",
             )
-            with Horizontal(id="verify-columns"):
+            with VerticalScroll(id="verify-scroll"), Horizontal(id="verify-columns"):
                 with Vertical(classes="verify-col"):
                     yield Label(f"Safety number ({self.my_name} and {name})", classes="col-title")
                     yield Static("\n".join(safety_rows(self.number)), id="safety-number")

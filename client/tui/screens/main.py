@@ -34,6 +34,7 @@ from client.tui.dialogs.verify import VerifyDialog
 from client.tui.format import (
     conversation_title,
     duration,
+    plural,
     relay_health,
 )
 from client.tui.screens.article import ArticleScreen
@@ -62,8 +63,13 @@ class MainScreen(Screen[None]):
         Binding("ctrl+r", "relays", "Relays"),
         Binding("ctrl+t", "app.toggle_dark", "Theme"),
         Binding("f1", "help", "Help"),
+        Binding("ctrl+k", "switch", "Go to", priority=True),
         Binding("ctrl+l", "latest", "Latest", show=False),
+        # Tab moves between the three regions, not through every message
+        Binding("tab", "region(1)", "Next region", show=False),
+        Binding("shift+tab", "region(-1)", "Previous region", show=False),
     ]
+    REGIONS = ("sidebar", "messages", "composer")
 
     def __init__(self, engine: Any, *, inline_images: bool = True) -> None:
         super().__init__()
@@ -76,6 +82,7 @@ class MainScreen(Screen[None]):
         self._last_notice: object | None = engine.notices[-1] if engine.notices else None
         # photos fetched for display, decrypted in memory only (never on disk)
         self._photos: dict[bytes, bytes] = {}
+        self.closing = False  # set by shutdown(): the engine may be closed any moment
 
     # -- layout -----------------------------------------------------------------------
 
@@ -109,16 +116,31 @@ class MainScreen(Screen[None]):
         else:
             self._show_title(None)
         self.query_one(Composer).focus()
-        self.set_interval(1.0, self._tick)
+        self._ticker = self.set_interval(1.0, self._tick)
 
     def on_unmount(self) -> None:
-        self.bridge.detach()
+        self.shutdown()
         self._photos.clear()
+
+    def shutdown(self) -> None:
+        """Stop everything that reads the engine (events, timers, workers):
+        the app calls this before it closes the engine, so nothing touches
+        a closed store while the close is under way."""
+        self.closing = True
+        self.bridge.detach()
+        ticker = getattr(self, "_ticker", None)
+        if ticker is not None:
+            ticker.stop()
+        self.app.workers.cancel_node(self)
+        for view in self.query(MessageView):
+            self.app.workers.cancel_node(view)
 
     # -- engine events ----------------------------------------------------------------
 
     @on(EngineBridge.Changed)
     def _changed(self, event: EngineBridge.Changed) -> None:
+        if self.closing:
+            return
         self._dirty.add((event.what, event.conv_id))
         if not self._redraw_pending:
             self._redraw_pending = True
@@ -129,7 +151,7 @@ class MainScreen(Screen[None]):
         dirty, self._dirty = self._dirty, set()
         whats = {w for w, _ in dirty}
         convs = {c for _, c in dirty}
-        if not self.is_attached or self.engine.closed:
+        if not self.is_attached or self.closing or self.engine.closed:
             return  # a redraw timer can fire after the app closed the engine
         self.query_one(Sidebar).refresh_from(self.engine)
         self._refresh_banner()
@@ -169,7 +191,7 @@ class MainScreen(Screen[None]):
 
     def _tick(self) -> None:
         """Once a second: disappearing-message timers."""
-        if self.conv_id is not None:
+        if not self.closing and self.conv_id is not None:
             self.query_one(MessageView).refresh_states(now_ms())
 
     def _refresh_banner(self) -> None:
@@ -195,7 +217,7 @@ class MainScreen(Screen[None]):
         name = conversation_title(self.engine, conv)
         members = self.engine.members(conv.group_id)
         up, total = relay_health(self.engine, conv.group_id)
-        parts = [name, f"{len(members)} members" if conv.kind == "group" else "direct"]
+        parts = [name, plural(len(members), "member") if conv.kind == "group" else "direct"]
         parts.append(f"relays {up}/{total} connected")
         if conv.disappearing_ms:
             parts.append(f"messages disappear after {duration(conv.disappearing_ms // 1000)}")
@@ -218,13 +240,15 @@ class MainScreen(Screen[None]):
     def _selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
             self.open_conversation(bytes.fromhex(event.option.id))
-            self.query_one(Composer).focus()
 
     @work(group="open", exclusive=True)
     async def open_conversation(self, conv_id: bytes) -> None:
+        """Show a conversation; typing goes to its composer again (the
+        focused message, if any, belongs to the conversation left behind)."""
         conv = self.engine.conversation(conv_id)
-        if conv is None:
+        if conv is None or self.closing:
             return
+        self.query_one(Composer).focus()
         self.conv_id = conv_id
         await self.query_one(MessageView).open(self.engine, conv_id, now_ms())
         self.engine.mark_read(conv_id)
@@ -236,6 +260,46 @@ class MainScreen(Screen[None]):
 
     def current(self) -> Conversation | None:
         return self.engine.conversation(self.conv_id) if self.conv_id else None
+
+    def action_region(self, step: int) -> None:
+        """Focus the next (or previous) region: sidebar, messages, composer.
+        The messages region is entered at its newest message."""
+        focused = self.focused
+        if isinstance(focused, Sidebar):
+            here = 0
+        elif isinstance(focused, (MessageItem, MessageView)):
+            here = 1
+        else:
+            here = 2
+        target = self.REGIONS[(here + step) % len(self.REGIONS)]
+        if target == "sidebar":
+            self.query_one(Sidebar).focus()
+        elif target == "composer":
+            self.query_one(Composer).focus()
+        else:
+            view = self.query_one(MessageView)
+            items = view.items
+            if items:
+                items[-1].focus()
+            else:
+                view.focus()
+
+    def action_switch(self) -> None:
+        """Ctrl+K: go to a conversation or contact by name."""
+        from textual.command import CommandPalette
+
+        from client.tui.commands import ConversationSwitcher
+
+        self.app.push_screen(
+            CommandPalette(
+                providers=[ConversationSwitcher],
+                placeholder="Go to a conversation or contact...",
+            )
+        )
+
+    def go_to(self, conv_id: bytes) -> None:
+        """Open a conversation chosen in the switcher or the palette."""
+        self.open_conversation(conv_id)
 
     async def action_latest(self) -> None:
         await self.query_one(MessageView).jump_to_latest()

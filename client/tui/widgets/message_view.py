@@ -30,6 +30,7 @@ from textual.widgets import Static
 
 from client.model import HistoryEntry
 from client.tui.format import (
+    article_preview,
     clock,
     delivery_text,
     duration,
@@ -47,7 +48,11 @@ except Exception:  # pragma: no cover - optional rendering back-end
 class MessageItem(Vertical, can_focus=True):
     """One message: a header line, its body, and a photo once fetched."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open"),
+        Binding("up", "step(-1)", "Previous", show=False),
+        Binding("down", "step(1)", "Next", show=False),
+    ]
 
     class Opened(Message):
         """The user asked to open this message (article, file or photo)."""
@@ -82,7 +87,7 @@ class MessageItem(Vertical, can_focus=True):
         if e.kind == "article":
             text.append("ARTICLE ", style="bold reverse")
             text.append(f" {e.title}", style="bold")
-            first = next((ln for ln in e.text.splitlines() if ln and not ln.startswith("#")), "")
+            first = article_preview(e.text)
             if first:
                 text.append(f"\n{first[:160]}", style="italic")
             text.append("\n[Enter: read]", style="dim")
@@ -115,6 +120,21 @@ class MessageItem(Vertical, can_focus=True):
 
     def action_open(self) -> None:
         self.post_message(self.Opened(self.entry))
+
+    def action_step(self, step: int) -> None:
+        """Up/Down: focus the previous or next message (the view pages in
+        more when the focus reaches the window's edge and scrolls there)."""
+        parent = self.parent
+        if not isinstance(parent, MessageView):
+            return
+        items = parent.items
+        index = items.index(self) + step
+        if 0 <= index < len(items):
+            items[index].focus()
+        elif index < 0:
+            parent.scroll_home(animate=False)
+        else:
+            parent.scroll_end(animate=False)
 
 
 class MessageView(VerticalScroll):

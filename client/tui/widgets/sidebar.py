@@ -18,7 +18,9 @@ class Sidebar(OptionList):
         highlighted = self.highlighted_option.id if self.highlighted_option else None
         # a removal we could not confirm stays listed, attributed (SPEC §8.11)
         convs = [c for c in engine.conversations() if not c.left or c.removed_by]
-        changed_keys = {c.conversation for c in engine.contacts() if c.key_changed}
+        contacts = engine.contacts()
+        changed_keys = {c.conversation for c in contacts if c.key_changed}
+        verified = {c.conversation for c in contacts if c.verified and not c.key_changed}
         options = []
         for conv in convs:
             up, total = relay_health(engine, conv.group_id)
@@ -26,6 +28,8 @@ class Sidebar(OptionList):
             icon = "#" if conv.kind == "group" else "@"
             label.append(f"{icon} ", style="dim")
             label.append(conversation_title(engine, conv), style="bold" if conv.unread else "")
+            if conv.kind == "direct" and conv.group_id in verified:
+                label.append(" ✓", style="bold green")  # safety number compared
             if conv.unread:
                 label.append(f" ({conv.unread})", style="bold cyan")
             if conv.removed_by:
