@@ -719,7 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make an invite link with its own capability (one person by default), "
         "list invites and their state, or revoke one (its mailboxes are deleted).",
     )
-    p.add_argument("action", nargs="?", choices=["new", "list", "revoke"], default="new")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["new", "list", "revoke"],
+        default="new",
+        help="new (the default): make a link; list: every invite and its state; revoke ID",
+    )
     p.add_argument("id", nargs="?", help="the invite to revoke ('legacy': the old inbox)")
     uses = p.add_mutually_exclusive_group()
     uses.add_argument(

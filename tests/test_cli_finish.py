@@ -64,14 +64,15 @@ def test_export_without_a_backup_passphrase_names_the_right_flag(tmp_path: Path)
 
 
 def test_a_closed_pipe_ends_quietly_like_unix_tools(tmp_path: Path) -> None:
-    """``samizdat contacts | head -0``: no "error: Broken pipe", the status a
-    shell reports for a tool stopped by SIGPIPE (128 + 13)."""
+    """``samizdat relays | head -0``: no "error: Broken pipe", the status a
+    shell reports for a tool stopped by SIGPIPE (128 + 13).  (An offline
+    command that always prints: making an invite now needs a relay.)"""
     home = tmp_path / "home"
     make_engine(home, "A", ["http://127.0.0.1:9"]).store.close()
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
     try:
-        out = cli(home, "invite", stdout=write_end, stderr=subprocess.PIPE)
+        out = cli(home, "relays", stdout=write_end, stderr=subprocess.PIPE)
     finally:
         os.close(write_end)
     assert out.stderr == "", out.stderr

@@ -55,6 +55,7 @@ class FakeEngine:
         self.identity = Identity(b"", self.me, "Alice", ["https://relay-a.example"], [], T0)
         self.listeners: list[object] = []
         self.notices: list[object] = []
+        self.closed = False
         self.calls: list[tuple[object, ...]] = []
         self.direct = bytes([10]) * 16
         self.group = bytes([11]) * 16
