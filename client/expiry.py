@@ -29,9 +29,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 
-from client.core import EngineCore, now_ms
+from client.core import EngineCore
 from client.model import NS_CONFIG, NS_CONVS, NS_EXPIRY, NS_STATUS, HistoryEntry, history_ns
 from client.store import UnknownFile
 from protocol.errors import SamizdatError
@@ -45,10 +46,14 @@ _SCHEDULED_FLAG = b"expiry-scheduled"
 class Expiry(EngineCore):
     """History appends that schedule expiry, and the sweep."""
 
-    #: milliseconds since the Unix epoch; replaced in tests to move time
-    clock: Callable[[], int] = staticmethod(now_ms)
+    #: seconds since the Unix epoch, the engine's one clock (the delivery
+    #: watch reads it too); replaced in tests to move time
+    clock: Callable[[], float] = staticmethod(time.time)
     expiry_interval: float = EXPIRY_INTERVAL
     _expiry_task: asyncio.Task[None] | None = None
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _append_history(self, conv_id: bytes, entry: HistoryEntry) -> int:
         """Append ``entry`` to the conversation's history and, if it expires,
@@ -70,7 +75,7 @@ class Expiry(EngineCore):
     def expire_due(self) -> int:
         """Delete every history entry that is due, with its attachment and
         delivery status; returns how many were deleted."""
-        now = self.clock()
+        now = self._now_ms()
         due = []
         for key, raw in self.store.items(NS_EXPIRY):
             item = json.loads(raw)
@@ -127,5 +132,5 @@ class Expiry(EngineCore):
                 next_due = None
             delay = self.expiry_interval
             if next_due is not None:
-                delay = min(delay, max(0.0, (next_due - self.clock()) / 1000))
+                delay = min(delay, max(0.0, (next_due - self._now_ms()) / 1000))
             await asyncio.sleep(max(0.05, delay))

@@ -217,7 +217,7 @@ async def test_expired_messages_leave_the_store_and_backups(
         alice.history(conv, limit=50)  # what a client showing the last page did
 
         real_clock = alice.clock
-        alice.clock = lambda: real_clock() + 2 * HOUR_MS  # two hours pass
+        alice.clock = lambda: real_clock() + 2 * HOUR_MS / 1000  # two hours pass
         await eventually(
             lambda: alice.store.log_count(history_ns(conv)) == 3, timeout=60, what="the sweep"
         )
@@ -248,7 +248,7 @@ async def test_backup_sweeps_what_is_due_first(tmp_path: Path, relay: RelayProce
         await alice.connect()
         conv = await _expiring_history(alice, tmp_path, 5)
         real_clock = alice.clock
-        alice.clock = lambda: real_clock() + 2 * HOUR_MS
+        alice.clock = lambda: real_clock() + 2 * HOUR_MS / 1000
         backup = tmp_path / "alice.backup"
         alice.export_backup(backup, b"backup passphrase")
     finally:
@@ -276,7 +276,7 @@ async def test_expiry_schedule_survives_a_restart(tmp_path: Path, relay: RelayPr
     try:
         assert reopened.store.log_count(history_ns(conv)) == 8
         real_clock = reopened.clock
-        reopened.clock = lambda: real_clock() + 2 * HOUR_MS
+        reopened.clock = lambda: real_clock() + 2 * HOUR_MS / 1000
         assert reopened.expire_due() == 5
         assert reopened.store.log_count(history_ns(conv)) == 3
         assert list((home / "files").iterdir()) == []
