@@ -122,6 +122,7 @@ class HostileMember:
 
     attacks: list[AttackRecord]
     members: dict[str, Any]
+    sent: list[Any]
     groups: dict[str, Any]
 
     # provided by the world
@@ -364,10 +365,15 @@ class HostileMember:
             raise EngineError("late_misattribution needs a `newcomer` who is not a member yet")
         group = self._copy(attacker, rec.conv_id)
         canary = f"HELD-{_rng(4).hex()}"
-        message = AppMessage.new(
-            Text(f"{canary} from {attacker}"), rng=_rng, now_ms=int(time.time() * 1000),
-            sender_seq=10_000,
-        )  # fmt: skip
+        from harness.scenario.world import Sent  # the world imports this module
+
+        text = f"{canary} from {attacker}"
+        sent_ms = int(time.time() * 1000)
+        message = AppMessage.new(Text(text), rng=_rng, now_ms=sent_ms, sender_seq=10_000)
+        # a real message of the attacker's: no_forgery must know it was sent
+        # (by whom); no member is expected to receive it (the harness hands it
+        # to the victim alone)
+        self.sent.append(Sent(message.message_id, rec.label, attacker, "text", text, sent_ms, []))
         ciphertext = group.encrypt(message.to_bytes(), _rng)
         held = ea._sealed_items(rec.conv_id, ciphertext, message.message_id)
         admin = str(a.get("admin", rec.creator))

@@ -103,7 +103,9 @@ def check_delivery(snap: dict[str, Any], mode: Any) -> CheckResult:
     not_stored = 0
     for s in snap["sent"]:
         status = snap["statuses"].get(s["id"], {})
-        if not status.get("relays_stored"):
+        # a message meant for nobody (the hostile member's withheld one,
+        # handed to its victim by the harness) need not be on a relay
+        if not status.get("relays_stored") and s["recipients"]:
             not_stored += 1
         current = set(snap["groups"][s["group"]]["members"])
         for r in s["recipients"]:
