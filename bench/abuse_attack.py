@@ -98,6 +98,8 @@ class Attack:
         self.stop = asyncio.Event()
         self.counts: dict[str, int] = {}
         self.held = {"idle": 0, "uploads": 0}
+        self.tried: set[int] = set()
+        self.ramp: dict[str, float] = {}  # upload workers that made their first attempt
         self.peak = {"idle": 0, "uploads": 0}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
 
@@ -212,7 +214,7 @@ class Attack:
                 self.count("ticket_failed")
         return tickets
 
-    async def slow_upload(self, address: str, ticket: BlobTicket, index: int) -> None:
+    async def slow_upload(self, worker: int, address: str, ticket: BlobTicket, index: int) -> None:
         head = (
             f"PUT /blob/{ticket.blob_id.hex()}/{index} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
             f"Authorization: Bearer {ticket.upload_token.hex()}\r\n"
@@ -237,7 +239,9 @@ class Attack:
                     except TimeoutError:
                         writer.write(b"\0" * 16)  # 16 bytes a second: a slow line
                         await writer.drain()
+                        self.tried.add(worker)  # held for a second at least
                         continue
+                    self.tried.add(worker)
                     if data.startswith(b"HTTP/1.1 408") or not data:
                         self.count("uploads_closed_by_relay")
                     else:
@@ -263,11 +267,19 @@ class Attack:
             ticket = tickets[(i // UPLOADS_PER_TICKET) % len(tickets)]
             address = self.addresses[i % len(self.addresses)]
             tasks.append(
-                asyncio.create_task(self.slow_upload(address, ticket, i % UPLOADS_PER_TICKET))
+                asyncio.create_task(self.slow_upload(i, address, ticket, i % UPLOADS_PER_TICKET))
             )
-        deadline = time.monotonic() + float(self.cfg.get("ramp", 20.0))
+        # ready: every idle socket is held (or the ramp time is over) and every
+        # upload has been held for a second or answered (a refusal counts:
+        # the relay's caps decide how many are held, not the attacker)
+        start = time.monotonic()
+        deadline = start + float(self.cfg.get("ramp", 20.0))
         while time.monotonic() < deadline and not self.stop.is_set():
-            if self.held["idle"] >= idle and self.held["uploads"] >= uploads:
+            if self.held["idle"] >= idle and "idle_s" not in self.ramp:
+                self.ramp["idle_s"] = round(time.monotonic() - start, 1)
+            if len(self.tried) >= uploads and "uploads_s" not in self.ramp:
+                self.ramp["uploads_s"] = round(time.monotonic() - start, 1)
+            if len(self.ramp) == 2:
                 break
             await asyncio.sleep(0.2)
         ready.set()
@@ -375,7 +387,12 @@ async def main() -> None:
     await asyncio.wait(
         [task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
     )
-    emit("ready", held=dict(attack.held), took=round(time.monotonic() - started, 2))
+    emit(
+        "ready",
+        held=dict(attack.held),
+        took=round(time.monotonic() - started, 2),
+        **({"ramp": attack.ramp} if attack.ramp else {}),
+    )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(attack.stop.wait(), float(cfg.get("seconds", 300)))
     attack.stop.set()

@@ -52,7 +52,7 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
     for line in table:
         fields = line.split()
         assert int(fields[1]) > 0  # texts were sent in every scenario
-        fds = [int(x) for x in fields[6].split("/")]
+        fds = [int(x) for x in fields[7].split("/")]
         assert len(fds) == 3 and all(x > 0 for x in fds)
 
     data = json.loads(out_json.read_text())
