@@ -54,9 +54,11 @@ sys.path.insert(0, str(ROOT))
 from nacl.signing import SigningKey  # noqa: E402
 
 from protocol.relay_frames import (  # noqa: E402
+    MAX_CREDIT,
     AuthRead,
     AuthWrite,
     Create,
+    Credit,
     Subscribe,
     auth_message,
     decode_server_frame,
@@ -358,6 +360,8 @@ class SamizdatDriver(Driver):
         await ws.send_bytes(Subscribe(1, self.ids[mailbox], 0).encode())
         frame = decode_server_frame((await ws.receive()).data)
         assert type(frame).__name__ == "Subscribed", frame
+        # a reader as fast as the network: all the credit there is (SPEC §7.6)
+        await ws.send_bytes(Credit(MAX_CREDIT).encode())
 
     async def setup_publisher(self, ws: Any, mailboxes: list[int]) -> None:
         await self._auth(ws, AuthWrite, self.write, "auth-write", mailboxes)

@@ -92,7 +92,7 @@ class Conversations(Outbound):
         for ref in refs:
             try:
                 await self._relay(ref.relay_url).create_mailbox(
-                    ref.mailbox_id, ref.read_seed, ref.write_seed
+                    ref.mailbox_id, ref.read_seed, ref.write_seed, shared=True
                 )
                 created += 1
             except (RelayUnavailable, RemoteError) as exc:
@@ -142,6 +142,7 @@ class Conversations(Outbound):
     async def remove_member(self, conv_id: bytes, identity_key: bytes) -> None:
         self._require_admin(conv_id, "remove other members")
         await self._run_commit(conv_id, self._removal(conv_id, identity_key))
+        await self._run_commit(conv_id, self._replacement_op(conv_id))
 
     def _removal(self, conv_id: bytes, identity_key: bytes) -> Callable[[], Awaitable[None]]:
         """The commit-building op that removes ``identity_key`` (an admin's)."""
@@ -153,28 +154,52 @@ class Conversations(Outbound):
                 raise EngineError("not a member of this conversation")
             meta = find_group_meta(group.extensions)
             assert meta is not None
-            # Rotate every mailbox's write seed so the removed member can no
-            # longer post or unseal (SPEC.md §7.4); a removed admin is no
-            # longer listed.
-            rotated = tuple(replace(ref, write_seed=rng(32)) for ref in meta.mailboxes)
-            admins = tuple(k for k in meta.admins if k != identity_key)
-            new_meta = replace(meta, mailboxes=rotated, admins=admins)
-            result = self._commit(
-                conv_id, remove=[leaf], extensions=(meta_extension(new_meta), REQUIRED)
-            )
-            pending = self._pending.setdefault(conv_id, _PendingOp(None))
-
-            async def rotate() -> None:
-                for old, new in zip(meta.mailboxes, rotated, strict=True):
-                    with contextlib.suppress(RelayUnavailable, RemoteError):
-                        await self._relay(old.relay_url).rotate_write(
-                            old.mailbox_id, old.write_seed, new.write_seed
-                        )
-
-            pending.after.append(rotate)
+            # The mailboxes move in a commit of their own, in the next epoch
+            # (_replacement_op): new seeds in this one would reach the removed
+            # member.  A removed admin is no longer listed.
+            extensions = None
+            if identity_key in meta.admins:
+                admins = tuple(k for k in meta.admins if k != identity_key)
+                extensions = (meta_extension(replace(meta, admins=admins)), REQUIRED)
+            result = self._commit(conv_id, remove=[leaf], extensions=extensions)
             await self._send_commit(conv_id, result.commit)
 
         return op
+
+    def _replacement_op(self, conv_id: bytes) -> Callable[[], Awaitable[None]]:
+        """The commit that moves a group to fresh mailboxes after a removal.
+
+        A removed member holds the old mailbox seeds: it could go on reading
+        the mailboxes (the traffic pattern), filling them, and acking.  So
+        every mailbox is replaced by a fresh one (new id and seeds) on the
+        same relay, created there first (SPEC.md §8.3).  This must be a commit
+        of its own, in the epoch *after* the removal: the removing commit is
+        encrypted under the old epoch's handshake keys, which the removed
+        member holds (RFC 9420 §6.3.1), so new seeds in it would leak; the
+        next epoch's secrets are encrypted only to the remaining members
+        (RFC 9420 §12.4.2)."""
+
+        async def op() -> None:
+            meta = self._meta(conv_id)
+            fresh = tuple(new_mailbox_ref(ref.relay_url, rng) for ref in meta.mailboxes)
+            await self._create_mailboxes_best_effort(fresh)
+            new_meta = replace(meta, mailboxes=fresh)
+            result = self._commit(conv_id, extensions=(meta_extension(new_meta), REQUIRED))
+            pending = self._pending.setdefault(conv_id, _PendingOp(None))
+            pending.after.append(lambda: self._retire_mailboxes(meta.mailboxes))
+            await self._send_commit(conv_id, result.commit)
+
+        return op
+
+    async def _retire_mailboxes(self, refs: Iterable[MailboxRef]) -> None:
+        """After a removal merged: rotate the abandoned mailboxes' write keys
+        to a seed nobody keeps, so nobody (the removed member included) can
+        post there any more; they expire by TTL."""
+        for ref in refs:
+            with contextlib.suppress(RelayUnavailable, RemoteError):
+                await self._relay(ref.relay_url).rotate_write(
+                    ref.mailbox_id, ref.write_seed, rng(32)
+                )
 
     async def leave(self, conv_id: bytes) -> None:
         """Ask the others to remove us (MLS has no self-removal commit) and

@@ -12,7 +12,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from client.model import (
@@ -88,6 +88,9 @@ INVITE_LIFETIME_MS = 30 * 24 * 3600 * 1000
 COMMIT_TIMEOUT = 30.0
 # seconds a handshake other relays delivered may wait for the ordering relay
 HOLD_TIMEOUT = 10.0
+# seconds a mailbox replaced in GroupMeta (removal, relay move) is still read:
+# members a commit behind go on posting there meanwhile (SPEC.md §8.3)
+RETIRED_GRACE = 300.0
 MAX_CONVERSATION_RELAYS = 3
 
 
@@ -124,6 +127,7 @@ class _Mailbox:
     key: bytes  # seal key
     old_keys: tuple[bytes, ...] = ()  # seal keys before a rotation, for messages in flight
     invite_id: bytes = b""  # set for the mailbox of one of our invites (SPEC.md §8.5)
+    retired: float = 0.0  # monotonic time it left GroupMeta (still read, never written)
 
 
 @dataclass
@@ -195,6 +199,16 @@ class EngineCore(ABC):
     @abstractmethod
     async def _on_inbox_welcome(self, mb: _Mailbox, welcome: bytes) -> None:
         """A Welcome arrived in one of our inboxes (:mod:`client.invites`)."""
+
+    @abstractmethod
+    def _after_send(
+        self, conv_id: bytes, group: Group, message: AppMessage, mls_message: bytes
+    ) -> None:
+        """Remember a message for the delivery watch (:mod:`client.delivery`)."""
+
+    @abstractmethod
+    def _note_refusal(self, message_id: bytes, relay_url: str, exc: RemoteError) -> None:
+        """Record a relay's refusal for the delivery alert (:mod:`client.delivery`)."""
 
     @abstractmethod
     async def _introduce(self, conv_id: bytes) -> None:
@@ -342,6 +356,14 @@ class EngineCore(ABC):
             self._mailboxes[mailbox_id] = _Mailbox(
                 owner, url, mailbox_id, read_seed, write_seed, key, old_keys, invite_id
             )
+        now = time.monotonic()
+        for mailbox_id, old in previous.items():
+            if mailbox_id in self._mailboxes or old.conv_id is None:
+                continue
+            owner_group = self.groups.get(old.conv_id)
+            retired = old.retired or now
+            if owner_group is not None and owner_group.active and now - retired < RETIRED_GRACE:
+                self._mailboxes[mailbox_id] = replace(old, retired=retired)
 
     async def _subscribe(self, mb: _Mailbox) -> None:
         client = self._relay(mb.relay_url)
@@ -349,11 +371,29 @@ class EngineCore(ABC):
         cursor = self.store.get(NS_CURSORS, mb.mailbox_id)
         from_seq = int(cursor.decode()) if cursor else 0
         try:
-            await client.subscribe(mb.mailbox_id, mb.read_seed, from_seq, write_seed=mb.write_seed)
+            await client.subscribe(
+                mb.mailbox_id,
+                mb.read_seed,
+                from_seq,
+                write_seed=mb.write_seed,
+                shared=mb.conv_id is not None,
+            )
         except RelayUnavailable:
             pass  # re-subscribed automatically on reconnect
         except RemoteError as exc:
             self._notice(mb.conv_id, f"relay {mb.relay_url} refused a subscription: {exc}", True)
+
+    async def _subscribe_new(self, conv_id: bytes) -> None:
+        """Subscribe to the conversation's mailboxes not subscribed yet: a
+        commit by another member can replace them (a removal, a relay move)."""
+        for mb in [m for m in self._mailboxes.values() if m.conv_id == conv_id]:
+            client = self.relays.get(mb.relay_url)
+            if mb.retired or (client is not None and client.subscribed(mb.mailbox_id)):
+                continue
+            try:
+                await self._subscribe(mb)
+            except RelayUnavailable:
+                continue  # shutting down
 
     async def _ensure_inboxes(self) -> None:
         """Create our inbox mailboxes on relays that do not know them yet."""
@@ -370,9 +410,11 @@ class EngineCore(ABC):
             self.store.put(NS_CURSORS, key, b"1")
 
     async def _create_mailboxes(self, refs: Iterable[MailboxRef]) -> None:
+        """Create a group's mailboxes: shared logs, so one member's ack (or a
+        removed member's) never deletes what the others have not fetched."""
         for ref in refs:
             await self._relay(ref.relay_url).create_mailbox(
-                ref.mailbox_id, ref.read_seed, ref.write_seed
+                ref.mailbox_id, ref.read_seed, ref.write_seed, shared=True
             )
 
     def _ordering_url(self, meta: GroupMeta, conv_id: bytes | None = None) -> str:

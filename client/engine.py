@@ -28,6 +28,11 @@ relay.
 Our own commits are posted to every mailbox and merged when they come back
 from the ordering relay; if a competing commit wins, the engine redoes the
 operation once on the new epoch.
+
+Delivery watch (:mod:`client.delivery`): heartbeats carry each sender's
+high-water mark so receivers report dropped tails; a message without its
+receipts after two minutes raises an alert naming members and relays and is
+sent again, also through the recipients' own inboxes.
 """
 
 from __future__ import annotations

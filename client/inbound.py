@@ -8,7 +8,6 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
-from client.conversations import Conversations
 from client.core import (
     KEY_PACKAGE_STOCK,
     SUITE,
@@ -19,8 +18,10 @@ from client.core import (
     now_ms,
     payload_is_own,
 )
+from client.delivery import Delivery
 from client.model import (
     NS_CURSORS,
+    NS_GROUPS,
     NS_KEY_PACKAGES,
     NS_PEOPLE,
     NS_SEEN,
@@ -49,6 +50,7 @@ from protocol.app.messages import (
     RelayMove,
     Text,
     new_receipts,
+    receipt_witnesses,
 )
 from protocol.app.policy import SamizdatPolicy
 from protocol.app.sealed import unseal
@@ -69,7 +71,7 @@ from protocol.mls.messages import MLSMessage, PrivateMessage, PublicMessage, Rem
 from protocol.mls.welcome import key_package_ref
 
 
-class Inbound(Conversations):
+class Inbound(Delivery):
     """Receiving: unsealing, de-duplication, ordering, MLS processing, app messages."""
 
     # -- receiving ----------------------------------------------------------------------
@@ -138,8 +140,26 @@ class Inbound(Conversations):
                 await self._on_inbox_welcome(mb, payload)
             return
         if mb.conv_id is None:
+            await self._on_inbox_mls(url, seq, payload, digest)
             return
         await self._on_mls(mb.conv_id, url, seq, payload, digest)
+
+    async def _on_inbox_mls(self, url: str, seq: int, payload: bytes, digest: bytes) -> None:
+        """A member re-sent an application message of one of our groups to
+        our inbox because the group's relays did not deliver it (delivery
+        retry, SPEC.md §8.11).  Only application messages are taken this
+        way: handshakes are ordered by the group's ordering relay alone.
+        The MLS layer authenticates it as usual (RFC 9420 §6.3)."""
+        try:
+            pm = MLSMessage.from_bytes(payload).private_message
+        except DecodeError:
+            return
+        if pm is None or pm.content_type != 1:  # RFC 9420 §6.3.1: content_type is in clear
+            return
+        group = self.groups.get(pm.group_id)
+        if group is None or not group.active:
+            return
+        await self._on_mls(pm.group_id, url, seq, payload, digest)
 
     async def _on_welcome(self, welcome: bytes, *, invite_ref: bytes | None = None) -> bytes | None:
         """Join the group a Welcome opens; returns its id, or None if ignored.
@@ -152,7 +172,9 @@ class Inbound(Conversations):
         replaces a group we hold or held (RFC 9420 §12.4.3.1)."""
         try:
             msg = MLSMessage.from_bytes(welcome)
-        except DecodeError:
+        except DecodeError as exc:
+            if invite_ref is None:  # an invite's mailbox takes junk silently (flooding)
+                self._notice(None, f"an invitation could not be opened: {exc}", True)
             return None
         if msg.welcome is None:
             return None
@@ -171,6 +193,10 @@ class Inbound(Conversations):
             if invite_ref is None:
                 self._notice(None, f"an invitation could not be opened: {exc}", True)
             return None
+        if invite_ref is None:
+            # the Welcome opened with this KeyPackage: it is used, adopted or
+            # not (RFC 9420 §16.8: a KeyPackage is for one Welcome)
+            self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
         meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
@@ -205,8 +231,6 @@ class Inbound(Conversations):
         conv = Conversation(conv_id, kind, meta.name, now_ms())
         conv.disappearing_ms = meta.disappearing_ms
         with self.store.transaction():
-            if invite_ref is None:
-                self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
             self._hold_group(conv_id, group)
             self._save_conv(conv)
             self._save_group(conv_id)
@@ -337,6 +361,9 @@ class Inbound(Conversations):
         group = self.groups[conv_id]
         was_pending = group.has_pending_commit
         digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + payload).digest()[:16]
+        # The in-memory group and the store change together or not at all: if
+        # anything fails before the new state is durably stored, go back.
+        snapshot = group.snapshot()
         try:
             events = group.process(payload, now=int(time.time()))
         except (ReplayedMessage, WrongEpoch):
@@ -351,6 +378,31 @@ class Inbound(Conversations):
             who = "" if sender is None else f" from {self._leaf_name(group, sender)}"
             self._notice(conv_id, f"rejected a message{who}: {exc}", True)
             return
+        except BaseException:
+            group.restore(snapshot)  # a bug must not leave half a state either
+            raise
+        try:
+            await self._persist(conv_id, group, events, was_pending, digest)
+        except BaseException:
+            if self._stored_group(conv_id) != group.to_bytes():
+                group.restore(snapshot)
+            raise
+
+    def _stored_group(self, conv_id: bytes) -> bytes | None:
+        try:
+            return self.store.get(NS_GROUPS, conv_id)
+        except Exception:  # the store is failing: nothing new can be in it
+            return None
+
+    async def _persist(
+        self,
+        conv_id: bytes,
+        group: Group,
+        events: list[GroupEvent],
+        was_pending: bool,
+        digest: bytes,
+    ) -> None:
+        """Store what ``group.process`` changed, then act on it."""
         own_commit = (
             was_pending
             and not group.has_pending_commit
@@ -368,6 +420,8 @@ class Inbound(Conversations):
             self._save_group(conv_id)
             self._record_events(conv_id, events)
         self._index_mailboxes()
+        if any(isinstance(e, EpochAdvanced) for e in events):
+            await self._subscribe_new(conv_id)  # GroupMeta may list new mailboxes
         self._emit("conversation", conv_id)
         if any(isinstance(e, ApplicationMessageReceived) for e in events):
             self._schedule_receipts()
@@ -498,7 +552,13 @@ class Inbound(Conversations):
         if not candidates or min(candidates) != group.own_leaf_index:
             return
 
-        task = asyncio.get_running_loop().create_task(self._run_commit_quietly(conv_id, op))
+        async def leave_then_move() -> None:
+            await self._run_commit_quietly(conv_id, op)
+            # the leaver holds the mailbox seeds: move to fresh mailboxes
+            if conv_id in self.groups and self.groups[conv_id].active:
+                await self._run_commit_quietly(conv_id, self._replacement_op(conv_id))
+
+        task = asyncio.get_running_loop().create_task(leave_then_move())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -509,7 +569,10 @@ class Inbound(Conversations):
             self._notice(conv_id, f"could not commit a pending change: {exc}", True)
 
     def _on_app(self, conv: Conversation, group: Group, event: ApplicationMessageReceived) -> None:
-        sender_key = group.member_leaf(event.sender).signature_key
+        # The key that verified the message, of the member who held the leaf
+        # in the message's epoch: a late message's leaf may be blank or
+        # someone else's now (SPEC.md §4.4, §8.11).
+        sender_key = event.sender_signature_key
         try:
             message = AppMessage.from_bytes(event.data)
         except DecodeError:
@@ -521,7 +584,7 @@ class Inbound(Conversations):
             entry = _history_entry(message, sender_key, outgoing=False)
             self._append_history(conv.group_id, entry)
             conv.unread += 1
-            self._receipts.setdefault(conv.group_id, []).append(message.message_id)
+            self._want_receipt(conv.group_id, group, sender_key, message.message_id)
         elif isinstance(body, Receipt):
             for mid in body.message_ids:
                 raw = self.store.get(NS_STATUS, mid)
@@ -557,6 +620,11 @@ class Inbound(Conversations):
             )
 
     def _on_profile(self, conv: Conversation, sender_key: bytes, body: Profile) -> None:
+        if body.inboxes:  # where a delivery retry can reach them (client/delivery.py)
+            self._remember_inboxes(
+                sender_key,
+                [ContactInbox(i.relay_url, i.mailbox_id, i.write_seed) for i in body.inboxes],
+            )
         contact = self.contact(sender_key)
         if contact is None:
             if conv.kind != "direct":
@@ -575,14 +643,17 @@ class Inbound(Conversations):
 
     def _track(self, conv: Conversation, sender: bytes, seq: int) -> None:
         track = conv.track(sender)
+        track.heard_at = self.clock()  # the delivery watch: who is online
         if seq in track.missing:
             track.missing.remove(seq)
         elif seq > track.max_seq:
             gap = range(track.max_seq + 1, seq)
             if len(gap) > 10_000:
                 conv.note(f"{self.display_name(sender)} skipped {len(gap)} messages")
-            else:
+            elif gap:
+                had_unreported = any(s > track.reported for s in track.missing)
                 track.missing.extend(gap)
+                self._gap_seen(conv.group_id, track, had_unreported)
             track.max_seq = seq
         conv.set_track(sender, track)
 
@@ -614,12 +685,20 @@ class Inbound(Conversations):
         self._tasks.add(self._receipt_task)
         self._receipt_task.add_done_callback(self._tasks.discard)
 
+    def _want_receipt(self, conv_id: bytes, group: Group, sender: bytes, message_id: bytes) -> None:
+        """Queue a delivered receipt if we are one of the message's expected
+        witnesses: every member in groups of up to 64 others, a sample of 16
+        above (``receipt_witnesses``), so traffic stays O(n) per message."""
+        others = [key for _, _, key in group.members() if key != sender]
+        if self.identity.signature_pub in receipt_witnesses(message_id, others):
+            self._receipts.setdefault(conv_id, []).append(message_id)
+
     async def _flush_receipts(self) -> None:
         pending, self._receipts = self._receipts, {}
         for conv_id, ids in pending.items():
             group = self.groups.get(conv_id)
-            if group is None or not group.active or len(group.members()) > 64:
-                continue  # receipts in very large groups would cost O(n^2) traffic
+            if group is None or not group.active:
+                continue
             for body in new_receipts(ReceiptKind.DELIVERED, ids):
                 with contextlib.suppress(EngineError):
                     await self._send_app(conv_id, body, history=False)

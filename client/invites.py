@@ -290,6 +290,9 @@ class Invites(Inbound):
                     box.mailbox_id, box.read_seed, box.write_seed
                 )
         if new or drop:
+            # re-read: while the relays answered, a Profile may have updated
+            # the record (its name); saving the stale copy would undo that
+            contact = self.contact(contact.identity_key) or contact
             contact.my_inboxes = keep + new
             self._save_contact(contact)
             self._index_mailboxes()

@@ -26,6 +26,8 @@ NS_EXPIRY = "expiry"  # conv id || u64 history seq -> when it is due (client.exp
 # from): a Welcome for one of them is refused (RFC 9420 §12.4.3.1)
 NS_GROUP_IDS = "group-ids"
 NS_INVITES = "invites"  # our invites: one record per invite id
+NS_INBOXES = "inboxes"  # identity key -> inboxes from their latest Profile (JSON list)
+NS_AWAIT = "awaiting"  # message id -> Awaiting: our messages not yet confirmed delivered
 
 
 def history_ns(conv_id: bytes) -> str:
@@ -163,6 +165,9 @@ class SenderTrack(Record):
 
     max_seq: int = 0
     missing: list[int] = field(default_factory=list)
+    gap_since: float = 0.0  # clock time the oldest unreported gap was seen
+    heard_at: float = 0.0  # clock time of the sender's latest message here
+    reported: int = 0  # missing seqs up to this one were reported to the user
 
 
 @dataclass
@@ -220,6 +225,21 @@ class MessageStatus(Record):
     delivered_to: list[bytes] = field(default_factory=list)
     read_by: list[bytes] = field(default_factory=list)
     recipients: int = 0
+
+
+@dataclass
+class Awaiting(Record):
+    """One of our messages whose delivery receipts are not all in: what the
+    delivery watch needs to alert and to send it again (client/delivery.py)."""
+
+    message_id: bytes
+    conversation: bytes
+    mls_message: bytes  # the MLS ciphertext, re-posted unchanged on retry
+    deadline: float  # clock time of the next alert
+    expected: list[bytes] = field(default_factory=list)  # identity keys that owe a receipt
+    refused: dict[str, str] = field(default_factory=dict)  # relay url -> refusal
+    retried: bool = False
+    sent_at: float = 0.0  # clock time it was sent
 
 
 @dataclass

@@ -8,11 +8,13 @@ import mimetypes
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from client.core import (
     EngineError,
     _history_entry,
+    _Mailbox,
     _read_blocks,
     now_ms,
     rng,
@@ -34,21 +36,17 @@ from protocol.app.group_meta import (
     find_group_meta,
 )
 from protocol.app.messages import (
+    AnyBody,
     AppMessage,
     Article,
     BlobRef,
     ChunkRef,
-    Disappearing,
     File,
-    KeyPackages,
-    Profile,
-    Receipt,
-    RelayMove,
     Text,
 )
-from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key
-from protocol.errors import RemoteError
-from protocol.padding import BLOB_CHUNK_SIZE
+from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key, unseal
+from protocol.errors import CryptoError, RemoteError
+from protocol.padding import BLOB_CHUNK_SIZE, ENVELOPE_BUCKETS
 
 
 class Outbound(Files):
@@ -129,7 +127,7 @@ class Outbound(Files):
     async def _send_app(
         self,
         conv_id: bytes,
-        body: Text | Article | File | Receipt | Profile | KeyPackages | Disappearing | RelayMove,
+        body: AnyBody,
         *,
         history: bool = True,
         file_id: str = "",
@@ -168,6 +166,7 @@ class Outbound(Files):
             # our own copy comes back from every relay: known, so dropped unread
             digest = hashlib.sha256(bytes([EnvelopeType.MLS]) + ciphertext).digest()[:16]
             self.store.put(NS_SEEN, digest, b"")
+            self._after_send(conv_id, group, message, ciphertext)
             self._queue(items)
         await self._flush_items(items)
         self._emit("message", conv_id)
@@ -209,9 +208,17 @@ class Outbound(Files):
         await self._flush_items(items)
 
     async def _post_to_inboxes(
-        self, welcome: bytes, inboxes: list[ContactInbox], conv_id: bytes
+        self,
+        payload: bytes,
+        inboxes: list[ContactInbox],
+        conv_id: bytes,
+        *,
+        kind: EnvelopeType = EnvelopeType.WELCOME,
+        message_id: bytes = b"",
     ) -> None:
-        pieces = split(EnvelopeType.WELCOME, welcome, rng, max_size=MAX_SEALED_PLAINTEXT)
+        """Post a Welcome (or, on a delivery retry, an MLS application
+        message of ``conv_id``) to contacts' inboxes."""
+        pieces = split(kind, payload, rng, max_size=MAX_SEALED_PLAINTEXT)
         full = len(pieces) > 1
         items = []
         for piece in pieces:
@@ -225,7 +232,7 @@ class Outbound(Files):
                         msg_id,
                         sealed,
                         conv_id,
-                        b"",
+                        message_id,
                         now_ms(),
                         write_seed=inbox.write_seed,
                     )
@@ -250,6 +257,13 @@ class Outbound(Files):
             await asyncio.wait(tasks, timeout=wait)
 
     async def _post_item(self, item: OutboxItem) -> bool:
+        mb = self._mailboxes.get(item.mailbox_id)
+        if mb is not None and mb.retired:
+            moved = self._reseal_for_successor(item, mb)
+            if moved is None:
+                self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+                return False
+            item = moved
         client = self._relay(item.relay_url)
         client.start()
         write_seed = self._write_seed_for(item)
@@ -283,9 +297,38 @@ class Outbound(Files):
             self._emit("status", item.conversation)
         return True
 
+    def _reseal_for_successor(self, item: OutboxItem, mb: _Mailbox) -> OutboxItem | None:
+        """An envelope queued for a mailbox that GroupMeta has since replaced
+        (a removal or relay move, while we were a commit behind): open it with
+        our key of the old mailbox and seal it for the new one on the same
+        relay.  None if that relay left the conversation (the others carry it)."""
+        group = self.groups.get(mb.conv_id or b"")
+        meta = find_group_meta(group.extensions) if group is not None else None
+        successor = next(
+            (r for r in (meta.mailboxes if meta else ()) if r.relay_url == mb.relay_url), None
+        )
+        if successor is None:
+            return None
+        for key in (mb.key, *mb.old_keys):
+            try:
+                piece = unseal(key, mb.mailbox_id, item.sealed)
+                break
+            except CryptoError:
+                continue
+        else:
+            return None
+        full = len(item.sealed) == ENVELOPE_BUCKETS[-1]
+        sealed = seal(seal_key(successor.write_seed), successor.mailbox_id, piece, rng, full=full)
+        moved = replace(item, mailbox_id=successor.mailbox_id, sealed=sealed)
+        with self.store.transaction():
+            self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
+            self.store.put(NS_OUTBOX, moved.msg_id + moved.mailbox_id, moved.to_json())
+        return moved
+
     def _refused(self, item: OutboxItem, exc: RemoteError) -> None:
         """Tell the user a relay refused a message, once a minute per relay
         and kind of refusal (a quota refuses every message, not just one)."""
+        self._note_refusal(item.message_id, item.relay_url, exc)
         key = (item.relay_url, type(exc).__name__)
         now = time.monotonic()
         if now - self._refusals.get(key, -1e9) < 60:

@@ -17,6 +17,14 @@ signature.  Delivered envelopes go to the ``on_deliver`` callback in relay
 order; ``state`` reports ``connecting``, ``connected`` or ``down`` to
 ``on_state``.
 
+Flow control (SPEC.md §7.6): the relay sends ``Deliver`` frames only while it
+holds credit from us.  Each frame's encoded length is returned in a
+``Credit`` frame once the engine has *handled* it (or at once when it is
+ignored), batched by :data:`CREDIT_BATCH`, so what is on the wire and in
+:attr:`_deliveries` stays within ``INITIAL_CREDIT`` plus one frame however
+large the relay's backlog is, and the relay never sees us as a slow consumer.
+Credit belongs to one connection: frames of an earlier one return nothing.
+
 Everything that leaves here is already encrypted and padded by the engine;
 this module adds only relay framing.
 """
@@ -37,13 +45,17 @@ from nacl.signing import SigningKey
 from protocol.errors import DecodeError, RemoteError
 from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import (
+    INITIAL_CREDIT,
     MAX_SEQ,
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     Ack,
     AuthRead,
     AuthWrite,
     BlobTicket,
     ClientConnection,
     Create,
+    Credit,
     DeleteMailbox,
     Deliver,
     Error,
@@ -98,11 +110,17 @@ def sign(seed: bytes, message: bytes) -> bytes:
     return SigningKey(seed).sign(message).signature
 
 
+# Return credit to the relay in steps of this many bytes (a quarter window:
+# the relay never runs dry while the engine keeps up).
+CREDIT_BATCH = INITIAL_CREDIT // 4
+
+
 @dataclass(slots=True)
 class _Subscription:
     read_seed: bytes
     write_seed: bytes | None  # lets us re-create a mailbox the relay lost
     next_seq: int  # the first seq not yet delivered
+    shared: bool = False  # re-created as a shared log (a group's mailbox)
 
 
 def websocket_url(url: str) -> str:
@@ -147,7 +165,10 @@ class RelayClient:
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._deliveries: asyncio.Queue[Deliver] = asyncio.Queue()
+        # (frame, its encoded length, the connection generation it came on)
+        self._deliveries: asyncio.Queue[tuple[Deliver, int, int]] = asyncio.Queue()
+        self._generation = 0
+        self._credit_due = 0  # handled bytes not yet returned to the relay
         self._dispatcher: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self.failures = 0
@@ -232,6 +253,8 @@ class RelayClient:
         ) as ws:
             self._ws = ws
             self._conn = ClientConnection()
+            self._generation += 1
+            self._credit_due = 0
             first = await asyncio.wait_for(ws.receive(), self._connect_timeout)
             if first.type != aiohttp.WSMsgType.BINARY:
                 raise RelayUnavailable("no challenge from the relay")
@@ -270,7 +293,9 @@ class RelayClient:
                     return
                 if sub is not None and frame.seq >= sub.next_seq:
                     sub.next_seq = frame.seq + 1
-                    self._deliveries.put_nowait(frame)
+                    self._deliveries.put_nowait((frame, len(msg.data), self._generation))
+                else:
+                    await self._return_credit(len(msg.data), self._generation)
                 continue
             req_id = getattr(frame, "req_id", 0)
             future = self._pending.pop(req_id, None)
@@ -280,13 +305,36 @@ class RelayClient:
                 return
 
     async def _dispatch(self) -> None:
-        """Hand deliveries to the engine one at a time, in relay order."""
-        while True:
-            frame = await self._deliveries.get()
+        """Hand deliveries to the engine one at a time, in relay order.
+
+        Stops once closing even if a cancellation was lost inside the engine
+        (``asyncio.wait_for`` before Python 3.12 can swallow one that races
+        with its result), so :meth:`close` cannot wait for ever."""
+        while not self._stop.is_set():
+            frame, size, generation = await self._deliveries.get()
             try:
                 await self._on_deliver(self.url, frame.mailbox_id, frame.seq, frame.envelope)
             except Exception:
                 log.exception("handling a delivered envelope failed")
+            await self._return_credit(size, generation)
+
+    async def _return_credit(self, size: int, generation: int) -> None:
+        """Give ``size`` bytes of handled Deliver frames back to the relay
+        (SPEC.md §7.6), in batches; a lost connection's frames return nothing."""
+        if generation != self._generation:
+            return
+        self._credit_due += size
+        ws = self._ws
+        if self._credit_due < CREDIT_BATCH or ws is None:
+            return
+        amount, self._credit_due = self._credit_due, 0
+        async with self._send_lock:
+            if generation != self._generation or ws.closed:
+                return
+            try:
+                await ws.send_bytes(Credit(amount).encode())
+            except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                return  # the supervisor sees the connection drop and reconnects
 
     def _fail_pending(self, reason: str) -> None:
         for future in self._pending.values():
@@ -327,8 +375,16 @@ class RelayClient:
         return reply
 
     async def create_mailbox(
-        self, mailbox_id: bytes, read_seed: bytes, write_seed: bytes, ttl_seconds: int = 0
+        self,
+        mailbox_id: bytes,
+        read_seed: bytes,
+        write_seed: bytes,
+        ttl_seconds: int = 0,
+        *,
+        shared: bool = False,
     ) -> None:
+        """Create a mailbox: a queue (an ack deletes; our inbox) or, with
+        ``shared``, a shared log (acks never delete; a group's mailbox)."""
         reply = await self._request(
             lambda r: Create(
                 r,
@@ -337,6 +393,7 @@ class RelayClient:
                 public_key(write_seed),
                 ttl_seconds,
                 self._access_token,
+                MODE_SHARED_LOG if shared else MODE_QUEUE,
             )
         )
         assert isinstance(reply, Ok)
@@ -348,12 +405,14 @@ class RelayClient:
         from_seq: int = 0,
         *,
         write_seed: bytes | None = None,
+        shared: bool = False,
     ) -> None:
         """Register a subscription; it is (re)established on every connection.
 
         With ``write_seed``, a mailbox the relay does not know (never created
-        there, or lost) is created again, so the conversation goes on."""
-        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq)
+        there, or lost) is created again (a shared log if ``shared``), so the
+        conversation goes on."""
+        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq, shared)
         if self._connected.is_set():
             await self._resubscribe(mailbox_id)
 
@@ -369,10 +428,14 @@ class RelayClient:
         except UnknownMailbox:
             if sub.write_seed is None:
                 raise
-            await self.create_mailbox(mailbox_id, sub.read_seed, sub.write_seed)
+            await self.create_mailbox(mailbox_id, sub.read_seed, sub.write_seed, shared=sub.shared)
             await self._request(auth)
         reply = await self._request(lambda r: Subscribe(r, mailbox_id, sub.next_seq))
         assert isinstance(reply, Subscribed)
+
+    def subscribed(self, mailbox_id: bytes) -> bool:
+        """Whether a subscription to ``mailbox_id`` is registered."""
+        return mailbox_id in self._subs
 
     def next_seq(self, mailbox_id: bytes) -> int:
         sub = self._subs.get(mailbox_id)

@@ -22,6 +22,10 @@ from nacl.signing import SigningKey
 
 from protocol.padding import BLOB_CHUNK_SIZE, ENVELOPE_BUCKETS
 from protocol.relay_frames import (
+    INITIAL_CREDIT,
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
+    PROTOCOL_VERSION,
     Ack,
     AuthRead,
     AuthWrite,
@@ -33,6 +37,7 @@ from protocol.relay_frames import (
     Challenge,
     ClientConnection,
     Create,
+    Credit,
     DeleteMailbox,
     Deliver,
     Error,
@@ -52,6 +57,7 @@ from protocol.relay_frames import (
     UnknownMailbox,
     Unsubscribe,
     decode_server_frame,
+    encode_deliver,
     post_message,
 )
 
@@ -77,9 +83,17 @@ class Box:
     read: SigningKey = field(default_factory=SigningKey.generate)
     write: SigningKey = field(default_factory=SigningKey.generate)
 
+    mode: int = MODE_QUEUE
+
     def create(self, req_id: int, ttl: int = 0, token: bytes = b"") -> Create:
         return Create(
-            req_id, self.id, bytes(self.read.verify_key), bytes(self.write.verify_key), ttl, token
+            req_id,
+            self.id,
+            bytes(self.read.verify_key),
+            bytes(self.write.verify_key),
+            ttl,
+            token,
+            self.mode,
         )
 
 
@@ -231,14 +245,17 @@ class Suite:
         c = await self.connect()
         ch = c.proto.challenge
         assert ch is not None
-        expect(ch.version == 1, f"version {ch.version}")
+        expect(ch.version == PROTOCOL_VERSION, f"version {ch.version}")
         expect(256 <= ch.max_envelope_size <= 65536, f"max_envelope_size {ch.max_envelope_size}")
         d = await self.connect()
         expect(
             d.proto.challenge is not None and d.proto.challenge.nonce != ch.nonce,
             "two connections got the same nonce",
         )
-        return f"version 1, max envelope {ch.max_envelope_size} B, fresh nonce per connection"
+        return (
+            f"version {PROTOCOL_VERSION}, max envelope {ch.max_envelope_size} B, "
+            "fresh nonce per connection"
+        )
 
     # -- checks: create / auth ------------------------------------------------------------
 
@@ -403,6 +420,97 @@ class Suite:
         p = await w.post(box, env())
         expect(isinstance(p, Posted) and p.seq > seqs[-1], "a seq was reused after acks")
         return "Ack deletes up to seq, clamps past the head, seqs never reused"
+
+    async def check_flow_control(self) -> str:
+        """SPEC §7.6 "Flow control" and "Fairness": Deliver bytes stay within
+        the reader's credit (backlog and live alike), the relay does not drop
+        a reader for a backlog, and pending mailboxes take turns."""
+        w = await self.connect()
+        size = self.max_env(w)
+        frame_len = len(encode_deliver(bytes(32), 1, bytes(size)))
+        window = -(-INITIAL_CREDIT // frame_len)  # frames until the credit is spent
+        n = window + 4
+        per_box = 8  # below any sensible message quota
+        boxes = [Box() for _ in range(-(-n // per_box))]
+        seqs: dict[bytes, list[int]] = {}
+        for i, box in enumerate(boxes):
+            expect(isinstance(await w.create(box, token=self.token), Ok), "Create refused")
+            expect(isinstance(await w.auth_write(box), Ok), "AuthWrite refused")
+            seqs[box.id] = []
+            for _ in range(min(per_box, n - i * per_box)):
+                p = await w.post(box, env(size))
+                expect(isinstance(p, Posted), f"post: {code(p)}")
+                assert isinstance(p, Posted)
+                seqs[box.id].append(p.seq)
+        r = await self.connect()
+        for box in boxes:
+            await r.auth_read(box)
+            expect(isinstance(await r.subscribe(box), Subscribed), "Subscribe refused")
+        await r.wait_delivered(window)
+        await asyncio.sleep(0.3)
+        await r.quiet(boxes[0])
+        sent = sum(len(encode_deliver(d.mailbox_id, d.seq, d.envelope)) for d in r.delivered)
+        expect(
+            len(r.delivered) == window and sent < INITIAL_CREDIT + frame_len,
+            f"{len(r.delivered)} frames, {sent} B sent on a {INITIAL_CREDIT} B initial credit",
+        )
+        # a live message meets the exhausted credit too: it waits in the store
+        live = await w.post(boxes[0], env(256))
+        assert isinstance(live, Posted)
+        seqs[boxes[0].id].append(live.seq)
+        # a mailbox of small messages, pending behind the bulk ones
+        chat = Box()
+        expect(isinstance(await w.create(chat, token=self.token), Ok), "Create refused")
+        expect(isinstance(await w.auth_write(chat), Ok), "AuthWrite refused")
+        seqs[chat.id] = []
+        for i in range(3):
+            p = await w.post(chat, env(256, b"chat%d" % i))
+            assert isinstance(p, Posted)
+            seqs[chat.id].append(p.seq)
+        await r.auth_read(chat)
+        await r.subscribe(chat)
+        await asyncio.sleep(0.3)
+        await r.quiet(chat)
+        expect(len(r.delivered) == window, "Deliver sent with no credit left")
+        await r.ws.send_bytes(Credit(4 * frame_len).encode())
+        await r.wait_delivered(window + 4)
+        after = r.delivered[window:]
+        first = next((i for i, d in enumerate(after) if d.mailbox_id == chat.id), len(after))
+        expect(
+            first <= len(boxes),
+            f"{first} bulk frames before the small mailbox's turn "
+            f"(round-robin over {len(boxes)} bulk mailboxes: <= {len(boxes)})",
+        )
+        await r.ws.send_bytes(Credit(2**32 - 1).encode())
+        await r.wait_delivered(n + 1 + 3, timeout=30)
+        for box_id, want in seqs.items():
+            got = [d.seq for d in r.delivered if d.mailbox_id == box_id]
+            expect(got == want, f"seqs {got} != {want}: out of order, missing or repeated")
+        return (
+            f"{window} x {size} B then stop on the {INITIAL_CREDIT} B credit (live too), "
+            "round-robin between mailboxes, the rest after Credit, no disconnect"
+        )
+
+    async def check_shared_log(self) -> str:
+        box = Box(mode=MODE_SHARED_LOG)
+        w, box = await self.writer(box)
+        seqs = []
+        for _ in range(3):
+            p = await w.post(box, env())
+            assert isinstance(p, Posted)
+            seqs.append(p.seq)
+        hostile = await self.connect()
+        await hostile.auth_read(box)
+        expect(isinstance(await hostile.ack(box, 2**64 - 1), Ok), "Ack on a shared log refused")
+        r = await self.connect()
+        await r.auth_read(box)
+        await r.subscribe(box)
+        got = await r.wait_delivered(3)
+        expect([d.seq for d in got] == seqs, f"after another reader's ack got {len(got)} of 3")
+        queue = Box(id=box.id, read=box.read, write=box.write)  # same keys, other mode
+        clash = await w.create(queue, token=self.token)
+        expect(code(clash) == MailboxExists.code, f"other mode: {code(clash)}, want 103")
+        return "Ack on a shared log deletes nothing; re-create in another mode MailboxExists"
 
     async def check_unsubscribe(self) -> str:
         w, box = await self.writer()
@@ -620,7 +728,9 @@ class Suite:
             ("post-signed", self.check_post_signed),
             ("subscribe-backfill", self.check_subscribe_backfill),
             ("live-push", self.check_live_push),
+            ("flow-control", self.check_flow_control),
             ("ack", self.check_ack),
+            ("shared-log", self.check_shared_log),
             ("unsubscribe", self.check_unsubscribe),
             ("rotate-write", self.check_rotate),
             ("delete-mailbox", self.check_delete_mailbox),

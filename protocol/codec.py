@@ -41,6 +41,15 @@ class Reader:
         self._end = len(self._data)
 
     @property
+    def position(self) -> int:
+        """Bytes consumed so far (for :meth:`bytes_since`)."""
+        return self._pos
+
+    def bytes_since(self, start: int) -> bytes:
+        """The bytes consumed since :attr:`position` was ``start``."""
+        return self._data[start : self._pos]
+
+    @property
     def remaining(self) -> int:
         return self._end - self._pos
 
@@ -53,17 +62,22 @@ class Reader:
             raise DecodeError(f"{self._end - self._pos} trailing byte(s)")
 
     def pull_bytes(self, n: int) -> bytes:
-        if n < 0 or self._pos + n > self._end:
-            raise DecodeError(f"need {n} byte(s), {self._end - self._pos} left")
-        out = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return out
+        pos = self._pos
+        end = pos + n
+        if n < 0 or end > self._end:
+            raise DecodeError(f"need {n} byte(s), {self._end - pos} left")
+        self._pos = end
+        return self._data[pos:end]
 
     def _pull_int(self, n: int) -> int:
         return int.from_bytes(self.pull_bytes(n), "big")
 
     def pull_uint8(self) -> int:
-        return self._pull_int(1)
+        pos = self._pos
+        if pos >= self._end:
+            raise DecodeError(f"need 1 byte(s), {self._end - pos} left")
+        self._pos = pos + 1
+        return self._data[pos]
 
     def pull_uint16(self) -> int:
         return self._pull_int(2)
@@ -84,6 +98,8 @@ class Reader:
         """A variable-length integer header (RFC 9420 §2.1.2), minimal only."""
         first = self.pull_uint8()
         prefix = first >> 6
+        if prefix == 0:  # the common case: a length below 64
+            return first
         if prefix == 3:
             raise DecodeError("8-byte varint prefix is not allowed in MLS")
         size = 1 << prefix
@@ -97,6 +113,32 @@ class Reader:
     def pull_opaque(self) -> bytes:
         """``opaque data<V>``: a varint length, then that many bytes."""
         return self.pull_bytes(self.pull_varint())
+
+    def pull_opaques(self) -> list[bytes]:
+        """Every remaining byte as consecutive ``opaque<V>`` values.
+
+        The same strictness as :meth:`pull_opaque` in a loop, with the common
+        one-byte length header read inline: large vectors of small items (a
+        path's ciphertexts for a whole group) decode several times faster."""
+        data, end = self._data, self._end
+        out: list[bytes] = []
+        pos = self._pos
+        while pos < end:
+            n = data[pos]
+            if n < 64:
+                pos += 1
+                stop = pos + n
+                if stop > end:
+                    self._pos = pos
+                    raise DecodeError(f"need {n} byte(s), {end - pos} left")
+                out.append(data[pos:stop])
+                pos = stop
+            else:
+                self._pos = pos
+                out.append(self.pull_opaque())
+                pos = self._pos
+        self._pos = pos
+        return out
 
     def pull_vector(self, pull_item: Callable[[Reader], T]) -> list[T]:
         """``T items<V>``: a varint byte length, then items filling it exactly."""
@@ -151,7 +193,11 @@ class Writer:
         self._parts += encode_varint(value)
 
     def push_opaque(self, data: bytes) -> None:
-        self._parts += encode_varint(len(data))
+        n = len(data)
+        if n < 64:
+            self._parts.append(n)
+        else:
+            self._parts += encode_varint(n)
         self._parts += data
 
     def push_vector(self, items: Iterable[T], push_item: Callable[[Writer, T], None]) -> None:

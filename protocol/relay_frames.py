@@ -13,10 +13,16 @@ the struct, with no trailing bytes.  Client frames have types 0x01-0x7f,
 relay frames 0x80-0xff; a frame decoded in the wrong direction is malformed.
 Every client request carries a ``uint32 req_id`` that the relay echoes in its
 one reply (``Ok``, ``Posted``, ``Subscribed`` or ``Error``); ``Deliver`` frames
-are pushes and carry no request id.  Fixed-size fields (ids, keys, nonces,
-signatures) are raw bytes of a fixed length, so no length from the network
-sizes anything but an envelope, and an envelope is bounded by the codec's
-2^30 cap and then by the relay's own limit.
+are pushes and carry no request id.  ``Credit`` is the one client frame that
+is not a request (no id, no reply): the reader's flow-control window.  A relay
+may send ``Deliver`` frames only while the connection's credit is positive;
+it starts at :data:`INITIAL_CREDIT` bytes and every ``Deliver`` spends its
+encoded length, so a reader that grants credit as it processes frames is
+never sent more than it can take (SPEC.md §7.6, "Flow control").
+Fixed-size fields (ids, keys, nonces, signatures) are raw bytes of a fixed
+length, so no length from the network sizes anything but an envelope, and an
+envelope is bounded by the codec's 2^30 cap and then by the relay's own
+limit.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from typing import ClassVar, TypeVar
 from protocol.codec import Reader, Writer, decode_exact, encode_varint, opaque
 from protocol.errors import DecodeError, LocalError, RemoteError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# Flow control (SPEC.md §7.6): the Deliver bytes a relay may send on a new
+# connection before the reader's first Credit, and the largest balance.
+INITIAL_CREDIT = 1024 * 1024
+MAX_CREDIT = (1 << 32) - 1
 MAILBOX_ID_LEN = 32
 KEY_LEN = 32
 SIG_LEN = 64
@@ -40,6 +50,10 @@ MAX_SEQ = (1 << 64) - 1
 MAX_REQ_ID = (1 << 32) - 1
 BLOB_ID_LEN = 16
 TOKEN_LEN = 32
+#: Create.mode: an ack deletes (one logical reader) / acks never delete (SPEC.md §7.7)
+MODE_QUEUE = 0
+MODE_SHARED_LOG = 1
+MAILBOX_MODES = (MODE_QUEUE, MODE_SHARED_LOG)
 
 _LABEL_PREFIX = b"samizdat-relay/v1 "
 
@@ -243,7 +257,13 @@ def _push_id(w: Writer, name: str, value: bytes, n: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Create(Frame):
-    """Create a mailbox (idempotent for identical keys)."""
+    """Create a mailbox (idempotent for identical keys and mode).
+
+    ``mode`` is :data:`MODE_QUEUE` (an ack deletes: one logical reader, an
+    inbox) or :data:`MODE_SHARED_LOG` (acks never delete; messages leave by
+    TTL or quota: a group's mailbox, read by members who share the read key,
+    so one reader's ack must not erase what the others have not fetched).
+    """
 
     TYPE: ClassVar[int] = 0x01
     req_id: int
@@ -252,6 +272,7 @@ class Create(Frame):
     write_key: bytes
     ttl_seconds: int = 0
     access_token: bytes = b""
+    mode: int = 0
 
     def _push(self, w: Writer) -> None:
         w.push_uint32(self.req_id)
@@ -262,6 +283,9 @@ class Create(Frame):
         if len(self.access_token) > MAX_TOKEN_LEN:
             raise LocalError("access token too long")
         w.push_opaque(self.access_token)
+        if self.mode not in MAILBOX_MODES:
+            raise LocalError(f"unknown mailbox mode {self.mode}")
+        w.push_uint8(self.mode)
 
     @classmethod
     def _pull(cls, r: Reader) -> Create:
@@ -273,7 +297,10 @@ class Create(Frame):
         token = r.pull_opaque()
         if len(token) > MAX_TOKEN_LEN:
             raise DecodeError("access token too long")
-        return cls(req_id, mailbox_id, read_key, write_key, ttl, token)
+        mode = r.pull_uint8()
+        if mode not in MAILBOX_MODES:
+            raise DecodeError(f"unknown mailbox mode {mode}")
+        return cls(req_id, mailbox_id, read_key, write_key, ttl, token, mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,10 +468,28 @@ class RotateWrite(Frame):
 class DeleteMailbox(_Auth):
     """Delete a mailbox and everything in it; signed by its *read* key
     (``auth_message("delete-mailbox", nonce, mailbox_id)``): the reader owns a
-    mailbox, writers only hold a capability to post (SPEC.md §7.7).  The type
-    is 0x10, leaving 0x0a-0x0f to other additions of protocol version 1."""
+    mailbox, writers only hold a capability to post (SPEC.md §7.7).  Type 0x10."""
 
     TYPE: ClassVar[int] = 0x10
+
+
+@dataclass(frozen=True, slots=True)
+class Credit(Frame):
+    """Allow ``amount`` more bytes of ``Deliver`` frames; not a request: no reply.
+
+    A reader returns the encoded length of each ``Deliver`` it has processed,
+    so what the relay may have in flight stays bounded by the reader's window.
+    """
+
+    TYPE: ClassVar[int] = 0x0A
+    amount: int
+
+    def _push(self, w: Writer) -> None:
+        w.push_uint32(self.amount)
+
+    @classmethod
+    def _pull(cls, r: Reader) -> Credit:
+        return cls(r.pull_uint32())
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +664,7 @@ ClientFrame = (
     | Ack
     | RotateWrite
     | DeleteMailbox
+    | Credit
 )
 ServerFrame = Challenge | Ok | Posted | Subscribed | Deliver | Error
 
@@ -635,6 +681,7 @@ CLIENT_FRAMES: dict[int, type[Frame]] = {
         Ack,
         RotateWrite,
         DeleteMailbox,
+        Credit,
     )
 }
 SERVER_FRAMES: dict[int, type[Frame]] = {

@@ -22,9 +22,27 @@ transport buffers less than ``DIRECT_WRITE_LIMIT`` (no task switch per
 frame, the common case); otherwise it joins one bounded :class:`SendQueue`
 drained by one writer task.  A peer that does not read therefore costs at
 most that buffer plus the queue's bounds, then is disconnected
-(``SlowConsumer``) instead of growing memory.  A subscription first buffers live pushes, sends its
-backfill page by page (each page waits for room in the queue), then flushes
-the buffer skipping seqs already sent: no gap, no duplicate.
+(``SlowConsumer``) instead of growing memory.
+
+Deliveries are driven by the reader (SPEC.md §7.6, "Flow control"): the
+connection holds a byte *credit* (``INITIAL_CREDIT``, raised by ``Credit``
+frames, spent by each ``Deliver``'s encoded length) and sends a ``Deliver``
+only while the credit is positive and the send queue is under half full, so
+a backlog of any size never overflows the queue: it waits in the store.  A
+subscription is *live* (caught up: a new message is queued the moment
+storage publishes it) or *pending* (the store holds messages it has not been
+sent).  One pump task serves the pending subscriptions round-robin, at most
+``QUANTUM`` bytes per turn (always at least one message), fetching each turn
+from the store after the last seq sent.  The relay reads no content, so
+"conversation before bulk" goes by size: a mailbox whose next (else last)
+frame exceeds ``BULK_FRAME`` waits in a second class, served when no small
+one waits or every ``SMALL_TURNS + 1``-th turn, and a turn is bounded in
+bytes, so a mailbox of 256-byte messages moves up to 256 of them in a turn
+where a 64 KiB one moves one.  A live subscription that meets an
+exhausted credit or a half-full queue turns pending and resumes from the
+store.  Per mailbox, frames leave in seq order with no gap and no duplicate
+(``last_sent`` only grows; a message published while its subscription is
+pending is fetched, not buffered).
 """
 
 from __future__ import annotations
@@ -35,7 +53,8 @@ import logging
 import os
 import struct
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import nacl.bindings
@@ -46,6 +65,8 @@ from protocol.errors import DecodeError
 from protocol.padding import is_envelope_size
 from protocol.relay_frames import (
     CLIENT_FRAMES,
+    INITIAL_CREDIT,
+    MAX_CREDIT,
     NONCE_LEN,
     PROTOCOL_VERSION,
     AccessDenied,
@@ -58,6 +79,7 @@ from protocol.relay_frames import (
     BadSize,
     Challenge,
     Create,
+    Credit,
     DeleteMailbox,
     Error,
     NotAuthorized,
@@ -95,7 +117,15 @@ _POSTED = struct.Struct(">BIQ?")
 # Frames are written straight to the transport while its buffer holds less
 # than this; beyond it they wait in the bounded SendQueue for the writer task.
 DIRECT_WRITE_LIMIT = 64 * 1024
+# One pump turn of a pending subscription: at most this many messages and,
+# past its first message, this many bytes (one largest frame).
 BACKFILL_PAGE = 256
+QUANTUM = 64 * 1024
+# A pending mailbox whose next message (else its last one) is a Deliver frame
+# longer than this waits in the bulk class: every fragment of an article or a
+# file takes the 64 KiB bucket (SPEC §8.4), a conversation line a small one.
+BULK_FRAME = 32 * 1024
+SMALL_TURNS = 4
 BACKFILL_RETRIES = 5
 
 # WebSocket close codes (RFC 6455 §7.4.1).
@@ -106,13 +136,20 @@ CLOSE_CODES = {
 }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: a replaced subscription is another one
 class Subscription:
     mailbox_id: bytes
     key: bytes
     last_sent: int
-    buffer: list[tuple[int, bytes]] | None = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
+    # live: caught up, new messages are queued as storage publishes them;
+    # else pending: the pump fetches from the store after last_sent.
+    live: bool = False
+    # a message was published while pending, after the pump's last fetch began
+    dirty: bool = True
+    queued: bool = False  # in Connection.pending_small or pending_bulk
+    # its next (else last sent) frame exceeds BULK_FRAME: pending, it waits
+    # in the bulk class
+    bulk: bool = False
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
@@ -145,6 +182,14 @@ class Connection:
         self.read_grants: set[bytes] = set()
         self.write_grants: dict[bytes, bytes] = {}
         self.subs: dict[bytes, Subscription] = {}
+        # flow control (SPEC.md §7.6): Deliver bytes the reader still accepts
+        self.credit = INITIAL_CREDIT
+        # pending subscriptions, round-robin within each class; small first
+        self.pending_small: deque[Subscription] = deque()
+        self.pending_bulk: deque[Subscription] = deque()
+        self._small_turns = 0  # small turns in a row while bulk waits
+        self._wake = asyncio.Event()
+        self._pumping = True
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
         self.pending: set[asyncio.Future[Any]] = set()
         self.close_code = 1000
@@ -164,12 +209,20 @@ class Connection:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._writer())
+        pump = asyncio.create_task(self._pump())
         self.send(Challenge(PROTOCOL_VERSION, self.nonce, self.ctx.config.limits.max_envelope_size))
         try:
             await self._reader()
         finally:
             for sub in list(self.subs.values()):
                 self._drop_sub(sub)
+            # A storage client may turn the cancellation into an error (nats-py
+            # does, at times): the flag ends the pump then, and we never wait
+            # longer than the grace period.
+            self._pumping = False
+            self._wake.set()
+            pump.cancel()
+            await asyncio.wait({pump}, timeout=self.ctx.config.limits.shutdown_grace)
             if self.stopping and not self.closing:
                 if self.pending:
                     await asyncio.wait(self.pending, timeout=self.ctx.config.limits.shutdown_grace)
@@ -294,6 +347,11 @@ class Connection:
             self.send_error(req_id if len(data) >= 5 else 0, BadFrame(str(exc)))
             return
         self.ctx.metrics.inc_label("samizdat_relay_frames_total", type(frame).__name__)
+        if isinstance(frame, Credit):
+            # Not rate limited: a Credit refused would stall the reader for good,
+            # and handling one costs an addition (the balance is capped).
+            self._grant(frame.amount)
+            return
         if not self.frames.take():
             self.send_error(frame.req_id, RateLimited("too many frames"))
             return
@@ -339,7 +397,7 @@ class Connection:
             raise BadRequest("invalid Ed25519 public key")
         await self.ctx.admit_mailbox(self.ip, mailbox_key(f.mailbox_id))
         await self.ctx.storage.create_mailbox(
-            mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time())
+            mailbox_key(f.mailbox_id), f.read_key, f.write_key, ttl, int(time.time()), f.mode
         )
         if cfg.debug_log:
             log.debug("create mailbox %s from %s", f.mailbox_id.hex(), self.ip)
@@ -471,63 +529,144 @@ class Connection:
             self._drop_sub(sub)
             raise UnknownMailbox("unknown mailbox")
         self.send(Subscribed(f.req_id, info.head_seq))
-        sub.task = asyncio.create_task(self._backfill(sub))
+        if self.subs.get(f.mailbox_id) is sub:
+            self._make_pending(sub)
+
+    def _grant(self, amount: int) -> None:
+        self.credit = min(self.credit + amount, MAX_CREDIT)
+        if self.credit > 0 and (self.pending_small or self.pending_bulk):
+            self._wake.set()
+
+    def _room(self) -> int:
+        """Bytes of Deliver frames the relay may still queue: at most half the
+        send queue, so the other half stays free for replies."""
+        q = self.queue
+        if len(q) * 2 >= q.max_frames or q.nbytes * 2 >= q.max_bytes:
+            return 0  # SendQueue.wait_room() waits for exactly this to end
+        return max(1, q.max_bytes // 2 - q.nbytes)
+
+    def _make_pending(self, sub: Subscription) -> None:
+        sub.dirty = True
+        sub.live = False
+        self._enqueue(sub)
+
+    def _enqueue(self, sub: Subscription) -> None:
+        if not sub.queued:
+            sub.queued = True
+            (self.pending_bulk if sub.bulk else self.pending_small).append(sub)
+        self._wake.set()
+
+    def _deliver(self, sub: Subscription, seq: int, frame: bytes) -> None:
+        sub.last_sent = seq
+        sub.bulk = len(frame) > BULK_FRAME
+        self.credit -= len(frame)
+        self.send_raw(frame)
 
     def _listener(self, sub: Subscription) -> Listener:
         metrics = self.ctx.metrics
 
         def on_message(seq: int, frame: bytes) -> None:
-            if sub.buffer is not None:
-                sub.buffer.append((seq, frame))
-                if len(sub.buffer) > self.queue.max_frames:
-                    self.slow_consumer()
+            if seq <= sub.last_sent or self.closing:
                 return
-            if seq <= sub.last_sent:
+            if not sub.live:
+                sub.dirty = True  # the pump fetches it from the store
                 return
-            sub.last_sent = seq
-            self.send_raw(frame)
+            if self.credit <= 0 or len(frame) > self._room():
+                # the reader is behind: resume from the store when it catches up
+                sub.bulk = len(frame) > BULK_FRAME
+                self._make_pending(sub)
+                return
+            self._deliver(sub, seq, frame)
             metrics.values["samizdat_relay_deliveries_total"] += 1
 
         return on_message
 
-    async def _backfill(self, sub: Subscription) -> None:
-        storage = self.ctx.storage
-        failures = 0
-        try:
-            while not self.closing:
+    async def _pump(self) -> None:
+        """Serve pending subscriptions round-robin while credit and room last."""
+        while self._pumping and not self.closing:
+            if not (self.pending_small or self.pending_bulk) or self.credit <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._room() <= 0:
                 await self.queue.wait_room()
-                try:
-                    rows = await storage.fetch(sub.key, sub.last_sent + 1, BACKFILL_PAGE)
-                except Unavailable:
-                    failures += 1  # e.g. a NATS fail-over: back off and retry
-                    if failures > BACKFILL_RETRIES:
-                        raise
-                    await asyncio.sleep(0.1 * 2**failures)
-                    continue
-                failures = 0
-                if self.subs.get(sub.mailbox_id) is not sub:
+                continue
+            sub = self._next_pending()
+            sub.queued = False
+            if self.subs.get(sub.mailbox_id) is not sub or sub.live:
+                continue
+            try:
+                await self._turn(sub)
+            except Unavailable as exc:
+                if not self._pumping:
                     return
-                for seq, envelope in rows:
-                    if not self.queue.put(encode_deliver(sub.mailbox_id, seq, envelope)):
-                        self.slow_consumer()
-                        return
-                    sub.last_sent = seq
-                self.ctx.metrics.inc("samizdat_relay_deliveries_total", len(rows))
-                if len(rows) < BACKFILL_PAGE:
-                    break
-            buffered, sub.buffer = sub.buffer or [], None
-            listener = self._listener(sub)
-            for seq, frame in buffered:
-                listener(seq, frame)
-        except RelayError as exc:
-            self.send_error(0, exc)
+                # storage stayed down through the retries: say so, try again later
+                self.send_error(0, exc)
+                if self.subs.get(sub.mailbox_id) is sub:
+                    self._enqueue(sub)
+
+    def _next_pending(self) -> Subscription:
+        """Small before bulk (by the size of a mailbox's next, else last, frame:
+        the only thing the relay can tell), yet a bulk turn at least every
+        ``SMALL_TURNS + 1`` turns so a flood of small messages starves nothing."""
+        if self.pending_small and (not self.pending_bulk or self._small_turns < SMALL_TURNS):
+            self._small_turns = self._small_turns + 1 if self.pending_bulk else 0
+            return self.pending_small.popleft()
+        self._small_turns = 0
+        return self.pending_bulk.popleft()
+
+    async def _turn(self, sub: Subscription) -> None:
+        """Send up to QUANTUM bytes (at least one message) of ``sub``'s backlog."""
+        budget = min(QUANTUM, self.credit, self._room())
+        failures = 0
+        while True:
+            sub.dirty = False
+            try:
+                rows = await self.ctx.storage.fetch(
+                    sub.key, sub.last_sent + 1, BACKFILL_PAGE, budget
+                )
+                break
+            except Unavailable:
+                failures += 1  # e.g. a NATS fail-over: back off and retry
+                if not self._pumping:
+                    return
+                if failures > BACKFILL_RETRIES:
+                    raise
+                await asyncio.sleep(0.1 * 2**failures)
+        if self.closing or not self._pumping or self.subs.get(sub.mailbox_id) is not sub:
+            return  # closing, or the subscription was dropped or replaced meanwhile
+        sent = nbytes = 0
+        more = False
+        for seq, envelope in rows:
+            nbytes += len(envelope)
+            if seq <= sub.last_sent:
+                continue
+            frame = encode_deliver(sub.mailbox_id, seq, envelope)
+            if self.credit <= 0 or (
+                # an empty queue always takes a turn's first frame (send_raw)
+                len(self.queue)
+                and (
+                    not self.queue.has_room_for(1, len(frame))
+                    or (sent and len(frame) > self._room())
+                )
+            ):
+                more = True  # live pushes or replies took it meanwhile: next turn
+                sub.bulk = len(frame) > BULK_FRAME  # the size of what it sends next
+                break
+            self._deliver(sub, seq, frame)
+            sent += 1
+        self.ctx.metrics.inc("samizdat_relay_deliveries_total", sent)
+        exhausted = len(rows) < BACKFILL_PAGE and nbytes < budget
+        if exhausted and not more and not sub.dirty:
+            sub.live = True  # caught up: live pushes from now on
+        else:
+            self._enqueue(sub)
 
     def _drop_sub(self, sub: Subscription) -> None:
         self.ctx.storage.hub.unsubscribe(sub.key, self.token)
         if self.subs.get(sub.mailbox_id) is sub:
             del self.subs[sub.mailbox_id]
-        if sub.task is not None and not sub.task.done():
-            sub.task.cancel()
+        sub.live = False
 
 
 def _consteq(a: bytes, b: bytes) -> bool:

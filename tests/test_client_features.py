@@ -266,7 +266,7 @@ async def test_out_of_range_sequence_drops_the_connection_not_the_relay() -> Non
     """seq 2^64-1 has no successor a Subscribe could carry: the client drops
     that connection (and reconnects) instead of storing an unusable cursor."""
     from client.relay_client import RelayClient
-    from protocol.relay_frames import MAX_SEQ, Challenge, Deliver
+    from protocol.relay_frames import MAX_SEQ, PROTOCOL_VERSION, Challenge, Deliver
 
     delivered: list[int] = []
 
@@ -277,7 +277,7 @@ async def test_out_of_range_sequence_drops_the_connection_not_the_relay() -> Non
     mailbox = b"m" * 32
     await client.subscribe(mailbox, b"r" * 32, 0)
     frames = [
-        Challenge(1, b"n" * 32, 65536).encode(),
+        Challenge(PROTOCOL_VERSION, b"n" * 32, 65536).encode(),
         Deliver(mailbox, 5, b"\x00" * 256).encode(),
         Deliver(mailbox, MAX_SEQ, b"\x00" * 256).encode(),
         Deliver(mailbox, 6, b"\x00" * 256).encode(),

@@ -349,3 +349,45 @@ def test_mutated_vectors_raise_only_decode_error(data: st.DataObject) -> None:
         elif len(buf) > 1:
             del buf[pos]
     check_garbage(name, bytes(buf))
+
+
+def test_pull_opaques_matches_pull_opaque_in_a_loop() -> None:
+    """The fast path for vectors of small items (issue 12) accepts and refuses
+    exactly what pull_opaque does, item by item."""
+    import random
+
+    from protocol.codec import Reader, Writer
+    from protocol.errors import DecodeError
+
+    rnd = random.Random(5)
+    for _ in range(300):
+        w = Writer()
+        for _ in range(rnd.randint(0, 6)):
+            w.push_opaque(rnd.randbytes(rnd.choice([0, 1, 63, 64, 65, 300, 20000])))
+        data = bytearray(w.getvalue())
+        if data and rnd.random() < 0.5:  # truncate, flip or append a byte
+            i = rnd.randrange(len(data))
+            choice = rnd.randrange(3)
+            if choice == 0:
+                del data[i:]
+            elif choice == 1:
+                data[i] ^= 1 << rnd.randrange(8)
+            else:
+                data.append(rnd.randrange(256))
+        slow: list[bytes] | str
+        fast: list[bytes] | str
+        try:
+            r = Reader(bytes(data))
+            slow = []
+            while not r.eof():
+                slow.append(r.pull_opaque())
+        except DecodeError:
+            slow = "error"
+        try:
+            fast = Reader(bytes(data)).pull_opaques()
+        except DecodeError:
+            fast = "error"
+        assert fast == slow, data.hex()
+    nonminimal = bytes([0x40, 0x01, 0xAA])  # length 1 in a two-byte header
+    with pytest.raises(DecodeError):
+        Reader(nonminimal).pull_opaques()

@@ -105,3 +105,24 @@ async def test_probe_resistance_catches_a_talkative_relay(tmp_path: Path) -> Non
     finally:
         await r.stop()
     assert out[0].status == "failed" and "names" in out[0].detail
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "detail"),
+    [
+        # a relay that ignores the reader's credit (sends all it has)
+        ("INITIAL_CREDIT", (1 << 32) - 1, "initial credit"),
+        # a relay that drains one mailbox's backlog before serving the next
+        ("QUANTUM", 1 << 30, "round-robin"),
+    ],
+)
+async def test_flow_control_catches_a_relay_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: int, detail: str
+) -> None:
+    monkeypatch.setattr(relay.connection, name, value)
+    r = await LocalRelay(tmp_path / "r").start()
+    try:
+        out = await run_suite(Options(r.url), only=["flow-control"])
+    finally:
+        await r.stop()
+    assert out[0].status == "failed" and detail in out[0].detail, format_outcomes(out)

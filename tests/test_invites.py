@@ -353,3 +353,33 @@ async def test_finished_invites_are_forgotten_after_a_while(people: dict[str, En
     alice._save_invite(record)
     await alice._retire_finished_invites()
     assert [r.invite_id for r in alice.invites()] == [fresh.invite_id]
+
+
+async def test_per_contact_inboxes_keep_a_profile_that_arrived_meanwhile(
+    people: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making a contact's own inbox waits on the relay; a Profile processed
+    in that time (the contact's name) must survive.  Saving the record read
+    before the wait undid it: Bob then never learned Alice's name (seen as a
+    flaky "Bob to see Alice" when both introduced themselves at once)."""
+    from tests.client_support import befriend
+
+    alice, bob = people["alice"], people["bob"]
+    await befriend(alice, bob)
+    stale = alice.contact(bob.identity.signature_pub)
+    assert stale is not None and stale.name == "Bob"
+    stale.my_inboxes = []  # so a new per-contact inbox is made
+    create = RelayClient.create_mailbox
+
+    async def slow_create(self: RelayClient, *args: object, **kwargs: object) -> object:
+        fresh = alice.contact(bob.identity.signature_pub)
+        assert fresh is not None
+        fresh.name = "Bob, renamed meanwhile"
+        alice._save_contact(fresh)
+        return await create(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RelayClient, "create_mailbox", slow_create)
+    await alice._contact_inboxes(stale)
+    after = alice.contact(bob.identity.signature_pub)
+    assert after is not None and after.name == "Bob, renamed meanwhile"
+    assert after.my_inboxes

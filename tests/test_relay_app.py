@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 
 from protocol.padding import ENVELOPE_BUCKETS
 from protocol.relay_frames import (
+    PROTOCOL_VERSION,
     AccessDenied,
     BadRequest,
     BadSignature,
@@ -69,7 +70,7 @@ async def test_challenge_first(relay: Any) -> None:
     c = Client(ws)
     frame = c.proto.receive(msg.data)
     assert isinstance(frame, Challenge)
-    assert frame.version == 1 and len(frame.nonce) == 32
+    assert frame.version == PROTOCOL_VERSION == 2 and len(frame.nonce) == 32
     assert frame.max_envelope_size == 65536
     await ws.close()
 

@@ -21,6 +21,7 @@ from protocol.padding import (
 from protocol.relay_frames import (
     CLIENT_FRAMES,
     ERROR_CLASSES,
+    PROTOCOL_VERSION,
     SERVER_FRAMES,
     Ack,
     AuthRead,
@@ -30,6 +31,7 @@ from protocol.relay_frames import (
     Challenge,
     ClientConnection,
     Create,
+    Credit,
     DeleteMailbox,
     Deliver,
     Error,
@@ -58,7 +60,11 @@ I16 = b"\x33" * 16
 CLIENT_CASES = [
     (
         Create(7, M, K, K, 3600, b"tok"),
-        "01" + "00000007" + M.hex() + K.hex() * 2 + "00000e10" + "03746f6b",
+        "01" + "00000007" + M.hex() + K.hex() * 2 + "00000e10" + "03746f6b" + "00",
+    ),
+    (
+        Create(7, M, K, K, 0, b"", 1),  # a shared log (SPEC.md §7.7)
+        "01" + "00000007" + M.hex() + K.hex() * 2 + "00000000" + "00" + "01",
     ),
     (AuthRead(1, M, S), "02" + "00000001" + M.hex() + S.hex()),
     (AuthWrite(2, M, S), "03" + "00000002" + M.hex() + S.hex()),
@@ -69,9 +75,10 @@ CLIENT_CASES = [
     (Ack(8, M, 2**64 - 1), "08" + "00000008" + M.hex() + "ff" * 8),
     (RotateWrite(9, M, K, S), "09" + "00000009" + M.hex() + K.hex() + S.hex()),
     (DeleteMailbox(10, M, S), "10" + "0000000a" + M.hex() + S.hex()),
+    (Credit(2**32 - 1), "0a" + "ffffffff"),
 ]
 SERVER_CASES = [
-    (Challenge(1, M, 65536), "80" + "0001" + M.hex() + "00010000"),
+    (Challenge(2, M, 65536), "80" + "0002" + M.hex() + "00010000"),
     (Ok(1), "81" + "00000001"),
     (Posted(2, 3, True), "82" + "00000002" + "0000000000000003" + "01"),
     (Subscribed(4, 0), "83" + "00000004" + "00" * 8),
@@ -193,11 +200,13 @@ def test_client_connection_state() -> None:
     with pytest.raises(DecodeError):
         c.receive(Ok(1).encode())
     with pytest.raises(DecodeError):
-        ClientConnection().receive(Challenge(2, M, 1).encode())
-    c.receive(Challenge(1, M, 65536).encode())
+        ClientConnection().receive(Challenge(PROTOCOL_VERSION + 1, M, 1).encode())
+    with pytest.raises(DecodeError):  # version 1 relays have no flow control (SPEC §7.6)
+        ClientConnection().receive(Challenge(1, M, 1).encode())
+    c.receive(Challenge(PROTOCOL_VERSION, M, 65536).encode())
     assert c.auth_payload("auth-read", M) == auth_message("auth-read", M, M)
     with pytest.raises(DecodeError):
-        c.receive(Challenge(1, M, 65536).encode())
+        c.receive(Challenge(PROTOCOL_VERSION, M, 65536).encode())
     rid = c.next_req_id()
     c.send(Ack(rid, M, 1))
     assert rid in c.pending

@@ -12,7 +12,10 @@ import aiohttp
 import pytest
 
 from protocol.relay_frames import (
+    INITIAL_CREDIT,
+    Ack,
     BadFrame,
+    Credit,
     Error,
     Post,
     Posted,
@@ -152,17 +155,43 @@ async def test_connection_count_caps(relay: Any, limit: str) -> None:
     await b.close()
 
 
+async def _stall(tc: Any, r: Client, mb: Mailbox) -> Any:
+    """Let ``r`` grant all the credit there is and stop reading; push 64 KiB
+    messages until its socket is full and Deliver frames fill half the queue,
+    where flow control stops them (SPEC §7.6).  Returns the connection."""
+    conn = next(c for c in tc.ctx.connections if c.read_grants)
+    await r.ws.send_bytes(Credit(2**32 - 1).encode())
+    for _ in range(100):
+        if conn.credit > INITIAL_CREDIT:
+            break
+        await asyncio.sleep(0.01)
+    big = envelope(size=65536)
+    for seq in range(1, 4000):  # up to 250 MiB offered to a peer that never reads
+        tc.ctx.storage.hub.publish(mailbox_key(mb.id), seq, big)
+        await asyncio.sleep(0)
+        q = conn.queue
+        assert q.nbytes <= q.max_bytes and len(q) <= q.max_frames
+        if len(q) * 2 >= q.max_frames and not conn.subs[mb.id].live:
+            break
+    assert len(conn.queue) * 2 >= conn.queue.max_frames, "the peer's socket never filled"
+    return conn
+
+
 async def test_slow_consumer_is_disconnected_with_a_reason(relay: Any) -> None:
     tc = await relay(limits={"send_queue_frames": 8, "send_queue_bytes": 1 << 30})
     w, mb = await writer_for(tc)
     r = await connect(tc)
     await r.auth_read(mb)
     await r.subscribe(mb)
-    conn = next(c for c in tc.ctx.connections if c.read_grants)
-    # The reader stops reading; fill its queue faster than the writer task runs.
-    hub = tc.ctx.storage.hub
-    for seq in range(100, 120):
-        hub.publish(mailbox_key(mb.id), seq, envelope())
+    conn = await _stall(tc, r, mb)
+    assert not conn.closing  # a backlog alone never makes a slow consumer
+    # Requests whose replies the peer does not read overflow the other half
+    # (however much the kernel's socket buffers absorb first).
+    for _ in range(3000):
+        await r.send(Ack(r.rid(), mb.id, 0))
+        await asyncio.sleep(0.002)
+        if conn.closing:
+            break
     assert conn.closing
     frames = []
     while True:
@@ -247,20 +276,17 @@ async def test_graceful_shutdown_finishes_writes_then_1001(relay: Any) -> None:
 
 
 async def test_slow_consumer_on_the_live_path(relay: Any) -> None:
+    """A peer that never reads, offered ~250 MiB of live pushes, costs the relay
+    at most half its send queue and is not disconnected: the pushes wait in
+    the store until it reads (SPEC §7.6 flow control; formerly SlowConsumer)."""
     tc = await relay(limits={"send_queue_frames": 8, "send_queue_bytes": 1 << 30})
     _writer, mb = await writer_for(tc)
     r = await connect(tc)
     await r.auth_read(mb)
     await r.subscribe(mb)
-    conn = next(c for c in tc.ctx.connections if c.read_grants)
-    for _ in range(100):
-        if all(s.buffer is None for s in conn.subs.values()):
-            break
-        await asyncio.sleep(0.01)
-    big = envelope(size=65536)
-    for seq in range(1, 2000):  # ~128 MiB offered to a peer that never reads
-        tc.ctx.storage.hub.publish(mailbox_key(mb.id), seq, big)
-        if conn.closing:
-            break
-    assert conn.closing
-    assert tc.ctx.metrics.values["samizdat_relay_slow_consumers_total"] == 1
+    conn = await _stall(tc, r, mb)
+    for seq in range(4000, 4100):  # more while stalled: not even queued
+        tc.ctx.storage.hub.publish(mailbox_key(mb.id), seq, envelope(size=65536))
+    assert len(conn.queue) * 2 <= conn.queue.max_frames + 2
+    assert not conn.closing
+    assert tc.ctx.metrics.values["samizdat_relay_slow_consumers_total"] == 0

@@ -478,3 +478,141 @@ def test_welcome_structure() -> None:
         assert isinstance(s.encrypted_group_secrets, ts.HPKECiphertext)
     gs = m.GroupSecrets.from_bytes(_field("group_secrets"))
     assert gs.to_bytes() == _field("group_secrets")
+
+
+def test_memoised_encodings_match_fresh_encoding() -> None:
+    """UpdatePathNode keeps its received ciphertext bytes and FramedContent its
+    encoding (issue 12); both must equal a fresh encoding, and a copy made
+    with ``dataclasses.replace`` must not inherit them."""
+    import dataclasses
+    import random
+
+    from protocol.mls.messages import Commit, ContentType, FramedContent, Sender
+    from protocol.mls.tree_structs import HPKECiphertext, UpdatePathNode
+
+    rnd = random.Random(7)
+    cts = tuple(
+        HPKECiphertext(rnd.randbytes(rnd.choice([0, 32, 63, 64, 200])), rnd.randbytes(48))
+        for _ in range(40)
+    )
+    node = UpdatePathNode(rnd.randbytes(32), cts)
+    data = node.to_bytes()
+    decoded = UpdatePathNode.from_bytes(data)
+    assert decoded == node and decoded.to_bytes() == data
+    fewer = dataclasses.replace(decoded, encrypted_path_secret=cts[:3])
+    assert fewer.to_bytes() == UpdatePathNode(node.encryption_key, cts[:3]).to_bytes()
+    framed = FramedContent(b"g", 3, Sender.member(1), b"", ContentType.COMMIT, Commit((), None))
+    first = framed.to_bytes()
+    assert framed.to_bytes() == first == FramedContent.from_bytes(first).to_bytes()
+    from protocol.mls.tree_structs import (
+        Capabilities,
+        Credential,
+        LeafNode,
+        LeafNodeSource,
+        Lifetime,
+    )
+
+    leaf = LeafNode(
+        rnd.randbytes(32),
+        rnd.randbytes(32),
+        Credential.basic(b"x"),
+        Capabilities((1,), (1,), (), (), (1,)),
+        LeafNodeSource.KEY_PACKAGE,
+        Lifetime(1, 2),
+        None,
+        (),
+        rnd.randbytes(64),
+    )
+    encoded = leaf.to_bytes()
+    assert leaf.tbs_bytes() == encoded[: len(leaf.tbs_bytes())] and leaf.to_bytes() == encoded
+    rekeyed = dataclasses.replace(leaf, encryption_key=b"k" * 32)
+    assert rekeyed.to_bytes() != encoded
+    assert LeafNode.from_bytes(rekeyed.to_bytes()) == rekeyed
+    later = dataclasses.replace(framed, epoch=4)
+    assert (
+        later.to_bytes() != first
+        and later.epoch == FramedContent.from_bytes(later.to_bytes()).epoch
+    )
+
+
+def test_leaf_node_decoding_is_canonical() -> None:
+    """A decoded LeafNode keeps its received body as the encoding memo (issue
+    12), which is sound only if whatever decodes re-encodes to the same
+    bytes.  Mutate valid leaves of every shape at random: each mutant that
+    still decodes must re-encode (from a fresh object, no memo) byte for byte."""
+    import dataclasses
+    import random
+
+    from protocol.errors import DecodeError
+    from protocol.mls.tree_structs import (
+        Capabilities,
+        Certificate,
+        Credential,
+        Extension,
+        LeafNode,
+        LeafNodeSource,
+        Lifetime,
+    )
+
+    rnd = random.Random(11)
+    caps = Capabilities((1,), (1, 2, 0x0A0A), (0x0A0A,), (7,), (1, 2))
+    leaves = [
+        LeafNode(
+            rnd.randbytes(32),
+            rnd.randbytes(32),
+            Credential.basic(rnd.randbytes(70)),
+            caps,
+            LeafNodeSource.KEY_PACKAGE,
+            Lifetime(5, 2**40),
+            None,
+            (Extension(0x0A0A, rnd.randbytes(3)),),
+            rnd.randbytes(64),
+        ),
+        LeafNode(
+            rnd.randbytes(32),
+            rnd.randbytes(32),
+            Credential(2, certificates=(Certificate(rnd.randbytes(100)),)),
+            caps,
+            LeafNodeSource.COMMIT,
+            None,
+            rnd.randbytes(32),
+            (),
+            rnd.randbytes(64),
+        ),
+        LeafNode(
+            rnd.randbytes(32),
+            rnd.randbytes(32),
+            Credential(0x0B0B, content=rnd.randbytes(9)),
+            caps,
+            LeafNodeSource.UPDATE,
+            None,
+            None,
+            (),
+            rnd.randbytes(64),
+        ),
+    ]
+    decoded_mutants = 0
+    for leaf in leaves:
+        data = leaf.to_bytes()
+        for _ in range(1500):
+            mutant = bytearray(data)
+            for _ in range(rnd.randint(1, 2)):
+                i = rnd.randrange(len(mutant))
+                byte = rnd.choice([0, 1, 2, 0x40, 0x80, rnd.randrange(256)])
+                op = rnd.randrange(3)
+                if op == 0:
+                    mutant[i] = byte
+                elif op == 1:
+                    mutant.insert(i, byte)  # e.g. 0x40 before a length: non-minimal
+                else:
+                    del mutant[i]
+            try:
+                got = LeafNode.from_bytes(bytes(mutant))
+            except DecodeError:
+                continue
+            decoded_mutants += 1
+            fresh = dataclasses.replace(got)  # a new object: no memo
+            assert fresh.to_bytes() == bytes(mutant)
+            args = (None, None) if got.leaf_node_source == LeafNodeSource.KEY_PACKAGE else (b"g", 3)
+            assert got.tbs_bytes(*args) == fresh.tbs_bytes(*args)
+    assert decoded_mutants > 300  # many mutations of keys and signatures still decode

@@ -59,6 +59,7 @@ from protocol.relay_frames import (
     Ack,
     AuthRead,
     BlobTicket,
+    Credit,
     Deliver,
     Post,
     Posted,
@@ -479,7 +480,12 @@ class MaliciousRelay:
                 continue
             if isinstance(frame, Deliver):
                 self.stats.delivers_in += 1
-                self._on_deliver(link, frame)
+                if not self._on_deliver(link, frame):
+                    # The client never sees it, so never returns its credit:
+                    # return it upstream ourselves, or the relay would stop
+                    # sending once drops add up to a window (SPEC §7.6).
+                    with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                        await link.up.send_bytes(Credit(len(data)).encode())
                 continue
             if self.stride > 1:
                 if isinstance(frame, Posted):
@@ -490,14 +496,15 @@ class MaliciousRelay:
         # upstream closed: close the client side too
         await link.ws.close()
 
-    def _on_deliver(self, link: _Link, frame: Deliver) -> None:
+    def _on_deliver(self, link: _Link, frame: Deliver) -> bool:
+        """Forward (now or later, maybe altered) or drop; False: dropped."""
         info, mb, env, seq = link.info, frame.mailbox_id, frame.envelope, frame.seq
         size = len(env)
         drop = self._pick(("drop", "withhold"), info, mb, size)
         if drop is not None:
             self.log.add(drop.kind, info.index, mb, seq)
             self.history[mb].append(env)
-            return
+            return False
         tamper = self._pick(("tamper",), info, mb, size)
         if tamper is not None:
             env = _flip(env, self._rng_of(tamper))
@@ -514,6 +521,7 @@ class MaliciousRelay:
         else:
             self._emit(link, mb, seq * self.stride, env, delay)
         self.history[mb].append(frame.envelope)
+        return True
 
     def _holder(self, info: ConnInfo, mb: bytes, size: int) -> Fault | None:
         elapsed = self.log.elapsed()

@@ -3,7 +3,8 @@
 Provides :class:`AppMessage` (a common header plus one body) and the bodies
 :class:`Text`, :class:`Article`, :class:`File` (with :class:`BlobRef` and
 :class:`ChunkRef`), :class:`Receipt`, :class:`Profile`, :class:`KeyPackages`,
-:class:`Disappearing`, :class:`RelayMove` and :class:`UnknownBody`.
+:class:`Disappearing`, :class:`RelayMove`, :class:`Heartbeat` and
+:class:`UnknownBody`; :func:`receipt_witnesses` (who sends receipts).
 
 Theory of operation
 -------------------
@@ -30,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from hashlib import sha256
 from typing import ClassVar, Self
 
 from protocol.app import (
@@ -94,6 +96,7 @@ class AppMessageType(IntEnum):
     KEY_PACKAGES = 6
     DISAPPEARING = 7
     RELAY_MOVE = 8
+    HEARTBEAT = 9
 
 
 class ReceiptKind(IntEnum):
@@ -363,6 +366,23 @@ class RelayMove(Body):
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat(Body):
+    """Carries nothing but its header: its ``sender_seq`` is the sender's
+    signed high-water mark.  Sent a while after a sender's last message, it
+    lets receivers see that the messages before it were dropped (a gap)
+    even when they were the sender's last ones (SPEC.md §8.11)."""
+
+    TYPE: ClassVar[int] = AppMessageType.HEARTBEAT
+
+    def encode(self, w: Writer) -> None:
+        pass
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownBody(Body):
     """The body of a type this client does not know, kept as raw bytes."""
 
@@ -386,10 +406,22 @@ class UnknownBody(Body):
         raise LocalError("UnknownBody is built by AppMessage.decode from its type and bytes")
 
 
-AnyBody = Text | Article | File | Receipt | Profile | KeyPackages | Disappearing | RelayMove
+AnyBody = (
+    Text | Article | File | Receipt | Profile | KeyPackages | Disappearing | RelayMove | Heartbeat
+)
 _BODY_CLASSES: dict[int, type[Body]] = {
     cls.TYPE: cls
-    for cls in (Text, Article, File, Receipt, Profile, KeyPackages, Disappearing, RelayMove)
+    for cls in (
+        Text,
+        Article,
+        File,
+        Receipt,
+        Profile,
+        KeyPackages,
+        Disappearing,
+        RelayMove,
+        Heartbeat,
+    )
 }
 
 
@@ -479,6 +511,29 @@ def new_receipts(kind: ReceiptKind, message_ids: Sequence[bytes]) -> list[Receip
         Receipt(kind, tuple(message_ids[i : i + MAX_RECEIPT_IDS]))
         for i in range(0, len(message_ids), MAX_RECEIPT_IDS)
     ]
+
+
+#: Up to this many other members, every member sends delivered receipts.
+RECEIPT_ALL_MAX = 64
+#: Above it, only this many sampled members ("witnesses") do, per message.
+RECEIPT_WITNESSES = 16
+_WITNESS_LABEL = b"samizdat receipt witness v1"
+
+
+def receipt_witnesses(message_id: bytes, recipients: Sequence[bytes]) -> list[bytes]:
+    """The members (identity keys) expected to send a ``delivered`` receipt
+    for ``message_id``: all ``recipients`` (the members other than the
+    sender) if there are at most :data:`RECEIPT_ALL_MAX`, else the
+    :data:`RECEIPT_WITNESSES` whose SHA-256(label || message_id || key)
+    sorts lowest.  Sender and receivers compute the same sample from the
+    message id and the member list, so receipt traffic per message stays
+    bounded (O(n) per message instead of O(n^2) per burst, SPEC.md §8.11)."""
+    check_len(message_id, MESSAGE_ID_LEN, "message_id")
+    unique = sorted(set(recipients))
+    if len(unique) <= RECEIPT_ALL_MAX:
+        return unique
+    ranked = sorted(unique, key=lambda key: sha256(_WITNESS_LABEL + message_id + key).digest())
+    return sorted(ranked[:RECEIPT_WITNESSES])
 
 
 def _push_struct(w: Writer, item: Struct) -> None:

@@ -318,6 +318,15 @@ class CipherSuite:
         info = _mls_label(label) + opaque(context)
         return self.hpke_seal(pub, info, b"", plaintext, rng)
 
+    def encrypt_with_label_many(
+        self, label: str, context: bytes, recipients: list[tuple[bytes, bytes]], rng: Rng
+    ) -> list[tuple[bytes, bytes]]:
+        """EncryptWithLabel of each (public key, plaintext) under one label and
+        context: the HPKE ``info`` is built and hashed once (a Welcome's
+        context is the whole encrypted GroupInfo, RFC 9420 §12.4.3.1)."""
+        info = _mls_label(label) + opaque(context)
+        return [self.hpke_seal(pub, info, b"", plaintext, rng) for pub, plaintext in recipients]
+
     def decrypt_with_label(
         self, priv: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:

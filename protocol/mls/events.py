@@ -11,11 +11,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class ApplicationMessageReceived:
-    sender: int  # leaf index
+    """An application message, credited to who sent it *in its epoch*.
+
+    ``sender_identity`` and ``sender_signature_key`` are the credential of
+    the member that held leaf ``sender`` in epoch ``epoch`` (the key that
+    verified the message).  A late message's leaf may be blank or another
+    member's by now: use these fields, not the current tree, to name the
+    sender."""
+
+    sender: int  # leaf index in epoch ``epoch``
     data: bytes
     authenticated_data: bytes
     epoch: int
     generation: int
+    sender_identity: bytes  # the sender's credential identity in that epoch
+    sender_signature_key: bytes  # the key the message's signature verified with
 
 
 @dataclass(frozen=True, slots=True)

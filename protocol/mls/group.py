@@ -7,7 +7,9 @@ never edits it in place while processing a message: commit processing builds
 a complete successor state from copies and assigns it only after every check
 of §12.4.2 has passed, including the confirmation tag.  Any exception leaves
 ``group.state`` exactly as it was (the only mutation that precedes
-validation, consuming a ratchet key, happens in a copy too).
+validation, consuming a ratchet key, happens in a copy too).  A caller that
+persists the state undoes an *accepted* message it could not store with
+:meth:`Group.snapshot` / :meth:`Group.restore`.
 
 Committing is two-step, because Samizdat orders commits through a relay: the
 committer builds its commit and the successor state (:meth:`Group.commit`),
@@ -55,6 +57,7 @@ from protocol.mls.events import (
     RemovedFromGroup,
 )
 from protocol.mls.framing import (
+    DecryptedContent,
     content_signature,
     proposal_ref,
     protect_private,
@@ -67,6 +70,7 @@ from protocol.mls.framing import (
 from protocol.mls.group_state import (
     MAX_PAST_EPOCHS,
     MAX_RESUMPTION_PSKS,
+    EpochMember,
     GroupState,
     PastEpoch,
 )
@@ -198,6 +202,14 @@ class _PendingCommit:
     message: bytes
     state: GroupState
     events: list[GroupEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSnapshot:
+    """An in-memory checkpoint of a :class:`Group` (see :meth:`Group.snapshot`)."""
+
+    state: GroupState
+    pending: _PendingCommit | None
 
 
 @dataclass(slots=True)
@@ -612,7 +624,11 @@ class Group:
         resolved = [_resolved(c) for _, c in refs] + [
             ResolvedProposal(p, Sender.member(state.own_leaf)) for p in by_value
         ]
-        applied = _apply_proposals(suite, state.context, state.tree, resolved, state.own_leaf, now)
+        applied = selection.applied  # the selection validated exactly this list
+        if applied is None:
+            applied = _apply_proposals(
+                suite, state.context, state.tree, resolved, state.own_leaf, now
+            )
         if applied.path_required and not path:
             raise StateError("these proposals require a path")
         new_tree = applied.tree
@@ -714,6 +730,18 @@ class Group:
 
     # -- processing ---------------------------------------------------------------------------
 
+    def snapshot(self) -> GroupSnapshot:
+        """A checkpoint to :meth:`restore` if what the caller does after
+        :meth:`process` (persisting the new state) fails, so memory never
+        runs ahead of the store.  ``process`` itself needs none: a rejected
+        message changes nothing."""
+        return GroupSnapshot(self.state.copy(), self._pending)
+
+    def restore(self, snapshot: GroupSnapshot) -> None:
+        """Go back to ``snapshot`` (which stays usable for another restore)."""
+        self.state = snapshot.state.copy()
+        self._pending = snapshot.pending
+
     def process(self, message: bytes, *, now: int | None = None) -> list[GroupEvent]:
         """Process one MLSMessage from the group; return what happened.
 
@@ -752,14 +780,8 @@ class Group:
         verify_content_signature(state.suite, auth, state.context, leaf.signature_key)
         decrypted.consume()
         if pm.content_type == ContentType.APPLICATION:
-            data = auth.content.application_data
-            assert data is not None
             state.secret_tree = work
-            return [
-                ApplicationMessageReceived(
-                    sender, data, auth.content.authenticated_data, pm.epoch, decrypted.generation
-                )
-            ]
+            return [_app_event(decrypted, EpochMember(_leaf_identity(leaf), leaf.signature_key))]
         if pm.content_type == ContentType.PROPOSAL:
             event = self._cache_proposal(state, auth, now)
             state.secret_tree = work
@@ -803,22 +825,25 @@ class Group:
         return sender.leaf_index
 
     def _open_late(self, pm: PrivateMessage, past: PastEpoch) -> GroupEvent:
+        """An application message of a kept past epoch.  Everything about it
+        is of *that* epoch: its keys, and the member who held the sender's
+        leaf then (RFC 9420 §6.3.2: sender data names a leaf of the epoch's
+        tree; §6.1: the signature is checked with that leaf's key).  The
+        leaf may be blank or someone else's now; the event names the sender
+        of the epoch, never the leaf's current occupant."""
         work = past.secret_tree.copy()
         decrypted = unprotect_private(self.suite, pm, past.context, work, past.sender_data_secret)
         auth = decrypted.content
         sender = auth.content.sender.leaf_index
         assert sender is not None
-        key = past.signature_keys.get(sender)
-        if key is None:
+        member = past.members.get(sender)
+        if member is None:
             raise UnknownMember(f"leaf {sender} was not a member in epoch {pm.epoch}")
-        verify_content_signature(self.suite, auth, past.context, key)
+        verify_content_signature(self.suite, auth, past.context, member.signature_key)
         decrypted.consume()
-        past.secret_tree = work
-        data = auth.content.application_data
-        assert data is not None
-        return ApplicationMessageReceived(
-            sender, data, auth.content.authenticated_data, pm.epoch, decrypted.generation
-        )
+        # PastEpoch is shared by copies of the state: replace it, never edit it.
+        self.state.past_epochs[pm.epoch] = dataclasses.replace(past, secret_tree=work)
+        return _app_event(decrypted, member)
 
     def _process_public(self, pub: PublicMessage, now: int | None) -> list[GroupEvent]:
         state = self.state
@@ -1084,6 +1109,22 @@ def _resolved(cached: AuthenticatedContent) -> ResolvedProposal:
     return ResolvedProposal(proposal, cached.content.sender)
 
 
+def _app_event(decrypted: DecryptedContent, member: EpochMember) -> ApplicationMessageReceived:
+    """The event for a verified application message; ``member`` is whoever
+    held the sender's leaf in the message's epoch."""
+    content = decrypted.content.content
+    assert content.sender.leaf_index is not None and content.application_data is not None
+    return ApplicationMessageReceived(
+        content.sender.leaf_index,
+        content.application_data,
+        content.authenticated_data,
+        content.epoch,
+        decrypted.generation,
+        member.identity,
+        member.signature_key,
+    )
+
+
 def _new_state(
     suite: CipherSuite,
     context: GroupContext,
@@ -1147,7 +1188,10 @@ def _successor(
         old.context,
         old.sender_data_secret,
         old.secret_tree.copy(),
-        {i: leaf.signature_key for i, leaf in old.tree.members()},
+        {
+            i: EpochMember(_leaf_identity(leaf), leaf.signature_key)
+            for i, leaf in old.tree.members()
+        },
     )
     for epoch in sorted(past)[:-MAX_PAST_EPOCHS]:
         del past[epoch]
@@ -1204,13 +1248,11 @@ def _check_path_leaf(
             raise InvalidCommit(str(exc)) from exc
     # §7.3 and §16.7 uniqueness, for an external joiner's leaf too (it is
     # already in ``tree``, at ``committer``).
-    in_tree = {tree.public_key(x) for x in range(len(tree.nodes)) if x != 2 * committer}
-    in_tree.discard(None)
-    if any(n.encryption_key in in_tree for n in path.nodes) or leaf.encryption_key in in_tree:
+    keys = [n.encryption_key for n in path.nodes] + [leaf.encryption_key]
+    if any(tree.has_encryption_key(k, except_node=2 * committer) for k in keys):
         raise InvalidCommit("the UpdatePath reuses a public key of the tree")
-    for i, other in tree.members():
-        if i != committer and other.signature_key == leaf.signature_key:
-            raise InvalidCommit("the committer's leaf reuses another member's signature key")
+    if tree.has_signature_key(leaf.signature_key, except_leaf=committer):
+        raise InvalidCommit("the committer's leaf reuses another member's signature key")
 
 
 def _external_sender_key(state: GroupState, sender: Sender, content: FramedContent) -> bytes:
@@ -1332,7 +1374,7 @@ def _welcome(
     carries the ratchet tree, so joiners need nothing else."""
     key, nonce = welcome_key_nonce(suite, secrets.welcome_secret)
     encrypted_info = suite.aead_seal(key, nonce, b"", info.to_bytes())
-    entries = []
+    recipients = []
     for leaf_index, kp in applied.added:
         secret = path_secret_for(tree, committer, leaf_index, path_secrets)
         group_secrets = GroupSecrets(
@@ -1340,13 +1382,13 @@ def _welcome(
             PathSecret(secret) if secret is not None else None,
             tuple(applied.psks),
         )
-        kem_output, ct = suite.encrypt_with_label(
-            kp.init_key, "Welcome", encrypted_info, group_secrets.to_bytes(), rng
-        )
-        entries.append(
-            EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct))
-        )
-    return MLSMessage.of(Welcome(suite.suite_id, tuple(entries), encrypted_info))
+        recipients.append((kp.init_key, group_secrets.to_bytes()))
+    sealed = suite.encrypt_with_label_many("Welcome", encrypted_info, recipients, rng)
+    entries = tuple(
+        EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct))
+        for (_, kp), (kem_output, ct) in zip(applied.added, sealed, strict=True)
+    )
+    return MLSMessage.of(Welcome(suite.suite_id, entries, encrypted_info))
 
 
 def _commit_events(

@@ -23,19 +23,34 @@ from protocol.mls.ratchet_tree import RatchetTree
 from protocol.mls.secret_tree import SecretTree
 from protocol.mls.tree_structs import pull_ratchet_tree, push_ratchet_tree
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: past epochs keep each sender's identity (format 1 is still read)
 MAX_PAST_EPOCHS = 2  # epochs whose keys are kept for late application messages
 MAX_RESUMPTION_PSKS = 16  # past epochs whose resumption PSK is kept (§8.6)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class EpochMember:
+    """Who held a leaf in some epoch: its credential's identity and its
+    signature key.  A late message is verified with, and credited to, this
+    (RFC 9420 §6.3.2: the sender data names a leaf of that epoch's tree)."""
+
+    identity: bytes
+    signature_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PastEpoch:
-    """What is needed to open a late application message of an old epoch."""
+    """What is needed to open a late application message of an old epoch,
+    and to say who sent it: not the tree, only each member's credential.
+
+    Frozen: opening a late message replaces the entry (with the advanced
+    secret tree) instead of editing it, so copies of a state never share a
+    mutable part (see :meth:`GroupState.copy`)."""
 
     context: GroupContext
     sender_data_secret: bytes
     secret_tree: SecretTree
-    signature_keys: dict[int, bytes]  # leaf index -> signature key
+    members: dict[int, EpochMember]  # leaf index -> who held it in that epoch
 
 
 @dataclass(slots=True)
@@ -112,7 +127,8 @@ class GroupState:
 
     @classmethod
     def _decode(cls, r: Reader) -> GroupState:
-        if r.pull_uint16() != STATE_FORMAT:
+        version = r.pull_uint16()
+        if version not in (1, STATE_FORMAT):
             raise DecodeError("unknown group state format")
         suite = get_suite(r.pull_uint16())
         context = GroupContext.decode(r)
@@ -134,9 +150,11 @@ class GroupState:
         secret_tree = SecretTree.decode(suite, r)
         proposals = r.pull_vector(AuthenticatedContent.decode)
         resumption = dict(r.pull_vector(_pull_int_bytes))
-        past = dict(r.pull_vector(lambda rr: _pull_past_epoch(suite, rr)))
+        past = dict(r.pull_vector(lambda rr: _pull_past_epoch(suite, rr, version)))
         update_keys = dict(r.pull_vector(_pull_bytes_pair))
         active = r.pull_bool()
+        if version == 1:
+            past = {e: _identities_from(p, tree) for e, p in past.items()}
         return cls(
             suite=suite,
             context=context,
@@ -190,13 +208,38 @@ def _push_past_epoch(w: Writer, item: tuple[int, PastEpoch]) -> None:
     past.context.encode(w)
     w.push_opaque(past.sender_data_secret)
     past.secret_tree.encode(w)
-    w.push_vector(sorted(past.signature_keys.items()), _push_int_bytes)
+    w.push_vector(sorted(past.members.items()), _push_member)
 
 
-def _pull_past_epoch(suite: CipherSuite, r: Reader) -> tuple[int, PastEpoch]:
+def _push_member(w: Writer, item: tuple[int, EpochMember]) -> None:
+    w.push_uint64(item[0])
+    w.push_opaque(item[1].identity)
+    w.push_opaque(item[1].signature_key)
+
+
+def _pull_member(r: Reader) -> tuple[int, EpochMember]:
+    return r.pull_uint64(), EpochMember(r.pull_opaque(), r.pull_opaque())
+
+
+def _pull_past_epoch(suite: CipherSuite, r: Reader, version: int) -> tuple[int, PastEpoch]:
     epoch = r.pull_uint64()
     context = GroupContext.decode(r)
     sender_data_secret = r.pull_opaque()
     secret_tree = SecretTree.decode(suite, r)
-    keys = dict(r.pull_vector(_pull_int_bytes))
-    return epoch, PastEpoch(context, sender_data_secret, secret_tree, keys)
+    if version == 1:  # leaf -> signature key only; identities filled in by the caller
+        members = {i: EpochMember(b"", key) for i, key in r.pull_vector(_pull_int_bytes)}
+    else:
+        members = dict(r.pull_vector(_pull_member))
+    return epoch, PastEpoch(context, sender_data_secret, secret_tree, members)
+
+
+def _identities_from(past: PastEpoch, tree: RatchetTree) -> PastEpoch:
+    """A format-1 past epoch kept only signature keys.  Signature keys are
+    unique among a group's members (RFC 9420 §7.3), so a key still in the
+    tree names its holder's identity; a departed member's stays unknown."""
+    by_key = {leaf.signature_key: leaf.credential.identity or b"" for _, leaf in tree.members()}
+    members = {
+        i: EpochMember(by_key.get(m.signature_key, b""), m.signature_key)
+        for i, m in past.members.items()
+    }
+    return replace(past, members=members)

@@ -409,6 +409,10 @@ _LIB_AEADS = {
 }
 
 
+# ``info`` strings at least this long have their hash memoised (see key_schedule).
+_MEMO_INFO_MIN = 1024
+
+
 class Hpke:
     """One HPKE ciphersuite in base mode, single-shot (RFC 9180 §6.1)."""
 
@@ -419,6 +423,9 @@ class Hpke:
         self.suite_id = (
             b"HPKE" + _i2osp(kem.kem_id, 2) + _i2osp(kdf.kdf_id, 2) + _i2osp(aead.aead_id, 2)
         )
+        # (info, its info_hash) of the last large ``info``; compared by identity,
+        # which holding the reference keeps meaningful (bytes are immutable).
+        self._last_info: tuple[bytes | None, bytes] = (None, b"")
         lib_kem = _LIB_KEMS.get(kem.kem_id)
         self.lib_suite = (
             lib_hpke.Suite(lib_kem, _LIB_KDFS[kdf.kdf_id], _LIB_AEADS[aead.aead_id])
@@ -430,7 +437,13 @@ class Hpke:
         """KeySchedule(mode_base, shared_secret, info, "", "") of RFC 9180 §5.1."""
         kdf, sid = self.kdf, self.suite_id
         psk_id_hash = kdf.labeled_extract(sid, b"", b"psk_id_hash", b"")
-        info_hash = kdf.labeled_extract(sid, b"", b"info_hash", info)
+        # One commit seals to every joiner with the same ``info`` (MLS puts the
+        # whole encrypted GroupInfo in it): hash that object once, not per joiner.
+        last_info, info_hash = self._last_info
+        if info is not last_info:
+            info_hash = kdf.labeled_extract(sid, b"", b"info_hash", info)
+            if len(info) >= _MEMO_INFO_MIN:
+                self._last_info = (info, info_hash)
         ks_context = _MODE_BASE + psk_id_hash + info_hash
         secret = kdf.labeled_extract(sid, shared_secret, b"secret", b"")
         return Context(

@@ -31,7 +31,7 @@ a ``DecodeError``: its body has no format we could skip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar, Self
 
@@ -522,17 +522,28 @@ class FramedContent(_ContentArms, Struct):
     authenticated_data: bytes
     content_type: ContentType
     content: Content
+    # The encoding, memoised: a commit's content is encoded for its signature
+    # (FramedContentTBS), its transcript hash and its framing, and with a path
+    # to a large group it holds thousands of ciphertexts.  Every field is
+    # immutable, so the encoding cannot go stale.
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_content(self.content_type, self.content)
 
     def encode(self, w: Writer) -> None:
-        w.push_opaque(self.group_id)
-        w.push_uint64(self.epoch)
-        self.sender.encode(w)
-        w.push_opaque(self.authenticated_data)
-        w.push_uint8(self.content_type)
-        _push_content(w, self.content)
+        encoded = self._encoded
+        if encoded is None:
+            sub = Writer()
+            sub.push_opaque(self.group_id)
+            sub.push_uint64(self.epoch)
+            self.sender.encode(sub)
+            sub.push_opaque(self.authenticated_data)
+            sub.push_uint8(self.content_type)
+            _push_content(sub, self.content)
+            encoded = sub.getvalue()
+            object.__setattr__(self, "_encoded", encoded)
+        w.push_bytes(encoded)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:

@@ -131,23 +131,51 @@ def check_required_capabilities(leaf: LeafNode, required: RequiredCapabilities |
             raise InvalidMessage(f"member lacks required credential type {cred_type}")
 
 
+@dataclass(slots=True)
+class CredentialSupport:
+    """The credential types of a tree's members, for the §7.3 check that a
+    new leaf and the members support each other's credential types.
+
+    Built once per tree (one pass over the members) and extended with
+    :meth:`admit` as leaves are added, so that validating many new leaves
+    costs one pass, not one per leaf."""
+
+    supported: frozenset[int] | None  # types every member supports (None: no member)
+    in_use: set[int]  # credential types of the members
+
+    @classmethod
+    def of(cls, tree: RatchetTree) -> CredentialSupport:
+        supported, in_use = tree.credential_support()
+        return cls(supported, set(in_use))
+
+    def admit(self, leaf: LeafNode) -> None:
+        caps = frozenset(leaf.capabilities.credentials)
+        self.supported = caps if self.supported is None else self.supported & caps
+        self.in_use.add(leaf.credential.credential_type)
+
+
 def validate_leaf_for_group(
     suite: CipherSuite,
     tree: RatchetTree,
     leaf: LeafNode,
     extensions: Sequence[Extension],
     now: int | None,
+    credentials: CredentialSupport | None = None,
 ) -> None:
-    """The group-dependent rules of §7.3 for a leaf about to enter the tree."""
+    """The group-dependent rules of §7.3 for a leaf about to enter the tree.
+
+    ``credentials`` must describe ``tree``'s members; it is computed when
+    not given."""
     check_leaf_node_basics(leaf, suite.suite_id)
     check_lifetime(leaf, now)
     check_required_capabilities(leaf, required_capabilities(extensions))
+    if credentials is None:
+        credentials = CredentialSupport.of(tree)
     cred = leaf.credential.credential_type
-    for _, member in tree.members():
-        if cred not in member.capabilities.credentials:
-            raise InvalidMessage(f"a member does not support credential type {cred}")
-        if member.credential.credential_type not in leaf.capabilities.credentials:
-            raise InvalidMessage("new leaf does not support a credential type in use")
+    if credentials.supported is not None and cred not in credentials.supported:
+        raise InvalidMessage(f"a member does not support credential type {cred}")
+    if not credentials.in_use <= set(leaf.capabilities.credentials):
+        raise InvalidMessage("new leaf does not support a credential type in use")
 
 
 def check_unique_keys(tree: RatchetTree, leaf: LeafNode, leaf_index: int | None) -> None:
@@ -156,12 +184,10 @@ def check_unique_keys(tree: RatchetTree, leaf: LeafNode, leaf_index: int | None)
     signature key with no other member.  A violating tree is refused by every
     later joiner (§12.4.3.1), so letting one in locks new members out."""
     own = None if leaf_index is None else 2 * leaf_index
-    for x in range(len(tree.nodes)):
-        if x != own and tree.public_key(x) == leaf.encryption_key:
-            raise InvalidMessage("the leaf reuses an encryption key of the tree")
-    for i, other in tree.members():
-        if i != leaf_index and other.signature_key == leaf.signature_key:
-            raise InvalidMessage("the leaf reuses another member's signature key")
+    if tree.has_encryption_key(leaf.encryption_key, except_node=own):
+        raise InvalidMessage("the leaf reuses an encryption key of the tree")
+    if tree.has_signature_key(leaf.signature_key, except_leaf=leaf_index):
+        raise InvalidMessage("the leaf reuses another member's signature key")
 
 
 def check_update_leaf(
@@ -211,9 +237,8 @@ def check_external_joiner(
     for _, old in removed:
         if old.credential != leaf.credential:
             raise InvalidCommit("an external commit may only remove the joiner's own earlier leaf")
-    for _, other in tree.members():
-        if other.signature_key == leaf.signature_key:
-            raise InvalidCommit("the joiner's leaf reuses another member's signature key")
+    if tree.has_signature_key(leaf.signature_key):
+        raise InvalidCommit("the joiner's leaf reuses another member's signature key")
 
 
 def _check_psk(suite: CipherSuite, psk: PreSharedKeyID, in_reinit_or_branch: bool) -> None:
@@ -313,23 +338,24 @@ def apply_proposals(
             result.removed.append((body.removed, gone))
             new.remove_leaf(body.removed)
 
-    signature_keys = {leaf.signature_key for _, leaf in new.members()}
-    # §16.7: leaf keys must differ from parent node keys too.
-    encryption_keys = {new.public_key(x) for x in range(len(new.nodes))} - {None}
+    # §16.7: leaf keys must differ from parent node keys too (the tree's key
+    # index covers every node, and the leaves added so far).
+    credentials: CredentialSupport | None = None
     for i, p in enumerate(proposals):
         body = p.proposal.body
         if isinstance(body, Add):
             at.index = i
             kp = body.key_package
             validate_key_package(suite, kp, now)
-            validate_leaf_for_group(suite, new, kp.leaf_node, result.extensions, now)
-            if kp.leaf_node.signature_key in signature_keys:
+            if credentials is None:
+                credentials = CredentialSupport.of(new)
+            validate_leaf_for_group(suite, new, kp.leaf_node, result.extensions, now, credentials)
+            if new.has_signature_key(kp.leaf_node.signature_key):
                 raise InvalidCommit("Add of a client already in the group")
-            if kp.leaf_node.encryption_key in encryption_keys:
+            if new.has_encryption_key(kp.leaf_node.encryption_key):
                 raise InvalidCommit("Add reuses an encryption key in the tree")
-            signature_keys.add(kp.leaf_node.signature_key)
-            encryption_keys.add(kp.leaf_node.encryption_key)
             result.added.append((new.add_leaf(kp.leaf_node), kp))
+            credentials.admit(kp.leaf_node)
 
     seen_psks: set[bytes] = set()
     for i, p in enumerate(proposals):

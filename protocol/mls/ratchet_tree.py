@@ -14,13 +14,21 @@ swaps it in only when a whole commit has validated, which is what makes
 commit processing atomic.  Private keys are not held here; TreeKEM
 (:mod:`protocol.mls.treekem`) keeps them beside the tree.
 
-Tree hashes (§7.8) are memoised per node; every mutation goes through
-:meth:`_set`, which drops the memo of the node and its ancestors.
+Tree hashes (§7.8) and resolutions (§4.1.1) are memoised per node, and
+filtered direct paths (§4.1.2) per leaf: a large group asks for them once
+per joiner, ciphertext or check, and recomputing them each time makes
+commits quadratic in the group size.  Every mutation goes through
+:meth:`_set`, which drops the memo of the node and its ancestors (the only
+nodes whose subtree changed) and all filtered direct paths (which depend on
+resolutions anywhere on a copath); growing or truncating the tree drops
+every memo.  ``tests/test_ratchet_tree_cache.py`` mutates trees at random
+and compares the memoised answers with fresh computations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from typing import TypeVar
 
 from protocol.codec import Writer
 from protocol.errors import CryptoError
@@ -36,6 +44,8 @@ from protocol.mls.tree_structs import (
     strip_blank_tail,
 )
 
+_K = TypeVar("_K", bound=Hashable)
+
 # Extension types every client supports without listing them (RFC 9420 §7.2).
 DEFAULT_EXTENSIONS = frozenset({1, 2, 3, 4, 5})
 DEFAULT_PROPOSALS = frozenset({1, 2, 3, 4, 5, 6, 7})
@@ -44,7 +54,19 @@ DEFAULT_PROPOSALS = frozenset({1, 2, 3, 4, 5, 6, 7})
 class RatchetTree:
     """The public state of a group's ratchet tree."""
 
-    __slots__ = ("suite", "nodes", "_hashes")
+    __slots__ = (
+        "suite",
+        "nodes",
+        "_hashes",
+        "_resolutions",
+        "_fdps",
+        "_free_hint",
+        "_encryption_keys",
+        "_signature_keys",
+        "_credential_support",
+        "_credentials_in_use",
+        "_n_members",
+    )
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[Node | None]) -> None:
         if not nodes:
@@ -59,6 +81,22 @@ class RatchetTree:
         self.suite = suite
         self.nodes: list[Node | None] = full
         self._hashes: dict[int, bytes] = {}
+        self._resolutions: dict[int, tuple[int, ...]] = {}
+        self._fdps: dict[int, tuple[int, ...]] = {}
+        # Every leaf below this index is occupied (so add_leaf need not scan them).
+        self._free_hint = 0
+        # Indexes kept up to date by _set, so the §7.3 uniqueness and credential
+        # checks cost a lookup instead of a pass over the tree per new leaf:
+        # encryption key -> nodes holding it, signature key -> leaves holding
+        # it, credential type -> members listing it in their capabilities and
+        # members using it.
+        self._encryption_keys: dict[bytes, int] = {}
+        self._signature_keys: dict[bytes, int] = {}
+        self._credential_support: dict[int, int] = {}
+        self._credentials_in_use: dict[int, int] = {}
+        self._n_members = 0
+        for node in full:
+            self._index(node, 1)
 
     @classmethod
     def single(cls, suite: CipherSuite, leaf: LeafNode) -> RatchetTree:
@@ -69,6 +107,14 @@ class RatchetTree:
         other.suite = self.suite
         other.nodes = list(self.nodes)
         other._hashes = dict(self._hashes)
+        other._resolutions = dict(self._resolutions)
+        other._fdps = dict(self._fdps)
+        other._free_hint = self._free_hint
+        other._encryption_keys = dict(self._encryption_keys)
+        other._signature_keys = dict(self._signature_keys)
+        other._credential_support = dict(self._credential_support)
+        other._credentials_in_use = dict(self._credentials_in_use)
+        other._n_members = self._n_members
         return other
 
     def to_nodes(self) -> list[Node | None]:
@@ -103,10 +149,10 @@ class RatchetTree:
         return node.parent_node if node is not None else None
 
     def members(self) -> Iterator[tuple[int, LeafNode]]:
-        for i in range(self.n_leaves):
-            leaf = self.leaf(i)
-            if leaf is not None:
-                yield i, leaf
+        for i, node in enumerate(self.nodes[::2]):
+            if node is not None:
+                assert node.leaf_node is not None
+                yield i, node.leaf_node
 
     def public_key(self, x: int) -> bytes | None:
         node = self.nodes[x]
@@ -117,41 +163,114 @@ class RatchetTree:
         assert node.parent_node is not None
         return node.parent_node.encryption_key
 
+    # -- key and credential indexes ----------------------------------------------
+
+    def has_encryption_key(self, key: bytes, except_node: int | None = None) -> bool:
+        """Whether a node of the tree other than ``except_node`` has this key."""
+        count = self._encryption_keys.get(key, 0)
+        if except_node is not None and self.public_key(except_node) == key:
+            count -= 1
+        return count > 0
+
+    def has_signature_key(self, key: bytes, except_leaf: int | None = None) -> bool:
+        """Whether a member other than ``except_leaf`` has this signature key."""
+        count = self._signature_keys.get(key, 0)
+        if except_leaf is not None:
+            leaf = self.leaf(except_leaf)
+            if leaf is not None and leaf.signature_key == key:
+                count -= 1
+        return count > 0
+
+    def credential_support(self) -> tuple[frozenset[int] | None, frozenset[int]]:
+        """(credential types every member supports, None if there is no member;
+        credential types the members use)."""
+        n = self._n_members
+        supported = (
+            frozenset(t for t, c in self._credential_support.items() if c == n) if n else None
+        )
+        return supported, frozenset(t for t, c in self._credentials_in_use.items() if c)
+
+    def _index(self, node: Node | None, delta: int) -> None:
+        """Add (``delta`` 1) or withdraw (-1) ``node`` from the indexes."""
+        if node is None:
+            return
+        leaf = node.leaf_node
+        if leaf is None:
+            assert node.parent_node is not None
+            _bump(self._encryption_keys, node.parent_node.encryption_key, delta)
+            return
+        _bump(self._encryption_keys, leaf.encryption_key, delta)
+        _bump(self._signature_keys, leaf.signature_key, delta)
+        for cred in set(leaf.capabilities.credentials):
+            _bump(self._credential_support, cred, delta)
+        _bump(self._credentials_in_use, leaf.credential.credential_type, delta)
+        self._n_members += delta
+
     # -- paths and resolution (§4.1) -------------------------------------------
 
     def resolution(self, x: int, exclude: frozenset[int] = frozenset()) -> list[int]:
         """Node indices of the resolution of ``x``, minus leaves in ``exclude``."""
+        full = self._resolution(x)
+        if not exclude:
+            return list(full)
+        return [y for y in full if y & 1 or y >> 1 not in exclude]
+
+    def _resolution(self, x: int) -> tuple[int, ...]:
+        """The memoised resolution of ``x`` (§4.1.1)."""
+        cached = self._resolutions.get(x)
+        if cached is not None:
+            return cached
         node = self.nodes[x]
         if node is None:
             if tm.is_leaf(x):
-                return []
-            return self.resolution(tm.left(x), exclude) + self.resolution(tm.right(x), exclude)
-        if node.leaf_node is not None:
-            return [] if x // 2 in exclude else [x]
-        assert node.parent_node is not None
-        unmerged = [2 * leaf for leaf in node.parent_node.unmerged_leaves if leaf not in exclude]
-        return [x, *unmerged]
+                out: tuple[int, ...] = ()
+            else:
+                out = self._resolution(tm.left(x)) + self._resolution(tm.right(x))
+        elif node.leaf_node is not None:
+            out = (x,)
+        else:
+            assert node.parent_node is not None
+            out = (x, *(2 * leaf for leaf in node.parent_node.unmerged_leaves))
+        self._resolutions[x] = out
+        return out
 
     def filtered_direct_path(self, leaf_index: int) -> list[int]:
         """The direct path of the leaf minus nodes whose copath child has an
         empty resolution (§4.1.2)."""
-        x = 2 * leaf_index
-        n = self.n_leaves
-        out = []
-        for parent, copath_child in zip(tm.direct_path(x, n), tm.copath(x, n), strict=True):
-            if self.resolution(copath_child):
-                out.append(parent)
-        return out
+        cached = self._fdps.get(leaf_index)
+        if cached is None:
+            x = 2 * leaf_index
+            n = self.n_leaves
+            cached = tuple(
+                parent
+                for parent, copath_child in zip(tm.direct_path(x, n), tm.copath(x, n), strict=True)
+                if self._resolution(copath_child)
+            )
+            self._fdps[leaf_index] = cached
+        return list(cached)
 
     # -- mutation ---------------------------------------------------------------
 
     def _set(self, x: int, node: Node | None) -> None:
+        self._index(self.nodes[x], -1)
+        self._index(node, 1)
         self.nodes[x] = node
-        self._hashes.pop(x, None)
-        n = self.n_leaves
-        while x != tm.root(n):
-            x = tm.parent(x, n)
-            self._hashes.pop(x, None)
+        if node is None and x & 1 == 0:
+            self._free_hint = min(self._free_hint, x >> 1)
+        hashes, resolutions = self._hashes, self._resolutions
+        hashes.pop(x, None)
+        resolutions.pop(x, None)
+        self._fdps.clear()
+        root = tm.root(self.n_leaves)
+        while x != root:
+            x = tm.parent_of(x)
+            hashes.pop(x, None)
+            resolutions.pop(x, None)
+
+    def _forget_all(self) -> None:
+        self._hashes.clear()
+        self._resolutions.clear()
+        self._fdps.clear()
 
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
         self._set(2 * leaf_index, Node.leaf(leaf) if leaf is not None else None)
@@ -167,7 +286,7 @@ class RatchetTree:
     def _extend(self) -> None:
         """Double the leaves: the old tree becomes the left subtree (§7.7)."""
         self.nodes.extend([None] * (len(self.nodes) + 1))
-        self._hashes.clear()
+        self._forget_all()
 
     def _truncate(self) -> None:
         """Drop right halves that hold no member (§12.1.3)."""
@@ -175,12 +294,16 @@ class RatchetTree:
             half = self.n_leaves // 2
             if any(self.nodes[2 * i] is not None for i in range(half, self.n_leaves)):
                 return
+            for node in self.nodes[tm.node_width(half) :]:
+                self._index(node, -1)
             del self.nodes[tm.node_width(half) :]
-            self._hashes.clear()
+            self._forget_all()
 
     def add_leaf(self, leaf: LeafNode) -> int:
         """Place a new member in the leftmost blank leaf (§12.1.1)."""
-        index = next((i for i in range(self.n_leaves) if self.nodes[2 * i] is None), None)
+        index = next(
+            (i for i in range(self._free_hint, self.n_leaves) if self.nodes[2 * i] is None), None
+        )
         if index is None:
             index = self.n_leaves
             self._extend()
@@ -190,6 +313,7 @@ class RatchetTree:
                 unmerged = tuple(sorted({*parent.unmerged_leaves, index}))
                 self.set_parent(x, ParentNode(parent.encryption_key, parent.parent_hash, unmerged))
         self.set_leaf(index, leaf)
+        self._free_hint = index + 1
         return index
 
     def update_leaf(self, leaf_index: int, leaf: LeafNode) -> None:
@@ -270,27 +394,27 @@ class RatchetTree:
         assert node.parent_node is not None
         return node.parent_node.parent_hash
 
-    def _parent_hash_valid_from(self, p: int, child: int, sibling: int, d: int) -> bool:
-        """Whether node ``d`` (in the subtree of ``child``) carries a parent hash
-        valid with respect to ``p`` (§7.9.2)."""
-        if self._node_parent_hash(d) != self.parent_hash_of(p, sibling):
-            return False
-        parent = self.parent_node(p)
-        assert parent is not None
-        in_child = {2 * i for i in parent.unmerged_leaves if tm.is_in_subtree(child, 2 * i)}
-        return in_child == set(self.resolution(child)) - {d}
-
     def verify_parent_hashes(self) -> None:
         """Every non-blank parent node is parent-hash valid (§7.9.2, top down:
         exactly one descendant chains to it)."""
         for p in range(1, len(self.nodes), 2):
-            if self.nodes[p] is None:
+            parent = self.parent_node(p)
+            if parent is None:
                 continue
             left, right = tm.left(p), tm.right(p)
             valid = 0
             for child, sibling in ((left, right), (right, left)):
-                for d in self.resolution(child):
-                    if self._parent_hash_valid_from(p, child, sibling, d):
+                resolution = self._resolution(child)
+                if not resolution:
+                    continue
+                # §7.9.2: node d below ``child`` chains to p if its parent_hash
+                # is p's parent hash with ``sibling`` as the copath child, and
+                # the resolution of ``child`` is d plus p's unmerged leaves there.
+                expected = self.parent_hash_of(p, sibling)
+                in_child = {2 * i for i in parent.unmerged_leaves if tm.is_in_subtree(child, 2 * i)}
+                below = set(resolution)
+                for d in resolution:
+                    if self._node_parent_hash(d) == expected and in_child == below - {d}:
                         valid += 1
             if valid != 1:
                 raise InvalidMessage(f"parent node {p} is not parent-hash valid")
@@ -342,6 +466,14 @@ class RatchetTree:
             check_leaf_node_basics(leaf, suite_id)
         self.verify_structure()
         self.verify_parent_hashes()
+
+
+def _bump(counts: dict[_K, int], key: _K, delta: int) -> None:
+    value = counts.get(key, 0) + delta
+    if value:
+        counts[key] = value
+    else:
+        del counts[key]
 
 
 def _push(w: Writer, item: LeafNode | ParentNode) -> None:

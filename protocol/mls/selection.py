@@ -22,6 +22,14 @@ is therefore: a cached proposal never blocks a commit.  :func:`select_proposals`
 
 The committer's own by-value proposals are never left out: if they are
 invalid on their own, the caller gets the error.
+
+A proposal left out stays cached unless every member would refuse it in any
+commit of this epoch: only a policy refusal is forgotten (the policy is a
+group-wide rule, the same for every member).  An unknown PSK, a Remove of
+the committer itself or a KeyPackage judged expired by this member's clock
+are verdicts of this member alone; another member's commit may rightly
+include the proposal, and forgetting it would leave this member unable to
+process that commit (a fork).
 """
 
 from __future__ import annotations
@@ -48,7 +56,12 @@ from protocol.mls.messages import (
     Update,
 )
 from protocol.mls.policy import ProposalPolicy
-from protocol.mls.proposals import ProposalCursor, ResolvedProposal, apply_proposals
+from protocol.mls.proposals import (
+    AppliedProposals,
+    ProposalCursor,
+    ResolvedProposal,
+    apply_proposals,
+)
 from protocol.mls.ratchet_tree import RatchetTree
 
 PSK_UNAVAILABLE = "the committer does not have this PSK"
@@ -59,6 +72,9 @@ class ProposalSelection:
     refs: list[bytes]  # cached proposals to commit by reference, in cache order
     dropped: list[ProposalDropped]  # cached proposals left out, with the reason
     forget: set[bytes] = field(default_factory=set)  # invalid or refused: drop from the cache
+    # The validated result of applying ``refs`` then the by-value proposals, in
+    # that order (what the commit carries), so the committer need not redo it.
+    applied: AppliedProposals | None = None
 
 
 @dataclass(slots=True)
@@ -96,7 +112,8 @@ def select_proposals(
         if reason is not None:
             raise StateError(f"policy: {reason}")
     judge = _Judge(state.suite, state.context, state.tree, own, now)
-    judge.apply(mine)  # the committer's own proposals: their errors are the caller's
+    # The committer's own proposals: their errors are the caller's.
+    applied_mine = judge.apply(mine)
     selection = ProposalSelection([], [])
 
     def drop(c: _Cached, reason: str, *, forget: bool) -> None:
@@ -120,14 +137,14 @@ def select_proposals(
             drop(c, f"policy: {reason}", forget=True)
             continue
         if isinstance(proposal.body, PreSharedKey) and not psk_available(proposal.body.psk):
-            drop(c, PSK_UNAVAILABLE, forget=True)
+            drop(c, PSK_UNAVAILABLE, forget=False)
             continue
         alone = [c.resolved]
         if isinstance(proposal.body, Add):
             alone = context + alone
         error = judge.error(alone)
         if error is not None:
-            drop(c, error, forget=True)
+            drop(c, error, forget=False)
             continue
         if isinstance(proposal.body, Remove) and all(
             r.proposal.body != proposal.body for r in context
@@ -142,9 +159,13 @@ def select_proposals(
 
     # 3. the list as a whole; leave out whatever a failure is pinned on
     while True:
+        if not kept:  # ``mine`` alone, already applied above
+            selection.applied = applied_mine
+            break
         cursor = ProposalCursor()
         error = judge.error([c.resolved for c in kept] + mine, cursor)
         if error is None:
+            selection.applied = judge.last
             break
         if not kept:  # cannot happen: ``mine`` alone passed above; keeps the loop bounded
             raise InvalidMessage(error)
@@ -176,17 +197,21 @@ class _Judge:
         now: int | None,
     ) -> None:
         self.suite, self.context, self.tree, self.own, self.now = suite, context, tree, own, now
+        self.last: AppliedProposals | None = None  # the result of the last successful error()
 
     def apply(
         self, proposals: list[ResolvedProposal], cursor: ProposalCursor | None = None
-    ) -> None:
-        apply_proposals(self.suite, self.context, self.tree, proposals, self.own, self.now, cursor)
+    ) -> AppliedProposals:
+        return apply_proposals(
+            self.suite, self.context, self.tree, proposals, self.own, self.now, cursor
+        )
 
     def error(
         self, proposals: list[ResolvedProposal], cursor: ProposalCursor | None = None
     ) -> str | None:
+        self.last = None
         try:
-            self.apply(proposals, cursor)
+            self.last = self.apply(proposals, cursor)
         except (InvalidMessage, CryptoError) as exc:
             return str(exc) or type(exc).__name__
         return None

@@ -18,12 +18,8 @@ def log2(x: int) -> int:
 
 def level(x: int) -> int:
     """Leaves are level 0; a parent is one above its children."""
-    if x & 1 == 0:
-        return 0
-    k = 0
-    while (x >> k) & 1 == 1:
-        k += 1
-    return k
+    # The level is the number of trailing one bits of x.
+    return ((x ^ (x + 1)) >> 1).bit_length()
 
 
 def node_width(n_leaves: int) -> int:
@@ -65,9 +61,7 @@ def right(x: int) -> int:
 def parent(x: int, n_leaves: int) -> int:
     if x == root(n_leaves):
         raise LocalError(f"root node {x} has no parent")
-    k = level(x)
-    b = (x >> (k + 1)) & 1
-    return (x | (1 << k)) ^ (b << (k + 1))
+    return parent_of(x)
 
 
 def sibling(x: int, n_leaves: int) -> int:
@@ -80,9 +74,17 @@ def direct_path(x: int, n_leaves: int) -> list[int]:
     r = root(n_leaves)
     path: list[int] = []
     while x != r:
-        x = parent(x, n_leaves)
+        x = parent_of(x)
         path.append(x)
     return path
+
+
+def parent_of(x: int) -> int:
+    """The parent of ``x`` in any tree large enough to hold it above ``x``
+    (the caller knows ``x`` is not the root); :func:`parent` with the check."""
+    k = level(x)
+    b = (x >> (k + 1)) & 1
+    return (x | (1 << k)) ^ (b << (k + 1))
 
 
 def copath(x: int, n_leaves: int) -> list[int]:

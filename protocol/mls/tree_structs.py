@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Self, TypeVar
 
@@ -326,6 +326,12 @@ class LeafNode(Struct):
     parent_hash: bytes | None
     extensions: tuple[Extension, ...]
     signature: bytes
+    # The encoding of every field but the signature, memoised: a leaf is
+    # encoded for its signature, the tree hash, the KeyPackage and its
+    # reference, and every ratchet tree sent, once per member of a large group.
+    # Every field is immutable, so it cannot go stale (dataclasses.replace
+    # makes a new leaf without it).
+    _body: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         src = self.leaf_node_source
@@ -337,16 +343,22 @@ class LeafNode(Struct):
 
     def _encode_body(self, w: Writer) -> None:
         """Every field up to (not including) the signature."""
-        w.push_opaque(self.encryption_key)
-        w.push_opaque(self.signature_key)
-        self.credential.encode(w)
-        self.capabilities.encode(w)
-        w.push_uint8(self.leaf_node_source)
-        if self.lifetime is not None:
-            self.lifetime.encode(w)
-        if self.parent_hash is not None:
-            w.push_opaque(self.parent_hash)
-        push_structs(w, self.extensions)
+        body = self._body
+        if body is None:
+            sub = Writer()
+            sub.push_opaque(self.encryption_key)
+            sub.push_opaque(self.signature_key)
+            self.credential.encode(sub)
+            self.capabilities.encode(sub)
+            sub.push_uint8(self.leaf_node_source)
+            if self.lifetime is not None:
+                self.lifetime.encode(sub)
+            if self.parent_hash is not None:
+                sub.push_opaque(self.parent_hash)
+            push_structs(sub, self.extensions)
+            body = sub.getvalue()
+            object.__setattr__(self, "_body", body)
+        w.push_bytes(body)
 
     def encode(self, w: Writer) -> None:
         self._encode_body(w)
@@ -354,6 +366,7 @@ class LeafNode(Struct):
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
+        start = r.position
         encryption_key = r.pull_opaque()
         signature_key = r.pull_opaque()
         credential = Credential.decode(r)
@@ -361,7 +374,12 @@ class LeafNode(Struct):
         src = pull_enum(r, LeafNodeSource, Reader.pull_uint8)
         lifetime = Lifetime.decode(r) if src == LeafNodeSource.KEY_PACKAGE else None
         parent_hash = r.pull_opaque() if src == LeafNodeSource.COMMIT else None
-        return cls(
+        extensions = pull_extensions(r)
+        # The codec is canonical (minimal varints, closed enums, exact vectors),
+        # so the received body is exactly its fresh encoding (tests/test_structs.py
+        # checks this on mutated input): keep it as the memo.
+        body = r.bytes_since(start)
+        leaf = cls(
             encryption_key,
             signature_key,
             credential,
@@ -369,9 +387,11 @@ class LeafNode(Struct):
             src,
             lifetime,
             parent_hash,
-            pull_extensions(r),
+            extensions,
             r.pull_opaque(),
         )
+        object.__setattr__(leaf, "_body", body)
+        return leaf
 
     def tbs_bytes(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """The encoded ``LeafNodeTBS`` (RFC 9420 §7.2), the content the
@@ -533,14 +553,29 @@ class HPKECiphertext(Struct):
 class UpdatePathNode(Struct):
     encryption_key: bytes
     encrypted_path_secret: tuple[HPKECiphertext, ...]
+    # The received bytes of ``encrypted_path_secret`` (the vector body), kept by
+    # decode so that re-encoding a large path (for the commit's signature and
+    # transcript hash) is a copy.  They are exactly what encoding the decoded
+    # tuple gives: pairs of opaque<V> whose lengths were checked minimal.
+    _secrets_encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(self, w: Writer) -> None:
         w.push_opaque(self.encryption_key)
-        push_structs(w, self.encrypted_path_secret)
+        if self._secrets_encoded is not None:
+            w.push_opaque(self._secrets_encoded)
+        else:
+            push_structs(w, self.encrypted_path_secret)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
-        return cls(r.pull_opaque(), pull_structs(r, HPKECiphertext))
+        encryption_key = r.pull_opaque()
+        body = r.pull_opaque()
+        parts = Reader(body).pull_opaques()  # kem_output, ciphertext, kem_output, ...
+        if len(parts) % 2:
+            raise DecodeError("HPKECiphertext vector ends inside an entry")
+        node = cls(encryption_key, tuple(map(HPKECiphertext, parts[0::2], parts[1::2])))
+        object.__setattr__(node, "_secrets_encoded", body)
+        return node
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ class MailboxInfo:
     write_key: bytes
     ttl: int
     head_seq: int
+    mode: int = 0  # MODE_QUEUE or MODE_SHARED_LOG (protocol.relay_frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +132,10 @@ class Storage(ABC):
 
     @abstractmethod
     async def create_mailbox(
-        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int
+        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int, mode: int = 0
     ) -> None:
-        """Create, or accept an identical re-create; else ``MailboxExists``."""
+        """Create, or accept an identical re-create (same keys and mode); else
+        ``MailboxExists``.  ``mode`` is ``MODE_QUEUE`` or ``MODE_SHARED_LOG``."""
 
     @abstractmethod
     async def get_mailbox(self, key: bytes) -> MailboxInfo | None: ...
@@ -163,11 +165,21 @@ class Storage(ABC):
         return asyncio.ensure_future(self.post(key, dkey, envelope, now, write_key))
 
     @abstractmethod
-    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` stored messages with ``seq >= from_seq``, in order."""
+    async def fetch(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored messages with ``seq >= from_seq``, in order.
+
+        With ``max_bytes``, the page also ends with the message that brings its
+        envelope bytes to ``max_bytes`` or more (so it holds at least one
+        message, and at most ``max_bytes`` plus one envelope): backfill is
+        paged by bytes, not only by count (SPEC.md §7.6, "Flow control").
+        """
 
     @abstractmethod
-    async def ack(self, key: bytes, up_to_seq: int) -> None: ...
+    async def ack(self, key: bytes, up_to_seq: int) -> None:
+        """Delete messages with ``seq <= up_to_seq`` of a queue; a no-op on a
+        shared log (its messages leave only by TTL or quota, SPEC.md §7.7)."""
 
     @abstractmethod
     async def expire(self, now: int) -> int:

@@ -53,6 +53,8 @@ import nats.js.errors
 from nats.js import api
 
 from protocol.relay_frames import (
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     MailboxExists,
     NotAuthorized,
     QuotaExceeded,
@@ -204,15 +206,24 @@ class NatsStorage(Storage):
     # ------------------------------------------------------------ mailboxes
 
     async def create_mailbox(
-        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int
+        self,
+        key: bytes,
+        read_key: bytes,
+        write_key: bytes,
+        ttl: int,
+        now: int,
+        mode: int = MODE_QUEUE,
     ) -> None:
+        # read key, write key, ttl, then the mode byte (absent: a queue)
         value = read_key + write_key + ttl.to_bytes(4, "big")
+        if mode != MODE_QUEUE:
+            value += bytes([mode])
         try:
             try:
                 await self._kv.create(key.hex(), value)
             except nats.js.errors.KeyWrongLastSequenceError:
                 entry = await self._kv.get(key.hex())
-                if entry.value[:64] != value[:64]:
+                if entry.value[:64] != value[:64] or entry.value[68:] != value[68:]:
                     raise MailboxExists("mailbox exists") from None
                 await self._kv.put(key.hex(), value)  # refreshes the metadata's age
         except nats.js.errors.APIError as exc:
@@ -236,7 +247,8 @@ class NatsStorage(Storage):
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         v = entry.value
-        info = MailboxInfo(v[:32], v[32:64], int.from_bytes(v[64:68], "big"), 0)
+        mode = v[68] if len(v) > 68 else MODE_QUEUE
+        info = MailboxInfo(v[:32], v[32:64], int.from_bytes(v[64:68], "big"), 0, mode)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[key] = (now, info)
@@ -247,12 +259,12 @@ class NatsStorage(Storage):
         if info is None:
             return None
         head = await self._leader_last(key)
-        return MailboxInfo(info.read_key, info.write_key, info.ttl, head)
+        return MailboxInfo(info.read_key, info.write_key, info.ttl, head, info.mode)
 
     async def rotate_write_key(self, key: bytes, new_key: bytes) -> None:
         try:
             entry = await self._kv.get(key.hex())
-            value = entry.value[:32] + new_key + entry.value[64:68]
+            value = entry.value[:32] + new_key + entry.value[64:]  # ttl, mode
             await self._kv.update(key.hex(), value, last=entry.revision)
         except nats.js.errors.KeyNotFoundError:
             raise UnknownMailbox("unknown mailbox") from None
@@ -297,27 +309,37 @@ class NatsStorage(Storage):
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         return int(ack.seq), bool(ack.duplicate)
 
-    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def fetch(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
         """Batched direct get, completed from the stream leader if it came up short.
 
         A direct get may be answered by a replica that lags the leader; when a
         page ends early, the leader's last sequence on the subject says whether
         messages are missing, and the rest is read from the leader one by one.
+        With ``max_bytes`` the page ends with the message that reaches it.
         """
         ready = self._live.get(key)
         if ready is not None and not ready.done():
             await asyncio.shield(ready)
         from_seq = max(from_seq, 1)
-        rows = await self._batch_get(key, from_seq, limit)
-        if len(rows) < limit:
+        if max_bytes is not None:
+            # a bounded batch: never more than max_bytes plus one envelope in memory
+            limit = max(1, min(limit, max_bytes // 256 + 1))
+        rows = await self._batch_get(key, from_seq, limit, max_bytes)
+        total = sum(len(data) for _, data in rows)
+        if len(rows) < limit and (max_bytes is None or total < max_bytes):
             have = rows[-1][0] if rows else from_seq - 1
             last = await self._leader_last(key)
             try:
-                while have < last and len(rows) < limit:
+                while (
+                    have < last and len(rows) < limit and (max_bytes is None or total < max_bytes)
+                ):
                     msg = await self._js.get_msg(
                         self._stream(key), seq=have + 1, subject=self._subject(key), next=True
                     )
                     rows.append((int(msg.seq), bytes(msg.data or b"")))
+                    total += len(rows[-1][1])
                     have = int(msg.seq)
             except nats.js.errors.NotFoundError:
                 pass
@@ -335,14 +357,23 @@ class NatsStorage(Storage):
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         return int(msg.seq)
 
-    async def _batch_get(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def _batch_get(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
         nc = self._nc
         inbox = nc.new_inbox()
         out: list[tuple[int, bytes]] = []
+        total = 0
         try:
             sub = await nc.subscribe(inbox)
             try:
-                req = {"seq": from_seq, "next_by_subj": self._subject(key), "batch": limit}
+                req: dict[str, int | str] = {
+                    "seq": from_seq,
+                    "next_by_subj": self._subject(key),
+                    "batch": limit,
+                }
+                if max_bytes is not None:
+                    req["max_bytes"] = max_bytes  # the server stops the batch there
                 await nc.publish(
                     f"$JS.API.DIRECT.GET.{self._stream(key)}", json.dumps(req).encode(), reply=inbox
                 )
@@ -352,7 +383,8 @@ class NatsStorage(Storage):
                     if hdrs.get("Status"):
                         break
                     out.append((int(hdrs["Nats-Sequence"]), msg.data))
-                    if len(out) >= limit:
+                    total += len(msg.data)
+                    if len(out) >= limit or (max_bytes is not None and total >= max_bytes):
                         break
             finally:
                 await sub.unsubscribe()
@@ -361,10 +393,11 @@ class NatsStorage(Storage):
         return out
 
     async def ack(self, key: bytes, up_to_seq: int) -> None:
-        if await self._info(key) is None:
+        info = await self._info(key)
+        if info is None:
             raise UnknownMailbox("unknown mailbox")
-        if up_to_seq < 1:
-            return
+        if up_to_seq < 1 or info.mode == MODE_SHARED_LOG:
+            return  # a shared log: the reader's cursor is its own (SPEC.md §7.7)
         try:
             await self._js.purge_stream(
                 self._stream(key), subject=self._subject(key), seq=up_to_seq + 1

@@ -43,6 +43,8 @@ from typing import Any
 
 from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import (
+    MODE_QUEUE,
+    MODE_SHARED_LOG,
     MailboxExists,
     NotAuthorized,
     QuotaExceeded,
@@ -69,7 +71,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
     key BLOB PRIMARY KEY, read_key BLOB NOT NULL, write_key BLOB NOT NULL,
     ttl INTEGER NOT NULL, expires INTEGER NOT NULL, head_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
+    count INTEGER NOT NULL, bytes INTEGER NOT NULL, mode INTEGER NOT NULL DEFAULT 0)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     mbox BLOB NOT NULL, seq INTEGER NOT NULL, expires INTEGER NOT NULL,
     size INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (mbox, seq)) WITHOUT ROWID;
@@ -142,6 +145,9 @@ class SqliteStorage(Storage):
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA secure_delete=ON")
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(mailboxes)")}
+        if "mode" not in columns:  # a database from before mailbox modes: all queues
+            db.execute("ALTER TABLE mailboxes ADD COLUMN mode INTEGER NOT NULL DEFAULT 0")
         self._db = db
         (msgs,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()
         (chunks,) = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM blobs").fetchone()
@@ -268,15 +274,21 @@ class SqliteStorage(Storage):
     # ------------------------------------------------------------ mailboxes
 
     async def create_mailbox(
-        self, key: bytes, read_key: bytes, write_key: bytes, ttl: int, now: int
+        self,
+        key: bytes,
+        read_key: bytes,
+        write_key: bytes,
+        ttl: int,
+        now: int,
+        mode: int = MODE_QUEUE,
     ) -> None:
         def op(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT read_key, write_key FROM mailboxes WHERE key=?", (key,))
+            row = db.execute("SELECT read_key, mode FROM mailboxes WHERE key=?", (key,))
             found = row.fetchone()
             if found is not None:
                 entry = self._load(db, key)
                 assert entry is not None
-                if found[0] != read_key or entry[5] != write_key:
+                if found[0] != read_key or entry[5] != write_key or found[1] != mode:
                     raise MailboxExists("mailbox exists")
                 entry[4] = max(entry[4], now + entry[0])  # an identical re-create refreshes
                 self._dirty.add(key)
@@ -286,8 +298,9 @@ class SqliteStorage(Storage):
             if self.total + MAILBOX_ROW_COST > self.limits.total_max_bytes:
                 raise StorageFull("relay storage full")
             db.execute(
-                "INSERT INTO mailboxes VALUES (?, ?, ?, ?, ?, 0, 0, 0)",
-                (key, read_key, write_key, ttl, now + ttl),
+                "INSERT INTO mailboxes (key, read_key, write_key, ttl, expires, head_seq, "
+                "count, bytes, mode) VALUES (?, ?, ?, ?, ?, 0, 0, 0, ?)",
+                (key, read_key, write_key, ttl, now + ttl, mode),
             )
             self.mailboxes += 1
             self.total += MAILBOX_ROW_COST
@@ -299,10 +312,10 @@ class SqliteStorage(Storage):
             entry = self._load(db, key)
             if entry is None:
                 return None
-            (read_key,) = db.execute(
-                "SELECT read_key FROM mailboxes WHERE key=?", (key,)
+            (read_key, mode) = db.execute(
+                "SELECT read_key, mode FROM mailboxes WHERE key=?", (key,)
             ).fetchone()
-            return MailboxInfo(read_key, entry[5], entry[0], entry[1])
+            return MailboxInfo(read_key, entry[5], entry[0], entry[1], mode)
 
         result: MailboxInfo | None = await self._call(op)
         return result
@@ -401,12 +414,25 @@ class SqliteStorage(Storage):
     ) -> tuple[int, bool]:
         return await self.post_nowait(key, dkey, envelope, now, write_key)
 
-    async def fetch(self, key: bytes, from_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    async def fetch(
+        self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
         def op(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
-            return db.execute(
+            cursor = db.execute(
                 "SELECT seq, envelope FROM messages WHERE mbox=? AND seq>=? ORDER BY seq LIMIT ?",
                 (key, from_seq, limit),
-            ).fetchall()
+            )
+            if max_bytes is None:
+                return cursor.fetchall()
+            rows: list[tuple[int, bytes]] = []
+            total = 0
+            for row in cursor:  # stepped lazily: rows past the budget are never read
+                rows.append(row)
+                total += len(row[1])
+                if total >= max_bytes:
+                    break
+            cursor.close()
+            return rows
 
         result: list[tuple[int, bytes]] = await self._call(op)
         return result
@@ -416,6 +442,9 @@ class SqliteStorage(Storage):
             entry = self._load(db, key)
             if entry is None:
                 raise UnknownMailbox("unknown mailbox")
+            (mode,) = db.execute("SELECT mode FROM mailboxes WHERE key=?", (key,)).fetchone()
+            if mode == MODE_SHARED_LOG:
+                return  # a shared log: the reader's cursor is its own (SPEC.md §7.7)
             n, nbytes = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE mbox=? AND seq<=?",
                 (key, up_to_seq),
