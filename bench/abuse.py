@@ -1,7 +1,8 @@
 """Can a censor slow a victim down?  A victim's message latency under abuse
 (GitHub issue 11, "Measure it").
 
-    python bench/abuse.py [--quick] [--json FILE] [--limit KEY=VALUE ...]
+    python bench/abuse.py [--quick] [--only baseline,a,b,c,d,baseline-end]
+                          [--json FILE] [--limit KEY=VALUE ...]
 
 One real ``samizdat-relay`` process on 127.0.0.1 and real client engines:
 Alice sends the victim a short text every ``--interval`` seconds and the
@@ -62,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,15 +382,8 @@ class Bench:
         self.convs["bob"] = await self.befriend(alice, bob)
         self.convs["dana"] = await self.befriend(alice, dana)
         self.convs["mallory"] = await self.befriend(mallory, dana)
-        await dana.close()  # Dana's phone is off while Mallory sends the article
+        await dana.close()  # Dana's phone is off until scenario a
         del self.engines["dana"]
-        size = int(self.p.backlog_mb * 1_000_000)
-        lines, total = ["# The long read\n\n"], 0
-        while total < size:
-            lines.append(f"Paragraph {len(lines)}: {os.urandom(32).hex()}\n\n")
-            total += len(lines[-1])
-        await mallory.send_article(self.convs["mallory"], "The long read", "".join(lines))
-        await asyncio.sleep(1.0)
 
     async def teardown(self) -> None:
         for attacker in self.attackers:
@@ -472,30 +466,41 @@ class Bench:
     # -- the scenarios -----------------------------------------------------------------------
 
     async def backlog(self) -> Result:
-        state: dict[str, float] = {}
+        """While Dana is offline Mallory sends her an article (not timed);
+        she comes online and Alice's texts are timed while it drains."""
         conv = self.convs["mallory"]
-        watcher: list[asyncio.Task[None]] = []
+        size = int(self.p.backlog_mb * 1_000_000)
+        lines, total = ["# The long read\n\n"], 0
+        while total < size:
+            lines.append(f"Paragraph {len(lines)}: {os.urandom(32).hex()}\n\n")
+            total += len(lines[-1])
+        article = "".join(lines)
+        await self.engines["mallory"].send_article(conv, "The long read", article)
+        state: dict[str, float] = {}
+        tasks: list[asyncio.Task[None]] = []
 
         def drained() -> bool:
             return "drained" in state
 
         async def watch_drain(dana: Engine) -> None:
             while not dana.closed:
-                if any(e.kind == "article" for e in dana.history(conv, limit=5)):
-                    state["drained"] = time.monotonic() - state["start"]
-                    return
+                for e in dana.history(conv, limit=5):
+                    if e.kind == "article" and len(e.text) == len(article):
+                        state["drained"] = time.monotonic() - state["start"]
+                        return
                 await asyncio.sleep(0.1)
 
         async def dana_online() -> None:
+            # she opens the app: the texts are timed from now, connecting included
             dana = self.engine("dana")
             state["start"] = time.monotonic()
-            watcher.append(asyncio.create_task(watch_drain(dana)))
-            await dana.connect()
+            tasks.append(asyncio.create_task(watch_drain(dana)))
+            tasks.append(asyncio.create_task(dana.connect()))
 
         async def dana_offline() -> None:
-            for task in watcher:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*watcher, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             dana = self.engines.pop("dana")
             state["reconnects"] = sum(c.failures for c in dana.relays.values())
             await dana.close()
@@ -547,18 +552,27 @@ class Bench:
             during=upload_probe,
         )
 
-    async def run(self) -> None:
+    async def run(self, names: list[str]) -> None:
         print(f"relay: {relay_summary(self.relay)}", flush=True)
         print(f"figures: {json.dumps(asdict(self.p))}", flush=True)
         print(HEADER, flush=True)
-        await self.scenario("baseline")
-        await self.backlog()
-        await self.invite_attack("b-invite-flood", "flood", in_flight=self.p.flood_in_flight)
-        await self.slow_sockets()
-        await self.invite_attack(
-            "d-random-bytes", "random", rate=self.p.random_rate, workers=self.p.random_workers
-        )
-        await self.scenario("baseline-end")
+        scenarios: dict[str, Callable[[], Awaitable[Result]]] = {
+            "baseline": lambda: self.scenario("baseline"),
+            "a": self.backlog,
+            "b": lambda: self.invite_attack(
+                "b-invite-flood", "flood", in_flight=self.p.flood_in_flight
+            ),
+            "c": self.slow_sockets,
+            "d": lambda: self.invite_attack(
+                "d-random-bytes", "random", rate=self.p.random_rate, workers=self.p.random_workers
+            ),
+            "baseline-end": lambda: self.scenario("baseline-end"),
+        }
+        for name in names:
+            await scenarios[name]()
+
+
+SCENARIOS = ["baseline", "a", "b", "c", "d", "baseline-end"]
 
 
 # ------------------------------------------------------------------ output
@@ -657,7 +671,7 @@ async def amain(args: argparse.Namespace) -> tuple[list[Result], list[int]]:
         t = time.monotonic()
         await bench.setup()
         print(f"set-up: {time.monotonic() - t:.0f} s", flush=True)
-        await bench.run()
+        await bench.run(args.only.split(",") if args.only else SCENARIOS)
     finally:
         t = time.monotonic()
         await bench.teardown()
@@ -682,9 +696,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uploads", type=int, help="slow blob uploads held in scenario c")
     ap.add_argument("--addresses", type=int, help="attacker source addresses 127.0.0.2...")
     ap.add_argument("--limit", action="append", default=[], help="relay [limits] KEY=VALUE")
+    ap.add_argument(
+        "--only",
+        help="comma-separated scenarios to run, in order, repeats allowed "
+        f"(default {','.join(SCENARIOS)}; the first is the baseline of the ratios)",
+    )
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args(argv)
+    unknown = set((args.only or "").split(",")) - set(SCENARIOS) - {""}
+    if unknown:
+        ap.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {SCENARIOS}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65_536 if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < want:
