@@ -40,7 +40,9 @@ counted as infinite latency), p50 and p99, p99 over the baseline's p99, and
 the relay's open descriptors (``/proc/PID/fd``) and RSS before, at the peak
 and after the abuse ended (``after`` is read once descriptors are back
 within 8 of ``before``, or after ``--settle`` s).  Notes under the table
-give the attacker's counters and the relay's /metrics counters that moved.
+give the attacker's counters, the relay's /metrics counters that moved and
+the longest stall of the bench's event loop (Alice's and the victim's
+engines share it: a victim busy with a large message delays every text).
 
 The machine is shared: two cores run the relay, the victim's engines and
 the attacker.  Read the large differences, not the third digit.  ``--quick``
@@ -273,6 +275,28 @@ class Pings:
         return [self.got.get(t, math.inf) - s for t, s in self.sent.items()]
 
 
+class LoopLag:
+    """The longest stall of this process's event loop (0.02 s ticks)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.02)
+            self.worst = max(self.worst, time.monotonic() - start - 0.02)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 class AttackerProcess:
     """``bench/abuse_attack.py`` as a child process (SIGTERM ends it)."""
 
@@ -433,7 +457,13 @@ class Bench:
             self.p.interval,
         )
         side = asyncio.create_task(during()) if during is not None else None
+        lag = LoopLag()
+        lag.start()
         sending = await pings.run(window or self.p.window, self.p.grace, until)
+        await lag.stop()
+        # the engines share this process's event loop: a long stall (e.g. the
+        # victim's engine handling a large message) delays every text
+        result.notes["bench loop stall max ms"] = round(lag.worst * 1000)
         result.notes["sending_s"] = round(sending, 1)
         if side is not None:
             with contextlib.suppress(Exception):
