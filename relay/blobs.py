@@ -143,7 +143,7 @@ class BlobHandlers:
     async def put_chunk(self, request: web.Request) -> web.StreamResponse:
         parsed = self._parse(request)
         if parsed is None or parsed[1] is None:
-            return self.ctx.decoy.not_found()
+            return await self.ctx.decoy.handle(request)
         blob_id, index = parsed[0], parsed[1]
         ip = self.ctx.client_ip(request)
         held = False
@@ -219,7 +219,7 @@ class BlobHandlers:
     async def get_chunk(self, request: web.Request) -> web.StreamResponse:
         parsed = self._parse(request)
         if parsed is None or parsed[1] is None:
-            return self.ctx.decoy.not_found()
+            return await self.ctx.decoy.handle(request)
         blob_id, index = parsed[0], parsed[1]
         try:
             self._limit(request)
@@ -243,7 +243,7 @@ class BlobHandlers:
     async def delete(self, request: web.Request) -> web.StreamResponse:
         parsed = self._parse(request)
         if parsed is None:
-            return self.ctx.decoy.not_found()
+            return await self.ctx.decoy.handle(request)
         blob_id = parsed[0]
         try:
             self._limit(request)
