@@ -45,6 +45,7 @@ from protocol.relay_frames import (
     Unavailable,
     UnknownMailbox,
 )
+from relay.storage.base import expiry_bucket
 
 if TYPE_CHECKING:
     from relay.app import RelayContext
@@ -119,7 +120,8 @@ class BlobHandlers:
                 raise AccessDenied("an access token is required to create blobs")
             blob_id = os.urandom(BLOB_ID_LEN)
             upload, read = os.urandom(TOKEN_LEN), os.urandom(TOKEN_LEN)
-            expires = int(time.time()) + cfg.limits.blob_ttl
+            # stored and told rounded up to the hour (SPEC §7.12)
+            expires = expiry_bucket(int(time.time()), cfg.limits.blob_ttl, cfg.limits.time_bucket)
             await self.ctx.storage.blob_create(blob_id, _hash(upload), _hash(read), expires)
         except RelayError as exc:
             return error_response(exc)
