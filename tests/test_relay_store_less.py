@@ -65,8 +65,9 @@ def _loopback_alias_works() -> bool:
         return False
 
 
-def send_raw(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(CLIENT, 0)) as s:
+def send_raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    addr = ("127.0.0.1", port)
+    with socket.create_connection(addr, timeout=timeout, source_address=(CLIENT, 0)) as s:
         s.sendall(data)
         out = b""
         try:
@@ -176,4 +177,44 @@ async def test_nats_relay_logs_no_address(
     ).start()
     relays.append(relay)
     await traffic(relay)
+    assert_log_has_no_address(stop(relay))
+
+
+async def test_tls_errors_log_no_address(tmp_path: Path, relays: list) -> None:
+    """Broken TLS (plain HTTP on the TLS port, a truncated or bogus
+    handshake, garbage inside TLS) makes asyncio report errors whose context
+    holds the peer's address; the relay logs none of it."""
+    import ssl
+
+    from tests.test_relay_process import _self_signed
+
+    if not _loopback_alias_works():
+        pytest.skip("127.0.0.2 is not a loopback address here")
+    cert, key = _self_signed(tmp_path)
+    relay = RelayProcess(
+        tmp_path / "d", "--host", "127.0.0.1", "--tls-cert", str(cert), "--tls-key", str(key)
+    ).start()
+    relays.append(relay)
+    for data in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01" + b"\xff" * 80):
+        await asyncio.to_thread(send_raw, relay.port, data, 2.0)  # no answer comes
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def inside_tls(data: bytes) -> None:
+        with (
+            socket.create_connection(
+                ("127.0.0.1", relay.port), timeout=10, source_address=(CLIENT, 0)
+            ) as raw,
+            ctx.wrap_socket(raw) as s,
+        ):
+            s.sendall(data)
+            try:
+                while s.recv(65536):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+
+    for data in MALFORMED[:3]:
+        await asyncio.to_thread(inside_tls, data)
     assert_log_has_no_address(stop(relay))
