@@ -21,6 +21,7 @@ named the client's address) with the nginx page and no address.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import posixpath
@@ -146,16 +147,19 @@ def http_date(t: float) -> str:
 
 def _parse_range(spec: str, size: int) -> tuple[int, int] | bool | None:
     """One ``bytes=`` range as ``(start, end)`` inclusive; ``None`` when the
-    header is to be ignored (bad syntax, other unit, several ranges), ``False``
-    when unsatisfiable (nginx's range filter, single range only)."""
-    unit, _, ranges = spec.partition("=")
-    if unit.strip() != "bytes" or "," in ranges:
+    header is ignored (another unit; several ranges, which nginx answers as
+    ``multipart/byteranges`` and this decoy does not imitate), ``False`` when
+    unsatisfiable or malformed (nginx's range filter: both are a 416)."""
+    if not spec.startswith("bytes="):
         return None
-    first, dash, last = ranges.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()):
+    ranges = spec[len("bytes=") :]
+    if "," in ranges:
         return None
+    first, dash, last = (part.strip() for part in ranges.strip().partition("-"))
+    if not dash or not (first or last):
+        return False
     if (first and not first.isdigit()) or (last and not last.isdigit()):
-        return None
+        return False
     if not first:  # suffix: the last n bytes
         n = int(last)
         if n == 0:
@@ -166,6 +170,16 @@ def _parse_range(spec: str, size: int) -> tuple[int, int] | bool | None:
     if start >= size or end < start:
         return False
     return (start, min(end, size - 1))
+
+
+def _origin_form(target: str) -> str:
+    """The path of a request target; an absolute-form target
+    (``http://host/path``, RFC 9112 §3.2.2) is served like its path."""
+    for scheme in ("http://", "https://"):
+        if target[: len(scheme)].lower() == scheme:
+            slash = target.find("/", len(scheme))
+            return target[slash:] if slash >= 0 else "/"
+    return target
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -216,7 +230,7 @@ class Decoy:
         target, Host (RFC 9112 §3.2: a 1.1 request without Host is a 400)."""
         if request.version not in (HttpVersion10, HttpVersion11):
             return self.error(request, 505, close=True)
-        raw = request.raw_path
+        raw = _origin_form(request.raw_path)
         if not raw.startswith("/"):
             return self.error(request, 400, close=True)
         if request.version == HttpVersion11 and "Host" not in request.headers:
@@ -230,6 +244,7 @@ class Decoy:
 
     def _lookup(self, raw_path: str) -> tuple[bytes, int, str] | None:
         """(content, mtime, content type) of the file a path names, or None."""
+        raw_path = _origin_form(raw_path)
         path = posixpath.normpath(unquote(raw_path.split("?", 1)[0]))
         rel = path.lstrip("/")
         if raw_path.split("?", 1)[0].endswith("/") or not rel or rel == ".":
@@ -255,7 +270,7 @@ class Decoy:
             return self.error(request, 405, close=True)
         if method not in ("GET", "HEAD", "POST"):
             return self.error(request, 405)
-        found = self._lookup(request.raw_path)
+        found = await asyncio.to_thread(self._lookup, request.raw_path)  # file I/O
         if found is None:
             return self.error(request, 404)
         if method == "POST":
@@ -278,7 +293,7 @@ class Decoy:
             return NginxResponse(304, headers, b"", close)
         status, body, tail = 200, content, ("Accept-Ranges", "bytes")
         rng = request.headers.get("Range")
-        if rng is not None and request.method == "GET":
+        if rng is not None:
             span = _parse_range(rng, size)
             if span is False:
                 page = error_page(416)
@@ -327,6 +342,7 @@ class DecoyRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         if status >= 500 and not isinstance(exc, BadHttpMessage):
             log.error("request handler failed: %s", type(exc).__name__)
+            log.debug("traceback", exc_info=exc)
         else:
             log.debug("malformed request: %s", type(exc).__name__)
         if request.writer.output_size > 0:

@@ -73,6 +73,23 @@ PROBES: dict[str, bytes] = {
     "huge_header": _req("GET / HTTP/1.1", _H + "Cookie: " + "c" * 9000 + "\r\n"),
     "bad_content_length": _req("POST / HTTP/1.1", _H + "Content-Length: abc\r\n"),
     "dotdot": _req("GET /../etc/passwd HTTP/1.1"),
+    "dot_segments": _req("GET /a/../style.css HTTP/1.1"),
+    "double_slash": _req("GET //style.css HTTP/1.1"),
+    "percent_encoded": _req("GET /%73tyle.css HTTP/1.1"),
+    "absolute_uri": _req("GET http://example.org/style.css HTTP/1.1"),
+    "index_dir": _req("GET /index.html/ HTTP/1.1"),
+    "head_range": _req("HEAD /index.html HTTP/1.1", _H + "Range: bytes=0-9\r\n"),
+    "multi_inm": _req("GET /index.html HTTP/1.1", _H + 'If-None-Match: "x", "{etag_index}"\r\n'),
+    "weak_inm": _req("GET /index.html HTTP/1.1", _H + 'If-None-Match: W/"{etag_index}"\r\n'),
+    "range_and_inm": _req(
+        "GET /index.html HTTP/1.1", _H + 'Range: bytes=0-9\r\nIf-None-Match: "{etag_index}"\r\n'
+    ),
+    "range_past_end": _req("GET /style.css HTTP/1.1", _H + "Range: bytes=30-99\r\n"),
+    "range_zero_suffix": _req("GET /style.css HTTP/1.1", _H + "Range: bytes=-0\r\n"),
+    "range_garbage": _req("GET /style.css HTTP/1.1", _H + "Range: bytes=abc\r\n"),
+    "patch_missing": _req("PATCH /missing HTTP/1.1", _H + "Content-Length: 0\r\n"),
+    "head_http10": _req("HEAD /style.css HTTP/1.0", ""),
+    "unknown_ext": _req("GET /file.unknownext HTTP/1.1"),
     "tls_hello": bytes.fromhex("16030100a1010000")  # a TLS record header probe
     + b"\x03\x03"
     + b"\x00" * 32

@@ -61,6 +61,7 @@ def main() -> int:
         site.mkdir()
         (site / "index.html").write_bytes(WELCOME_HTML)
         (site / "style.css").write_bytes(STYLE_CSS)
+        (site / "file.unknownext").write_bytes(STYLE_CSS)
         for f in site.iterdir():
             os.utime(f, (SITE_MTIME, SITE_MTIME))
         with socket.socket() as s:
