@@ -178,6 +178,22 @@ async def test_nats_relay_logs_no_address(
     relays.append(relay)
     await traffic(relay)
     assert_log_has_no_address(stop(relay))
+    # the blob's stored expiry is rounded up to the hour here too; what
+    # JetStream itself keeps (arrival stamps, its duplicate window) is
+    # beyond the relay (SPEC §7.12)
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value("sz_blobmeta")
+        keys = await kv.keys()
+        assert keys
+        for k in keys:
+            entry = await kv.get(k)
+            assert entry.value is not None
+            assert int.from_bytes(entry.value[64:72], "big") % TIME_BUCKET == 0
+    finally:
+        await nc.close()
 
 
 async def test_tls_errors_log_no_address(tmp_path: Path, relays: list) -> None:
