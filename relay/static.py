@@ -331,7 +331,60 @@ class DecoyRequestHandler(RequestHandler):
     "Error handling request from <client address>" and answers with
     ``Server: Python/… aiohttp/…`` and the parser's message; this one logs
     the error class only, at debug level, and answers nginx's page.
+
+    The first request of a connection is also looked at before the parser
+    sees it (:meth:`data_received`), for two forms nginx accepts and llhttp
+    does not: an HTTP/0.9 ``GET /path`` line (nginx answers the bare body,
+    no status line or headers, and closes) and a head whose lines end in a
+    bare LF (nginx reads it like CRLF).
     """
+
+    _sniffed = False
+    _first = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self._sniffed:
+            super().data_received(data)
+            return
+        buf = self._first + data
+        head = buf.lstrip(b"\r\n")  # nginx skips empty lines before a request
+        nl = head.find(b"\n")
+        if nl < 0:
+            if _may_be_request_line(head) and len(buf) <= _SNIFF_MAX:
+                self._first = buf  # wait for the end of the line
+            else:
+                self._pass(buf)
+            return
+        line = head[:nl]
+        if _is_http09(line):
+            self._sniffed, self._first = True, b""
+            self._answer_http09(line)
+        elif line.endswith(b"\r"):
+            self._pass(buf)  # CRLF lines: the parser's business
+        else:  # bare LF: wait for the head's end, then give the parser CRLFs
+            end = head.find(b"\n\n")
+            if end < 0 and len(buf) <= _SNIFF_MAX:
+                self._first = buf
+            elif end < 0:
+                self._pass(buf)
+            else:
+                fixed = head[: end + 2].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                self._pass(fixed + head[end + 2 :])
+
+    def _pass(self, data: bytes) -> None:
+        self._sniffed, self._first = True, b""
+        super().data_received(data)
+
+    def _answer_http09(self, line: bytes) -> None:
+        """nginx's HTTP/0.9 answer: the file, or the 404 page, bare."""
+        decoy: Decoy = getattr(self._manager, "decoy", None) or Decoy(None)
+        target = line.rstrip(b"\r").split(b" ")[1].decode("latin-1")
+        found = decoy._lookup(target)
+        body = found[0] if found is not None else error_page(404)
+        log.debug("HTTP/0.9 request")
+        if self.transport is not None:
+            self.transport.write(body)
+        self.force_close()
 
     def handle_error(
         self,
@@ -355,6 +408,24 @@ class DecoyRequestHandler(RequestHandler):
         # of the answer are nginx's
         resp.force_close()
         return resp
+
+
+_SNIFF_MAX = 16384
+_HTTP09 = re.compile(rb"GET /[^ \r\n]*\r?")
+
+
+def _is_http09(line: bytes) -> bool:
+    return _HTTP09.fullmatch(line) is not None
+
+
+_LINE_START = re.compile(rb"[A-Z_-]{0,32}( [\x21-\x7e]*( [\x21-\x7e]*)?)?\r?")
+
+
+def _may_be_request_line(partial: bytes) -> bool:
+    """Could ``partial`` (no LF yet) be the start of a request line?  Then
+    its end decides (HTTP/0.9, bare LF); anything else (TLS, binary) goes to
+    the parser at once, which refuses it as nginx does."""
+    return _LINE_START.fullmatch(partial) is not None
 
 
 _METHOD = re.compile(r"b'([^ ']*) ")

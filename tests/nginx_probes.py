@@ -90,6 +90,11 @@ PROBES: dict[str, bytes] = {
     "patch_missing": _req("PATCH /missing HTTP/1.1", _H + "Content-Length: 0\r\n"),
     "head_http10": _req("HEAD /style.css HTTP/1.0", ""),
     "unknown_ext": _req("GET /file.unknownext HTTP/1.1"),
+    "tls_raw": bytes.fromhex("16030100a1010000") + b"\x03\x03" + b"\x00" * 32,  # no line end
+    "http09": b"GET /style.css\r\n",
+    "http09_missing": b"GET /missing\r\n",
+    "empty_lines": b"\r\n\r\nGET /style.css HTTP/1.1\r\nHost: x\r\n\r\n",
+    "lf_only": b"GET /style.css HTTP/1.1\nHost: x\n\n",
     "tls_hello": bytes.fromhex("16030100a1010000")  # a TLS record header probe
     + b"\x03\x03"
     + b"\x00" * 32
@@ -107,11 +112,21 @@ def expects_body(request: bytes, head: bytes) -> bool:
     return not request.startswith(b"HEAD ") and status not in (b"304", b"204")
 
 
-def probe(host: str, port: int, request: bytes, timeout: float = 10.0) -> bytes:
-    """Send ``request`` on a fresh connection; return the raw answer."""
+def probe(host: str, port: int, request: bytes, timeout: float = 10.0, piece: int = 0) -> bytes:
+    """Send ``request`` on a fresh connection (``piece`` > 0: that many bytes
+    at a time, as a slow client would); return the raw answer."""
     deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(request)
+        if piece:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                for i in range(0, len(request), piece):
+                    s.sendall(request[i : i + piece])
+                    time.sleep(0.002)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # answered and closed before the whole request was sent
+        else:
+            s.sendall(request)
         data = b""
         while time.monotonic() < deadline:
             end = data.find(b"\r\n\r\n")
