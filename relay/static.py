@@ -116,9 +116,6 @@ def error_page(status: int, detail: str = "") -> bytes:
     return "\r\n".join(lines).encode()
 
 
-NOT_FOUND_HTML = error_page(404)
-
-
 class NginxResponse(web.Response):
     """A response whose status line and headers are written exactly as given.
 
@@ -221,9 +218,6 @@ class Decoy:
         if request is not None and request.method == "HEAD":
             body = b""
         return NginxResponse(status, headers, body, close)
-
-    def not_found(self, request: BaseRequest | None = None) -> NginxResponse:
-        return self.error(request, 404)
 
     def refuse(self, request: BaseRequest) -> NginxResponse | None:
         """The checks nginx makes before any location: HTTP version, request
