@@ -3,7 +3,8 @@
 Routes live under the optional secret prefix: ``{prefix}/ws`` (mailbox
 frames), ``{prefix}/blob…`` (chunks over HTTP) and ``{prefix}/metrics``.
 Everything else, including a plain GET on the WebSocket endpoint and any
-404/405 aiohttp would raise, is answered by the decoy site.  Storage, the
+404/405 aiohttp would raise, is answered by the decoy site (``relay/static.py``,
+as nginx would).  Storage, the
 expiry task and open connections are resources of ``cleanup_ctx``;
 ``on_shutdown`` closes every WebSocket with 1001 after finishing its
 pending posts and queued frames.
@@ -34,7 +35,7 @@ from relay.config import RelayConfig
 from relay.connection import Connection
 from relay.limits import ConnectionCounter, PerIpLimiter, Slots
 from relay.metrics import Metrics
-from relay.static import Decoy, set_server_header
+from relay.static import Decoy, install, set_server_header
 from relay.storage.base import Storage
 
 log = logging.getLogger("relay")
@@ -63,7 +64,7 @@ class RelayContext:
 
     def __post_init__(self) -> None:
         lim = self.config.limits
-        self.decoy = Decoy(self.config.decoy_dir)
+        self.decoy = Decoy(self.config.decoy_dir, self.config.server_header)
         self.connect_limiter = PerIpLimiter(lim.connect_rate, lim.connect_burst)
         self.frame_limiter = PerIpLimiter(lim.frame_rate, lim.frame_burst)
         self.blob_limiter = PerIpLimiter(lim.blob_rate, lim.blob_burst)
@@ -119,6 +120,7 @@ def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Appli
         client_max_size=config.limits.max_envelope_size,
     )
     app[CONTEXT] = ctx
+    install(app, ctx.decoy)  # malformed requests get nginx's answers too
     app.on_response_prepare.append(set_server_header(config.server_header))
     app.cleanup_ctx.append(_storage_ctx)
     app.on_shutdown.append(_close_connections)
@@ -154,7 +156,7 @@ def _request_slots(ctx: RelayContext) -> Callable[..., Awaitable[web.StreamRespo
         if refused is not None:
             ctx.metrics.inc("samizdat_relay_requests_refused_total")
             if not route.startswith("blob"):
-                return web.Response(status=503)
+                return ctx.decoy.error(request, 503)
             if refused == "ip":
                 return error_response(RateLimited("too many requests from this address"))
             return error_response(Unavailable("relay busy"))
@@ -171,11 +173,14 @@ def _decoy_errors(ctx: RelayContext) -> Callable[..., Awaitable[web.StreamRespon
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        refused = ctx.decoy.refuse(request)  # version, target, Host: before any route
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status in (404, 405):
-                return ctx.decoy.not_found()
+                return await ctx.decoy.handle(request)
             raise
 
     return middleware
@@ -235,7 +240,7 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     if not ws.can_prepare(request).ok:
-        return ctx.decoy.not_found()
+        return await ctx.decoy.handle(request)
     ip = ctx.client_ip(request)
     await ws.prepare(request)
     refusal: RelayError | None = None
@@ -269,9 +274,9 @@ async def _metrics_handler(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     token = ctx.config.metrics_token
     if not token and not ctx.config.metrics_open:
-        return ctx.decoy.not_found()  # beyond loopback, a token is required (SPEC §7.12)
+        return await ctx.decoy.handle(request)  # beyond loopback, a token is required (SPEC §7.12)
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
-            return ctx.decoy.not_found()
+            return await ctx.decoy.handle(request)
     return web.Response(text=ctx.metrics.render(), content_type="text/plain")

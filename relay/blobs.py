@@ -45,6 +45,7 @@ from protocol.relay_frames import (
     Unavailable,
     UnknownMailbox,
 )
+from relay.storage.base import expiry_bucket
 
 if TYPE_CHECKING:
     from relay.app import RelayContext
@@ -119,7 +120,8 @@ class BlobHandlers:
                 raise AccessDenied("an access token is required to create blobs")
             blob_id = os.urandom(BLOB_ID_LEN)
             upload, read = os.urandom(TOKEN_LEN), os.urandom(TOKEN_LEN)
-            expires = int(time.time()) + cfg.limits.blob_ttl
+            # stored and told rounded up to the hour (SPEC §7.12)
+            expires = expiry_bucket(int(time.time()), cfg.limits.blob_ttl, cfg.limits.time_bucket)
             await self.ctx.storage.blob_create(blob_id, _hash(upload), _hash(read), expires)
         except RelayError as exc:
             return error_response(exc)
@@ -143,7 +145,7 @@ class BlobHandlers:
     async def put_chunk(self, request: web.Request) -> web.StreamResponse:
         parsed = self._parse(request)
         if parsed is None or parsed[1] is None:
-            return self.ctx.decoy.not_found()
+            return await self.ctx.decoy.handle(request)
         blob_id, index = parsed[0], parsed[1]
         ip = self.ctx.client_ip(request)
         held = False
@@ -219,7 +221,7 @@ class BlobHandlers:
     async def get_chunk(self, request: web.Request) -> web.StreamResponse:
         parsed = self._parse(request)
         if parsed is None or parsed[1] is None:
-            return self.ctx.decoy.not_found()
+            return await self.ctx.decoy.handle(request)
         blob_id, index = parsed[0], parsed[1]
         try:
             self._limit(request)
@@ -243,7 +245,7 @@ class BlobHandlers:
     async def delete(self, request: web.Request) -> web.StreamResponse:
         parsed = self._parse(request)
         if parsed is None:
-            return self.ctx.decoy.not_found()
+            return await self.ctx.decoy.handle(request)
         blob_id = parsed[0]
         try:
             self._limit(request)

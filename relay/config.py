@@ -77,6 +77,9 @@ class Limits:
     max_mailboxes: int = 1_000_000
     mailbox_create_rate: float = 0.2
     mailbox_create_burst: int = 500
+    # Granularity (seconds) of every time stored (SPEC.md §7.12): expiry
+    # times are rounded up to it, so a row tells the hour a message came.
+    time_bucket: int = 3600
 
 
 @dataclass(slots=True)

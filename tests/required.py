@@ -1,6 +1,6 @@
 """Required checks: a missing input skips locally, but fails under ``CI=true``.
 
-The vectors, the RFC text, tmux, mls-rs and nats-server are inputs that CI
+The vectors, the RFC text, tmux, nginx, mls-rs and nats-server are inputs that CI
 must have; a CI run that silently skipped them could go green without
 checking what it claims to check.  Every such test calls :func:`missing`
 instead of ``pytest.skip``.

@@ -28,8 +28,9 @@ def statuses(outcomes: list) -> dict[str, str]:  # type: ignore[type-arg]
 
 async def test_passes_on_sqlite_relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(relay.app, "EXPIRY_INTERVAL", 0.5)  # so the TTL check can run
+    # and times stored to the second, not the default hour (SPEC §7.12)
     r = await LocalRelay(
-        tmp_path / "r", prefix="k3y-9f", limits={"mailbox_max_messages": QUOTA}
+        tmp_path / "r", prefix="k3y-9f", limits={"mailbox_max_messages": QUOTA, "time_bucket": 1}
     ).start()
     try:
         out = await run_suite(Options(r.url, mailbox_max_messages=QUOTA, ttl_wait=3.0))

@@ -60,11 +60,15 @@ async def reader(connect: Any, *boxes: Mailbox) -> Client:
     return c
 
 
-async def post_n(w: Client, mb: Mailbox, n: int) -> list[bytes]:
+async def post_n(w: Client, mb: Mailbox, n: int, seqs: list[int] | None = None) -> list[bytes]:
+    """Post ``n`` envelopes; their seqs (as the writer was told) go to ``seqs``
+    (the relay's seqs start from the hour's base, not 1: SPEC §7.7)."""
     envs = [envelope(b"msg %d " % i + os.urandom(8)) for i in range(n)]
     for env in envs:
         reply = await w.post(mb, env)
         assert isinstance(reply, Posted)
+        if seqs is not None:
+            seqs.append(reply.seq)
     return envs
 
 
@@ -88,9 +92,10 @@ async def test_honest_passthrough_records_hashes(world: Start) -> None:
     mb = Mailbox()
     w = await writer(connect, mb)
     r = await reader(connect, mb)
-    envs = await post_n(w, mb, 5)
+    seqs: list[int] = []
+    envs = await post_n(w, mb, 5, seqs)
     got = await r.wait_delivered(5)
-    assert [d.envelope for d in got] == envs and [d.seq for d in got] == [1, 2, 3, 4, 5]
+    assert [d.envelope for d in got] == envs and [d.seq for d in got] == seqs
     assert proxy.log.events == [] and proxy.stride == 1
     assert proxy.stats.posts == 5 and proxy.stats.repeats()["envelopes"] == 0
     await w.post(mb, envs[0])  # the same ciphertext under another msg id: a repeat
@@ -102,14 +107,15 @@ async def test_drop_targets_one_mailbox(world: Start) -> None:
     proxy, connect = await world(Fault("drop", mailbox=a.id.hex()[:6]))
     wa, wb = await writer(connect, a), await writer(connect, b)
     r = await reader(connect, a, b)
-    await post_n(wa, a, 4)
+    seqs: list[int] = []
+    await post_n(wa, a, 4, seqs)
     await post_n(wb, b, 4)
     await r.wait_delivered(4)
     await settle(r, a)
     assert {d.mailbox_id for d in r.delivered} == {b.id}
     drops = [e for e in proxy.log.events if e.kind == "drop"]
     assert len(drops) == 4 and {e.mailbox for e in drops} == {a.id.hex()[:8]}
-    assert [e.seq for e in drops] == [1, 2, 3, 4]
+    assert [e.seq for e in drops] == seqs
 
 
 async def test_withhold_from_one_reader_only(world: Start) -> None:
@@ -148,9 +154,11 @@ async def test_duplicate_replay_inject_take_fresh_seqs(world: Start) -> None:
     mb = Mailbox()
     w = await writer(connect, mb)
     r = await reader(connect, mb)
-    envs = await post_n(w, mb, 3)
+    told: list[int] = []
+    envs = await post_n(w, mb, 3, told)
     posted = await w.post(mb, envelope(b"last"))
-    assert isinstance(posted, Posted) and posted.seq == 4 * STRIDE
+    # the proxy scales every upstream seq by STRIDE, leaving room for fresh ones
+    assert isinstance(posted, Posted) and posted.seq % STRIDE == 0 and posted.seq > told[-1]
     await settle(r, mb)
     seqs = [d.seq for d in r.delivered]
     assert seqs == sorted(set(seqs)), seqs  # strictly increasing: the client accepts all
@@ -197,9 +205,10 @@ async def test_reorder_keeps_seqs_increasing(world: Start) -> None:
     mb = Mailbox()
     w = await writer(connect, mb)
     r = await reader(connect, mb)
-    envs = await post_n(w, mb, 10)
+    seqs: list[int] = []
+    envs = await post_n(w, mb, 10, seqs)
     got = await r.wait_delivered(10)
-    assert [d.seq for d in got] == list(range(1, 11))
+    assert [d.seq for d in got] == seqs
     assert sorted(d.envelope for d in got) == sorted(envs)
     assert [d.envelope for d in got] != envs
     assert proxy.log.counts().get("reorder", 0) >= 1
@@ -211,10 +220,11 @@ async def test_fork_serves_readers_different_orders(world: Start) -> None:
     w = await writer(connect, mb)  # conn 1 (odd)
     odd = await reader(connect, mb)  # conn 2 (even): forked
     even = await reader(connect, mb)  # conn 3
-    envs = await post_n(w, mb, 2)
+    seqs: list[int] = []
+    envs = await post_n(w, mb, 2, seqs)
     a, b = await odd.wait_delivered(2), await even.wait_delivered(2)
     assert [d.envelope for d in b] == envs
-    assert [d.envelope for d in a] == envs[::-1] and [d.seq for d in a] == [1, 2]
+    assert [d.envelope for d in a] == envs[::-1] and [d.seq for d in a] == seqs
     assert proxy.log.counts() == {"fork": 1}
 
 

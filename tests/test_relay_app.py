@@ -89,16 +89,21 @@ async def test_create_post_subscribe_roundtrip(relay: Any) -> None:
     assert isinstance(await w.create(mb), Ok)  # identical re-create is idempotent
     assert isinstance(await w.auth_write(mb), Ok)
     first = await w.post(mb, envelope(b"one"))
-    assert first == Posted(first.req_id, 1, False)
+    assert isinstance(first, Posted) and not first.duplicate
+    s1 = first.seq  # the hour's base, not 1 (SPEC §7.7: no lifetime counter)
     assert isinstance(await r.auth_read(mb), Ok)
     sub = await r.subscribe(mb)
-    assert isinstance(sub, Subscribed) and sub.head_seq == 1
+    assert isinstance(sub, Subscribed) and sub.head_seq == s1
     await r.wait_delivered(1)
+    seqs = [s1]
     for i in range(2, 6):
         p = await w.post(mb, envelope(b"n%d" % i))
-        assert isinstance(p, Posted) and p.seq == i
+        # the next seq, or a later hour's base: increasing, never reused
+        assert isinstance(p, Posted) and p.seq > seqs[-1]
+        seqs.append(p.seq)
+    assert seqs[-1] - s1 == 4 or seqs[-1] >> 32 > s1 >> 32
     got = await r.wait_delivered(5)
-    assert [d.seq for d in got] == [1, 2, 3, 4, 5]
+    assert [d.seq for d in got] == seqs
     assert got[0].envelope == envelope(b"one") and got[0].mailbox_id == mb.id
 
 
@@ -113,10 +118,10 @@ async def test_idempotent_post_returns_original_seq(relay: Any) -> None:
     await c.post(mb, envelope(b"y"))
     b = await c.post(mb, envelope(b"x"), mid)
     assert isinstance(a, Posted) and isinstance(b, Posted)
-    assert (a.seq, a.duplicate) == (1, False) and (b.seq, b.duplicate) == (1, True)
+    assert not a.duplicate and (b.seq, b.duplicate) == (a.seq, True)
     # one-shot signed retries de-duplicate against the same index
     s = await c.post_signed(mb, envelope(b"x"), mid)
-    assert isinstance(s, Posted) and (s.seq, s.duplicate) == (1, True)
+    assert isinstance(s, Posted) and (s.seq, s.duplicate) == (a.seq, True)
 
 
 async def test_backfill_from_seq_and_ack(relay: Any) -> None:
@@ -125,22 +130,25 @@ async def test_backfill_from_seq_and_ack(relay: Any) -> None:
     mb = Mailbox()
     await c.create(mb)
     await c.auth_write(mb)
+    seqs = []
     for i in range(10):
-        await c.post(mb, envelope(b"%d" % i))
+        posted = await c.post(mb, envelope(b"%d" % i))
+        assert isinstance(posted, Posted)
+        seqs.append(posted.seq)
     r = await connect(tc)
     await r.auth_read(mb)
-    await r.subscribe(mb, from_seq=7)
-    assert [d.seq for d in await r.wait_delivered(4)] == [7, 8, 9, 10]
-    assert isinstance(await r.ack(mb, 8), Ok)
+    await r.subscribe(mb, from_seq=seqs[6])
+    assert [d.seq for d in await r.wait_delivered(4)] == seqs[6:]
+    assert isinstance(await r.ack(mb, seqs[7]), Ok)
     r2 = await connect(tc)
     await r2.auth_read(mb)
     sub = await r2.subscribe(mb)
-    assert isinstance(sub, Subscribed) and sub.head_seq == 10
-    assert [d.seq for d in await r2.wait_delivered(2)] == [9, 10]
+    assert isinstance(sub, Subscribed) and sub.head_seq == seqs[9]
+    assert [d.seq for d in await r2.wait_delivered(2)] == seqs[8:]
     # acking past the head, even at 2^64-1, is clamped and harmless
     assert isinstance(await r2.ack(mb, 2**64 - 1), Ok)
     p = await c.post(mb, envelope(b"after"))
-    assert isinstance(p, Posted) and p.seq == 11  # seqs are never reused
+    assert isinstance(p, Posted) and p.seq > seqs[9]  # seqs are never reused
 
 
 async def test_backfill_larger_than_a_page_then_live(relay: Any) -> None:
@@ -160,10 +168,12 @@ async def test_backfill_larger_than_a_page_then_live(relay: Any) -> None:
         c.replies[f.req_id] = f
     r = await connect(tc)
     await r.auth_read(mb)
+    posted = sorted(f.seq for f in c.replies.values() if isinstance(f, Posted))
     await r.subscribe(mb)
-    await c.post(mb, envelope(b"live"))
+    live = await c.post(mb, envelope(b"live"))
+    assert isinstance(live, Posted)
     got = await r.wait_delivered(601)
-    assert [d.seq for d in got] == list(range(1, 602))
+    assert [d.seq for d in got] == [*posted, live.seq]
 
 
 async def test_unsubscribe_stops_pushes(relay: Any) -> None:
@@ -283,9 +293,15 @@ async def test_ttl_expiry(relay: Any) -> None:
     storage = tc.ctx.storage
     import time
 
+    from relay.storage.base import expiry_bucket
+
     now = int(time.time())
+    # stored expiries are rounded up to the hour (SPEC §7.12): the message
+    # lives at least its TTL and at most an hour longer
+    end = expiry_bucket(now, 60)
     assert await storage.expire(now) == 0
-    assert await storage.expire(now + 120) == 2  # the message, then the idle mailbox
+    assert await storage.expire(end - 3600) == 0
+    assert await storage.expire(end) == 2  # the message, then the idle mailbox
     assert code(await c.auth_read(mb)) == UnknownMailbox.code
     assert isinstance(await c.auth_read(keep), Ok)
 

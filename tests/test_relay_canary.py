@@ -52,8 +52,8 @@ async def traffic(tc: Any) -> tuple[Mailbox, list[bytes]]:
     r = await Client.connect(tc.session, tc.make_url("/ws"))
     await r.auth_read(mb)
     await r.subscribe(mb)
-    await r.wait_delivered(20)
-    await r.ack(mb, 1)
+    delivered = await r.wait_delivered(20)
+    await r.ack(mb, delivered[0].seq)  # seqs start from the hour's base (SPEC §7.7)
     await c.close()
     await r.close()
     return mb, ids

@@ -65,16 +65,26 @@ async def test_probes_see_only_the_decoy(relay: Any) -> None:
         ("POST", f"{PREFIX}/ws"),
         ("GET", f"{PREFIX}/nothing"),
         ("GET", f"{PREFIX}/blob/zz/0"),
-        ("PUT", f"{PREFIX}/blob/{'00' * 16}/x"),
-        ("DELETE", "/"),
         ("POST", "/blob"),
         ("GET", "/k3y-9/ws"),  # a near-miss prefix
     ]
     for method, path in probes:
         got = await snapshot(await tc.request(method, path))
         assert got == reference, (method, path)
+    # a method nginx's static module does not serve is its 405, on any path
+    not_allowed = await snapshot(await tc.delete("/no-such-page"))
+    assert not_allowed[0] == 405 and b"405 Not Allowed" in not_allowed[2]
+    for method, path in [
+        ("PUT", f"{PREFIX}/blob/{'00' * 16}/x"),
+        ("DELETE", "/"),
+        ("OPTIONS", f"{PREFIX}/ws"),
+        ("PATCH", f"{PREFIX}/blob"),
+    ]:
+        got = await snapshot(await tc.request(method, path))
+        assert got == not_allowed, (method, path)
     for text in ("samizdat", "aiohttp", "python"):
         assert text not in str(reference).lower()
+        assert text not in str(not_allowed).lower()
 
 
 async def test_websocket_upgrade_outside_prefix_is_refused(relay: Any) -> None:

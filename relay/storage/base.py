@@ -14,6 +14,11 @@ Theory of operation
 * A backend calls :meth:`LiveHub.publish` exactly once per newly stored
   message, in sequence order per mailbox, on the event loop.  Subscribers
   get the same encoded ``Deliver`` frame, built once per message.
+* Storage keeps as little as it can (SPEC §7.12): every expiry time is
+  rounded up to a whole hour (:func:`expiry_bucket`), so a stored row tells
+  the hour, not the second, a message arrived; seqs restart from the hour's
+  base (:func:`next_seq`), so no row counts a mailbox's lifetime traffic;
+  de-duplication entries go with the messages they cover.
 * Blob chunks are streamed through spool files of :data:`BLOB_CHUNK_SIZE`
   bytes; no backend ever holds a whole blob in memory.
 """
@@ -37,6 +42,31 @@ MAX_DB_SEQ = (1 << 63) - 1
 # row (two 32-byte keys, a 32-byte hash, five integers), its share of index
 # and page overhead, and the relay's caches, rounded up.
 MAILBOX_ROW_COST = 512
+
+
+# The default granularity of every time the relay stores (SPEC §7.10,
+# §7.12; ``limits.time_bucket``), and the period after which seqs restart
+# from a new base: a seq is (hour index << SEQ_SHIFT) + posts earlier in
+# that hour to that mailbox.
+TIME_BUCKET = 3600
+SEQ_SHIFT = 32
+
+
+def expiry_bucket(now: int, ttl: int, bucket: int = TIME_BUCKET) -> int:
+    """The stored expiry of something written at ``now`` to live ``ttl``
+    seconds: ``now + ttl`` rounded *up* to a multiple of ``bucket`` (an
+    hour by default), so it lives at least ``ttl`` and its row does not tell
+    the second it was written."""
+    return -(-(now + ttl) // bucket) * bucket
+
+
+def next_seq(head: int, now: int) -> int:
+    """The seq after ``head`` for a post at ``now``: strictly increasing and
+    never reused (SPEC §7.7) like a counter, but restarting from the current
+    hour's base ``(now // 3600) << 32``, so a seq tells how many posts the
+    mailbox had in its hour, not since it was created.  A clock set back
+    still gives ``head + 1``."""
+    return max(head + 1, (now // TIME_BUCKET) << SEQ_SHIFT)
 
 
 def mailbox_key(mailbox_id: bytes) -> bytes:

@@ -61,6 +61,8 @@ from relay.storage.base import (
     MailboxInfo,
     Storage,
     blob_key,
+    expiry_bucket,
+    next_seq,
 )
 
 BATCH = 512
@@ -97,6 +99,12 @@ class _PostOp:
 
 
 _Done = tuple[asyncio.Future[Any], Any, BaseException | None, Callable[[Any], None] | None]
+
+
+def _forget_acked(db: sqlite3.Connection, key: bytes, up_to_seq: int) -> None:
+    """De-duplication entries go with the messages they cover (SPEC §7.12):
+    once acked, a msg_id is not kept to link a later post to it."""
+    db.execute("DELETE FROM dedup WHERE mbox=? AND seq<=?", (key, up_to_seq))
 
 
 class SqliteStorage(Storage):
@@ -290,7 +298,8 @@ class SqliteStorage(Storage):
                 assert entry is not None
                 if found[0] != read_key or entry[5] != write_key or found[1] != mode:
                     raise MailboxExists("mailbox exists")
-                entry[4] = max(entry[4], now + entry[0])  # an identical re-create refreshes
+                # an identical re-create refreshes
+                entry[4] = max(entry[4], expiry_bucket(now, entry[0], self.limits.time_bucket))
                 self._dirty.add(key)
                 return
             if self.mailboxes >= self.limits.max_mailboxes:
@@ -300,7 +309,10 @@ class SqliteStorage(Storage):
             db.execute(
                 "INSERT INTO mailboxes (key, read_key, write_key, ttl, expires, head_seq, "
                 "count, bytes, mode) VALUES (?, ?, ?, ?, ?, 0, 0, 0, ?)",
-                (key, read_key, write_key, ttl, now + ttl, mode),
+                (
+                    key, read_key, write_key, ttl,
+                    expiry_bucket(now, ttl, self.limits.time_bucket), mode,
+                ),  # fmt: skip
             )
             self.mailboxes += 1
             self.total += MAILBOX_ROW_COST
@@ -396,8 +408,8 @@ class SqliteStorage(Storage):
             elif entry[2] >= lim.mailbox_max_messages or entry[3] + size > lim.mailbox_max_bytes:
                 done.append((fut, None, QuotaExceeded("mailbox quota exceeded"), after))
             else:
-                seq = entry[1] + 1
-                expires = op.now + entry[0]
+                seq = next_seq(entry[1], op.now)
+                expires = expiry_bucket(op.now, entry[0], lim.time_bucket)
                 entry[1:5] = [seq, entry[2] + 1, entry[3] + size, expires]
                 self._dirty.add(op.key)
                 self.total += size
@@ -451,6 +463,7 @@ class SqliteStorage(Storage):
             ).fetchone()
             if n:
                 db.execute("DELETE FROM messages WHERE mbox=? AND seq<=?", (key, up_to_seq))
+                _forget_acked(db, key, up_to_seq)
                 entry[2] -= n
                 entry[3] -= nbytes
                 self._dirty.add(key)

@@ -1,0 +1,236 @@
+"""A seized relay (its SQLite file and its log) tells as little as it can.
+
+An operator compelled to hand over the data directory and the log after
+traffic: the relay must not hold a message's arrival time to the second
+(expiry times are rounded up to the hour, SPEC §7.12), de-duplication rows
+outliving the messages they cover (they would tell which msg_ids were
+posted after the reader acked them), a lifetime counter (``head_seq`` was
+the number of posts a mailbox ever had), or a client address in any log line
+at default settings, including the errors for malformed requests.
+
+The relay is a real ``samizdat-relay`` process listening on 127.0.0.1; the
+client connects from 127.0.0.2 (any 127/8 address is loopback on Linux) and
+also claims ``X-Forwarded-For: 203.0.113.7``, so either address in the log
+or the store is the client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from protocol.relay_frames import Posted
+from tests import nats_fixtures
+from tests.nats_fixtures import NatsServer, wait_jetstream
+from tests.relay_support import Client, Mailbox, envelope
+from tests.test_relay_process import RelayProcess
+
+nats_server = nats_fixtures.nats_server
+CLIENT = "127.0.0.2"
+FORWARDED = "203.0.113.7"
+# SPEC §7.7/§7.12: stored times are whole hours; seq = (hour << 32) + posts
+# earlier in that hour to that mailbox
+TIME_BUCKET = 3600
+SEQ_SHIFT = 32
+POSTS = 12
+ACKED = 5
+
+MALFORMED = [
+    b"GARBAGE\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 9000 + b"\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    bytes.fromhex("16030100a1010000") + b"\x03\x03" + b"\x00" * 32,
+    b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+]
+
+
+def _loopback_alias_works() -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind((CLIENT, 0))
+        return True
+    except OSError:
+        return False
+
+
+def send_raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    addr = ("127.0.0.1", port)
+    with socket.create_connection(addr, timeout=timeout, source_address=(CLIENT, 0)) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+async def traffic(relay: RelayProcess) -> tuple[Mailbox, list[int]]:
+    connector = aiohttp.TCPConnector(local_addr=(CLIENT, 0))
+    headers = {"X-Forwarded-For": FORWARDED}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as s:
+        w = await Client.connect(s, relay.url())
+        mb = Mailbox()
+        await w.create(mb)
+        await w.auth_write(mb)
+        seqs = []
+        for i in range(POSTS):
+            p = await w.post(mb, envelope(b"m%d" % i), os.urandom(16))
+            assert isinstance(p, Posted)
+            seqs.append(p.seq)
+        r = await Client.connect(s, relay.url())
+        await r.auth_read(mb)
+        await r.subscribe(mb)
+        await r.wait_delivered(POSTS)
+        await r.ack(mb, seqs[ACKED - 1])
+        async with s.post(relay.url().removesuffix("/ws") + "/blob") as resp:
+            assert resp.status == 201
+        for path in ("/", "/missing", "/ws"):
+            async with s.get(relay.url().removesuffix("/ws") + path) as resp:
+                await resp.read()
+        await w.close()
+        await r.close()
+    for data in MALFORMED:
+        answer = await asyncio.to_thread(send_raw, relay.port, data)
+        assert answer.startswith(b"HTTP/1.1 4") or answer.startswith(b"HTTP/1.1 5"), answer[:80]
+        assert b"aiohttp" not in answer and b"Python" not in answer
+    return mb, seqs
+
+
+def stop(relay: RelayProcess) -> str:
+    """SIGTERM the relay; everything it wrote (stdout and stderr)."""
+    assert relay.proc is not None
+    relay.proc.send_signal(signal.SIGTERM)
+    out, err = relay.proc.communicate(timeout=30)
+    return out.decode() + err.decode()
+
+
+def assert_log_has_no_address(log: str) -> None:
+    assert "listening on" in log, "the relay's output was not captured"
+    for addr in (CLIENT, FORWARDED):
+        assert addr not in log, [line for line in log.splitlines() if addr in line]
+
+
+@pytest.fixture
+def relays() -> Any:
+    procs: list[RelayProcess] = []
+    yield procs
+    for p in procs:
+        if p.proc is not None and p.proc.poll() is None:
+            p.kill()
+
+
+async def test_sqlite_relay_stores_and_logs_less(tmp_path: Path, relays: list) -> None:
+    if not _loopback_alias_works():
+        pytest.skip("127.0.0.2 is not a loopback address here")
+    relay = RelayProcess(tmp_path, "--host", "127.0.0.1").start()
+    relays.append(relay)
+    started = int(time.time())
+    _, seqs = await traffic(relay)
+    finished = int(time.time())
+    assert_log_has_no_address(stop(relay))
+
+    db = sqlite3.connect(tmp_path / "relay.sqlite3")
+    try:
+        expiries = [
+            (table, e)
+            for table in ("mailboxes", "messages", "dedup", "blobs")
+            for (e,) in db.execute(f"SELECT expires FROM {table}")
+        ]
+        assert {t for t, _ in expiries} == {"mailboxes", "messages", "dedup", "blobs"}
+        # arrival times: only the hour survives in any stored time
+        assert all(e % TIME_BUCKET == 0 for _, e in expiries), expiries
+        # de-duplication rows went with the acked messages
+        stored = sorted(s for (s,) in db.execute("SELECT seq FROM messages"))
+        dedup = sorted(s for (s,) in db.execute("SELECT seq FROM dedup"))
+        assert stored == seqs[ACKED:] and dedup == stored
+        # no lifetime counter: the head is the hour's base plus that hour's posts
+        ((head,),) = db.execute("SELECT head_seq FROM mailboxes").fetchall()
+        assert head == seqs[-1] and head != POSTS
+        hours = {t // TIME_BUCKET for t in range(started, finished + 1)}
+        assert head >> SEQ_SHIFT in hours and head % (1 << SEQ_SHIFT) < POSTS
+    finally:
+        db.close()
+
+
+async def test_nats_relay_logs_no_address(
+    tmp_path: Path, relays: list, nats_server: NatsServer
+) -> None:
+    if not _loopback_alias_works():
+        pytest.skip("127.0.0.2 is not a loopback address here")
+    await wait_jetstream(nats_server.url)
+    relay = RelayProcess(
+        tmp_path, "--host", "127.0.0.1", "--backend", "nats", "--nats-url", nats_server.url
+    ).start()
+    relays.append(relay)
+    await traffic(relay)
+    assert_log_has_no_address(stop(relay))
+    # the blob's stored expiry is rounded up to the hour here too; what
+    # JetStream itself keeps (arrival stamps, its duplicate window) is
+    # beyond the relay (SPEC §7.12)
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value("sz_blobmeta")
+        keys = await kv.keys()
+        assert keys
+        for k in keys:
+            entry = await kv.get(k)
+            assert entry.value is not None
+            assert int.from_bytes(entry.value[64:72], "big") % TIME_BUCKET == 0
+    finally:
+        await nc.close()
+
+
+async def test_tls_errors_log_no_address(tmp_path: Path, relays: list) -> None:
+    """Broken TLS (plain HTTP on the TLS port, a truncated or bogus
+    handshake, garbage inside TLS) makes asyncio report errors whose context
+    holds the peer's address; the relay logs none of it."""
+    import ssl
+
+    from tests.test_relay_process import _self_signed
+
+    if not _loopback_alias_works():
+        pytest.skip("127.0.0.2 is not a loopback address here")
+    cert, key = _self_signed(tmp_path)
+    relay = RelayProcess(
+        tmp_path / "d", "--host", "127.0.0.1", "--tls-cert", str(cert), "--tls-key", str(key)
+    ).start()
+    relays.append(relay)
+    for data in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x02\x00\x01" + b"\xff" * 80):
+        await asyncio.to_thread(send_raw, relay.port, data, 2.0)  # no answer comes
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def inside_tls(data: bytes) -> None:
+        with (
+            socket.create_connection(
+                ("127.0.0.1", relay.port), timeout=10, source_address=(CLIENT, 0)
+            ) as raw,
+            ctx.wrap_socket(raw) as s,
+        ):
+            s.sendall(data)
+            try:
+                while s.recv(65536):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+
+    for data in MALFORMED[:3]:
+        await asyncio.to_thread(inside_tls, data)
+    assert_log_has_no_address(stop(relay))
