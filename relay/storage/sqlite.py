@@ -310,9 +310,13 @@ class SqliteStorage(Storage):
                 "INSERT INTO mailboxes (key, read_key, write_key, ttl, expires, head_seq, "
                 "count, bytes, mode) VALUES (?, ?, ?, ?, ?, 0, 0, 0, ?)",
                 (
-                    key, read_key, write_key, ttl,
-                    expiry_bucket(now, ttl, self.limits.time_bucket), mode,
-                ),  # fmt: skip
+                    key,
+                    read_key,
+                    write_key,
+                    ttl,
+                    expiry_bucket(now, ttl, self.limits.time_bucket),
+                    mode,
+                ),
             )
             self.mailboxes += 1
             self.total += MAILBOX_ROW_COST
