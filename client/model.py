@@ -88,6 +88,9 @@ class Identity(Record):
     # identities made since invites have their own mailboxes (SPEC.md §8.5).
     # Identities stored by older versions lack the field: False.
     inbox_private: bool = False
+    # The SOCKS5 proxy every relay connection goes through ("" = none), a
+    # setting of the profile, so no later command forgets it (SPEC.md §7.1).
+    proxy: str = ""
 
     @classmethod
     def from_json(cls, data: bytes) -> Identity:
