@@ -253,7 +253,7 @@ class Outbound(Files):
         urls = {i.relay_url for i in items}
         delay = {u: _jitter.uniform(0, POST_JITTER) if len(urls) > 1 else 0.0 for u in urls}
         tasks = [
-            asyncio.get_running_loop().create_task(self._post_item(i, delay[i.relay_url]))
+            asyncio.get_running_loop().create_task(self._post_after(i, delay[i.relay_url]))
             for i in items
         ]
         for task in tasks:
@@ -262,9 +262,12 @@ class Outbound(Files):
         if tasks:
             await asyncio.wait(tasks, timeout=wait)
 
-    async def _post_item(self, item: OutboxItem, delay: float = 0.0) -> bool:
+    async def _post_after(self, item: OutboxItem, delay: float) -> bool:
         if delay > 0:
             await asyncio.sleep(delay)
+        return await self._post_item(item)
+
+    async def _post_item(self, item: OutboxItem) -> bool:
         client = self._relay(item.relay_url)
         client.start()
         write_seed = self._write_seed_for(item)
