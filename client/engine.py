@@ -46,7 +46,7 @@ from client.core import (
     now_ms,
     rng,
 )
-from client.invites import Invites
+from client.invites import Invites, read_invite_link
 from client.model import (
     NS_CONFIG,
     Contact,
@@ -62,7 +62,7 @@ from client.store import Store
 from protocol.app.group_meta import (
     ConversationKind,
 )
-from protocol.app.invite import Invite, parse_invite_link, safety_number
+from protocol.app.invite import Invite, safety_number
 from protocol.app.messages import KeyPackages
 from protocol.errors import RemoteError
 from protocol.mls.messages import MLSMessage
@@ -151,7 +151,7 @@ class Engine(Invites):
 
     async def accept(self, link: str) -> Conversation:
         """Accept an invite: a 1:1 conversation (an MLS group of two)."""
-        invite = parse_invite_link(link, now_ms())
+        invite = await read_invite_link(link, now_ms(), self.proxy)
         if invite.identity_key == self.identity.signature_pub:
             raise EngineError("this is your own invite link")
         existing = self.contact(invite.identity_key)

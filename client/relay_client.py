@@ -359,6 +359,13 @@ class RelayClient:
             raise reply.to_exception()
         return reply
 
+    async def wait_connected(self) -> None:
+        """Wait (up to ``request_timeout``) for the connection, or RelayUnavailable."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), self._request_timeout)
+        except TimeoutError:
+            raise RelayUnavailable(f"relay {self.url} is not reachable") from None
+
     async def create_mailbox(
         self, mailbox_id: bytes, read_seed: bytes, write_seed: bytes, ttl_seconds: int = 0
     ) -> None:
