@@ -45,6 +45,7 @@ from protocol.app.invite import (
     LINK_SECRET_LEN,
     InboxAddress,
     Invite,
+    InviteBlobKeys,
     invite_blob_keys,
     is_short_invite_link,
     open_invite_blob,
@@ -71,8 +72,10 @@ from protocol.relay_frames import (
 RELAY_MAX_TTL_S = 90 * 24 * 3600
 LEGACY = "legacy"
 MAX_INVITE_USES = 1000
-#: How long the relay of a short link gets to deliver the stored invite.
-INVITE_FETCH_TIMEOUT = 20.0
+#: How long the relay of a short link gets to deliver the stored invite, and
+#: how many connections it gets to do so (a lossy relay may drop a delivery).
+INVITE_FETCH_TIMEOUT = 6.0
+INVITE_FETCH_ATTEMPTS = 4
 _INVITE_GONE = "this invite is no longer valid (used up, revoked or expired)"
 #: A finished invite whose mailboxes are gone is listed this long, then forgotten.
 FORGET_AFTER_MS = 90 * 24 * 3600 * 1000
@@ -154,7 +157,7 @@ class Invites(Inbound):
         keys = invite_blob_keys(secret)
         envelope = seal_invite_blob(invite, secret)
         errors: list[str] = []
-        for url in sorted({b.relay_url for b in made}, key=len):
+        for url in sorted({b.relay_url for b in made}, key=lambda u: (len(u), u)):
             box = Inbox(url, keys.mailbox_id, keys.read_seed, rng(32))
             relay = self._relay(url)
             try:
@@ -413,6 +416,22 @@ async def fetch_short_invite(link: str, now: int, proxy: str | None = None) -> I
     except DecodeError as exc:
         raise EngineError(str(exc)) from None
     keys = invite_blob_keys(secret)
+    envelope = b""
+    for _ in range(INVITE_FETCH_ATTEMPTS):
+        # a fresh connection each time: a lossy relay may drop one delivery
+        envelope = await _read_invite_blob(url, keys, proxy)
+        if envelope:
+            break
+    if not envelope:
+        raise EngineError(f"the invite's relay {url} did not deliver the invite; try again later")
+    try:
+        return open_invite_blob(envelope, secret, now)
+    except DecodeError as exc:
+        raise EngineError(str(exc)) from None
+
+
+async def _read_invite_blob(url: str, keys: InviteBlobKeys, proxy: str | None) -> bytes:
+    """The first envelope of the invite's mailbox, or b"" if none came in time."""
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def deliver(_url: str, mailbox_id: bytes, _seq: int, envelope: bytes) -> None:
@@ -430,15 +449,11 @@ async def fetch_short_invite(link: str, now: int, proxy: str | None = None) -> I
         except (RelayUnavailable, RemoteError) as exc:
             raise EngineError(f"the invite's relay cannot be reached: {exc}") from None
         try:
-            envelope = await asyncio.wait_for(got, INVITE_FETCH_TIMEOUT)
+            return await asyncio.wait_for(got, INVITE_FETCH_TIMEOUT)
         except TimeoutError:
-            raise EngineError(_INVITE_GONE) from None
+            return b""
     finally:
         await client.close()
-    try:
-        return open_invite_blob(envelope, secret, now)
-    except DecodeError as exc:
-        raise EngineError(str(exc)) from None
 
 
 async def read_invite_link(link: str, now: int, proxy: str | None = None) -> Invite:
