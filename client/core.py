@@ -169,6 +169,7 @@ class EngineCore(ABC):
         self._refusals: dict[tuple[str, str], float] = {}  # (relay, error) -> last notice
         self._retry_delay: dict[str, float] = {}  # relay -> current retry backoff
         self._retry_tasks: dict[str, asyncio.Task[object]] = {}
+        self._post_not_before: dict[str, float] = {}  # relay -> last jittered post start
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),

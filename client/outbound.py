@@ -246,23 +246,32 @@ class Outbound(Files):
         Posts still in flight go on in the background, and anything that
         fails stays in the outbox for the next flush.
 
-        When the items go to several relays, each relay's posts start after
-        its own random delay (up to ``POST_JITTER`` seconds), so colluding
-        relays do not see one message arrive everywhere in the same instant
-        (SPEC §7.1)."""
-        urls = {i.relay_url for i in items}
-        delay = {u: _jitter.uniform(0, POST_JITTER) if len(urls) > 1 else 0.0 for u in urls}
-        tasks = [
-            asyncio.get_running_loop().create_task(self._post_after(i, delay[i.relay_url]))
-            for i in items
-        ]
+        When the items go to several relays, one of them (picked at random)
+        gets them at once and each other relay after its own random delay (up
+        to ``POST_JITTER`` seconds), so colluding relays do not see one message
+        arrive everywhere in the same instant (SPEC §7.1), while the first
+        copy, which readers take, is not delayed.  A relay never gets a post
+        before one issued earlier: a Welcome still arrives before the messages
+        that follow it, on every relay."""
+        loop = asyncio.get_running_loop()
+        urls = sorted({i.relay_url for i in items})
+        first = _jitter.choice(urls) if urls else ""
+        start = {}
+        for u in urls:
+            delay = 0.0 if u == first else _jitter.uniform(0, POST_JITTER)
+            start[u] = max(loop.time() + delay, self._post_not_before.get(u, 0.0))
+            self._post_not_before[u] = start[u]
+        tasks = [loop.create_task(self._post_after(i, start[i.relay_url])) for i in items]
         for task in tasks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if tasks:
             await asyncio.wait(tasks, timeout=wait)
 
-    async def _post_after(self, item: OutboxItem, delay: float) -> bool:
+    async def _post_after(self, item: OutboxItem, start: float) -> bool:
+        """Post ``item`` at loop time ``start`` (sleeps with equal deadlines
+        wake in the order they were set, so a relay's posts keep theirs)."""
+        delay = start - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)
         return await self._post_item(item)
