@@ -619,18 +619,27 @@ def cmd_group(args: argparse.Namespace) -> int:
 
 
 def cmd_relays(args: argparse.Namespace) -> int:
-    if args.relays_cmd in (None, "list"):
+    if args.relays_cmd in (None, "list", "proxy"):
 
-        def listing(engine: Engine) -> int:
-            relays = engine.identity.relays
+        def offline(engine: Engine) -> int:
+            if args.relays_cmd == "proxy" and args.setting is not None:
+                engine.set_proxy(args.setting)
+            proxy = engine.identity.proxy
+            relays = [] if args.relays_cmd == "proxy" else engine.identity.relays
             if args.json:
-                print_json({"relays": relays})
-            else:
-                for url in relays:
-                    print(url)
+                print_json(
+                    {"proxy": proxy}
+                    if args.relays_cmd == "proxy"
+                    else {"relays": relays, "proxy": proxy}
+                )
+                return 0
+            for url in relays:
+                print(url)
+            if proxy or args.relays_cmd == "proxy":
+                print(f"proxy: {proxy or 'none (direct connections)'}")
             return 0
 
-        return run_offline(args, listing)
+        return run_offline(args, offline)
 
     async def change(engine: Engine) -> int:
         if args.relays_cmd == "add":
@@ -695,9 +704,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--home", default=str(default_home()), help="data directory")
     parser.add_argument("--passphrase-file", help="read the store passphrase from this file")
-    parser.add_argument(
-        "--proxy", help="SOCKS5 proxy for all relay traffic, e.g. socks5://127.0.0.1:9050"
+    proxy_help = (
+        "SOCKS5 proxy for all relay traffic (socks5://127.0.0.1:9050); saved, 'none' clears"
     )
+    parser.add_argument("--proxy", help=proxy_help)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("init", help="create your identity")
@@ -711,6 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=relay_url,
         help="a relay URL, e.g. https://relay.example (repeat for several)",
     )
+    p.add_argument("--proxy", default=argparse.SUPPRESS, help=proxy_help)
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
@@ -821,10 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("seconds", type=int, help="seconds until messages disappear; 0 turns it off")
     p.set_defaults(func=cmd_group)
 
-    p = sub.add_parser("relays", help="list, add, remove or move relays")
+    p = sub.add_parser("relays", help="list, add, remove or move relays; show or set the proxy")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     rsub = p.add_subparsers(dest="relays_cmd")
-    rsub.add_parser("list", help="list your relays (the default)")
+    r = rsub.add_parser("list", help="list your relays (the default)")
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     r = rsub.add_parser("add", help="add a relay (your contacts learn it)")
     r.add_argument("url", type=relay_url, help="the relay's URL")
     r = rsub.add_parser("remove", help="stop using a relay")
@@ -832,6 +844,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("move", help="replace a relay by another everywhere")
     r.add_argument("old", help="the relay's URL now")
     r.add_argument("new", type=relay_url, help="the URL to use instead")
+    r = rsub.add_parser("proxy", help=proxy_help)
+    r.add_argument(
+        "setting",
+        nargs="?",
+        metavar="socks5://HOST:PORT|off",
+        help="the SOCKS5 proxy every connection goes through, or off; none: show it",
+    )
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     p.set_defaults(func=cmd_relays)
 
     p = sub.add_parser(

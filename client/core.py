@@ -173,6 +173,7 @@ class EngineCore(ABC):
         self._refusals: dict[tuple[str, str], float] = {}  # (relay, error) -> last notice
         self._retry_delay: dict[str, float] = {}  # relay -> current retry backoff
         self._retry_tasks: dict[str, asyncio.Task[object]] = {}
+        self._post_not_before: dict[str, float] = {}  # relay -> last jittered post start
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),
@@ -509,8 +510,19 @@ class EngineCore(ABC):
             return contact.name
         known = self.store.get(NS_PEOPLE, identity_key)
         if known:
-            return known.decode(errors="replace")
+            return self._distinct_name(identity_key, known.decode(errors="replace"))
         return identity_key.hex()[:8]
+
+    def _distinct_name(self, identity_key: bytes, name: str) -> str:
+        """``name`` as shown for ``identity_key``: a display name is a claim,
+        never an identity (SPEC.md §8.5), so a name that ours or another
+        contact's already is gets this key's first 8 hex digits appended."""
+        folded = name.strip().casefold()
+        taken = folded == self.identity.name.strip().casefold() or any(
+            c.identity_key != identity_key and c.name.strip().casefold() == folded
+            for c in self.contacts()
+        )
+        return f"{name} [{identity_key.hex()[:8]}]" if taken else name
 
     @property
     def closed(self) -> bool:

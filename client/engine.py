@@ -51,7 +51,7 @@ from client.core import (
     now_ms,
     rng,
 )
-from client.invites import Invites
+from client.invites import Invites, read_invite_link
 from client.model import (
     NS_CONFIG,
     Contact,
@@ -62,18 +62,25 @@ from client.model import (
     Inbox,
     history_ns,
 )
-from client.relay_client import RelayUnavailable
+from client.relay_client import RelayUnavailable, proxy_setting
 from client.store import Store
 from protocol.app.group_meta import (
     ConversationKind,
 )
-from protocol.app.invite import Invite, parse_invite_link, safety_number
+from protocol.app.invite import Invite, safety_number
 from protocol.app.messages import KeyPackages
 from protocol.errors import RemoteError
 from protocol.mls.messages import MLSMessage
 from protocol.relay_frames import BadSignature, NotAuthorized, UnknownMailbox
 
 __all__ = ["Engine", "EngineError", "Notice"]
+
+
+def _proxy_setting(text: str) -> str:
+    try:
+        return proxy_setting(text)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
 
 
 class Engine(Invites):
@@ -97,22 +104,47 @@ class Engine(Invites):
         priv, pub = SUITE.signature_key_pair(rng)
         inboxes = [Inbox(url.rstrip("/"), rng(32), rng(32), rng(32)) for url in _unique(relays)]
         identity = Identity(priv, pub, name, _unique(relays), inboxes, now_ms(), True)
+        try:
+            identity.proxy = _proxy_setting(proxy or "")
+        except EngineError:
+            store.close()
+            raise
         store.put(NS_CONFIG, b"identity", identity.to_json())
-        engine = cls(store, identity, proxy=proxy)
+        engine = cls(store, identity, proxy=identity.proxy or None)
         engine._prepare_expiry()
         return engine
 
     @classmethod
     def open(cls, home: Path, passphrase: bytes, *, proxy: str | None = None) -> Engine:
+        """Open the store.  ``proxy`` (``--proxy``), if given, replaces the
+        saved proxy setting (``"none"`` clears it); if not, the saved one is
+        used, so a command that omits ``--proxy`` still goes through it."""
         store = Store.open(home, passphrase)
         raw = store.get(NS_CONFIG, b"identity")
         if raw is None:
             store.close()
             raise EngineError(f"{home} holds no Samizdat identity")
-        engine = cls(store, Identity.from_json(raw), proxy=proxy)
+        identity = Identity.from_json(raw)
+        if proxy is not None:
+            try:
+                identity.proxy = _proxy_setting(proxy)
+            except EngineError:
+                store.close()
+                raise
+            store.put(NS_CONFIG, b"identity", identity.to_json())
+        engine = cls(store, identity, proxy=identity.proxy or None)
         engine._load()
         engine._prepare_expiry()  # what expired while we were closed goes now
         return engine
+
+    def set_proxy(self, proxy: str) -> str:
+        """Save the proxy setting (``"none"``/``"off"``: no proxy); returns it.
+        It applies to every connection opened from now on; call it before
+        :meth:`connect` (the CLI does), as open connections are not moved."""
+        self.identity.proxy = _proxy_setting(proxy)
+        self.save_identity()
+        self.proxy = self.identity.proxy or None
+        return self.identity.proxy
 
     # -- invites and contacts ---------------------------------------------------------
 
@@ -124,7 +156,7 @@ class Engine(Invites):
 
     async def accept(self, link: str) -> Conversation:
         """Accept an invite: a 1:1 conversation (an MLS group of two)."""
-        invite = parse_invite_link(link, now_ms())
+        invite = await read_invite_link(link, now_ms(), self.proxy)
         if invite.identity_key == self.identity.signature_pub:
             raise EngineError("this is your own invite link")
         existing = self.contact(invite.identity_key)

@@ -195,9 +195,12 @@ class Files(Expiry):
                         continue
                     try:
                         client = self._blob_client(url, trusted, transient)
-                        chunk = await client.download_chunk(
+                        copied = await client.download_chunk(
                             copy.blob_id, index, copy.download_token
                         )
+                        # each relay holds its own copy (SPEC §8.7): back to canonical
+                        key = attachments.copy_key(body.key, copy.relay_url)
+                        chunk = attachments.copy_chunk(key, index, copied)
                         plain = decryptor.decrypt_chunk(index, chunk, last)
                         break
                     except (RelayUnavailable, RemoteError, CryptoError) as exc:

@@ -632,13 +632,14 @@ class Inbound(Delivery):
                 self.store.put(NS_PEOPLE, sender_key, body.display_name.encode())
                 return
             contact = Contact(sender_key, conversation=conv.group_id)
-        contact.name = body.display_name
+        # a name never decides identity: one another contact has is marked
+        contact.name = self._distinct_name(sender_key, body.display_name)
         if body.inboxes:
             contact.inboxes = [
                 ContactInbox(i.relay_url, i.mailbox_id, i.write_seed) for i in body.inboxes
             ]
         if conv.kind == "direct" and not conv.name:
-            conv.name = body.display_name
+            conv.name = contact.name
         self._save_contact(contact)
 
     def _track(self, conv: Conversation, sender: bytes, seq: int) -> None:

@@ -40,13 +40,31 @@ from client.model import (
     Inbox,
     InviteRecord,
 )
-from client.relay_client import RelayUnavailable
-from protocol.app.invite import InboxAddress, Invite
+from client.relay_client import RelayClient, RelayUnavailable
+from protocol.app.invite import (
+    LINK_SECRET_LEN,
+    InboxAddress,
+    Invite,
+    InviteBlobKeys,
+    invite_blob_keys,
+    is_short_invite_link,
+    open_invite_blob,
+    parse_invite_link,
+    parse_short_invite_link,
+    seal_invite_blob,
+    short_invite_link,
+)
 from protocol.app.messages import Profile
-from protocol.errors import RemoteError
+from protocol.errors import DecodeError, RemoteError
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
-from protocol.relay_frames import BadRequest, UnknownMailbox
+from protocol.relay_frames import (
+    BadFrame,
+    BadRequest,
+    BadSignature,
+    NotAuthorized,
+    UnknownMailbox,
+)
 
 #: The relay keeps a mailbox at most this long without being told (SPEC §7.11
 #: ``max_ttl`` default); a longer invite gets the relay's default TTL and is
@@ -54,6 +72,11 @@ from protocol.relay_frames import BadRequest, UnknownMailbox
 RELAY_MAX_TTL_S = 90 * 24 * 3600
 LEGACY = "legacy"
 MAX_INVITE_USES = 1000
+#: How long the relay of a short link gets to deliver the stored invite, and
+#: how many connections it gets to do so (a lossy relay may drop a delivery).
+INVITE_FETCH_TIMEOUT = 6.0
+INVITE_FETCH_ATTEMPTS = 4
+_INVITE_GONE = "this invite is no longer valid (used up, revoked or expired)"
 #: A finished invite whose mailboxes are gone is listed this long, then forgotten.
 FORGET_AFTER_MS = 90 * 24 * 3600 * 1000
 
@@ -116,12 +139,52 @@ class Invites(Inbound):
             kp,
             record.expires_at_ms,
         )
+        link = await self._store_invite_blob(record, invite, made, ttl_s)
         self._index_mailboxes()
         for box in made:
             await self._subscribe(self._mailboxes[box.mailbox_id])
         self._schedule_invite_expiry()
         self._emit("invites", None)
-        return record, invite.to_link()
+        return record, link
+
+    async def _store_invite_blob(
+        self, record: InviteRecord, invite: Invite, made: list[Inbox], ttl_s: int
+    ) -> str:
+        """Put the encrypted invite on a relay (the one with the shortest URL
+        that takes it) and return the short link naming it (SPEC.md §8.5).
+        Its mailbox lives as long as the invite and is deleted with it."""
+        secret = rng(LINK_SECRET_LEN)
+        keys = invite_blob_keys(secret)
+        envelope = seal_invite_blob(invite, secret)
+        errors: list[str] = []
+        for url in sorted({b.relay_url for b in made}, key=lambda u: (len(u), u)):
+            box = Inbox(url, keys.mailbox_id, keys.read_seed, rng(32))
+            relay = self._relay(url)
+            try:
+                try:
+                    ttl = ttl_s if ttl_s <= RELAY_MAX_TTL_S else 0
+                    await relay.create_mailbox(box.mailbox_id, box.read_seed, box.write_seed, ttl)
+                except BadRequest:
+                    await relay.create_mailbox(box.mailbox_id, box.read_seed, box.write_seed)
+                record.blob = [box]
+                self._save_invite(record)  # from here on, retiring deletes it
+                await relay.post(box.mailbox_id, box.write_seed, rng(16), envelope)
+            except (RelayUnavailable, RemoteError) as exc:
+                errors.append(f"{url}: {exc}")
+                continue
+            return short_invite_link(secret, url)
+        await self._retire_unstored(record)
+        raise EngineError("no relay could store the invite: " + "; ".join(errors))
+
+    async def _retire_unstored(self, record: InviteRecord) -> None:
+        record.state = "revoked"
+        self._save_invite(record)
+        with contextlib.suppress(RelayUnavailable, RemoteError):
+            await self._retire(record)
+
+    async def fetch_short_invite(self, link: str) -> Invite:
+        """The invite a short link names (see :func:`fetch_short_invite`)."""
+        return await fetch_short_invite(link, now_ms(), self.proxy)
 
     async def invite(self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS) -> str:
         """An invite link (see :meth:`create_invite`)."""
@@ -208,14 +271,26 @@ class Invites(Inbound):
             record.state = "expired"
         self.store.delete(NS_KEY_PACKAGES, record.key_package_ref)
         self._index_mailboxes()
-        if record.deleted:
-            self._save_invite(record)
-            return
-        done = True
-        for box in record.mailboxes:
-            done = await self._delete_owned(box) and done
-        record.deleted = done
+        if not record.deleted:
+            done = True
+            for box in record.mailboxes:
+                done = await self._delete_owned(box) and done
+            record.deleted = done
+        if record.blob and await self._delete_blob(record.blob[0]):
+            record.blob = []  # a short link now names nothing
         self._save_invite(record)
+
+    async def _delete_blob(self, box: Inbox) -> bool:
+        """Delete the mailbox holding a short link's invite; True when gone
+        (or when the relay predates ``DeleteMailbox``: its TTL, the invite's
+        lifetime, removes it; the capabilities inside are dead already)."""
+        try:
+            await self._relay(box.relay_url).delete_mailbox(box.mailbox_id, box.read_seed)
+        except BadFrame:
+            return True
+        except (RelayUnavailable, RemoteError):
+            return False
+        return True
 
     async def _delete_owned(self, box: Inbox) -> bool:
         """Kill a mailbox we own; True once its write capability is dead.
@@ -245,7 +320,7 @@ class Invites(Inbound):
         for record in self.invites():
             if record.current_state(now) == "active":
                 continue
-            if not record.deleted:
+            if not record.deleted or record.blob:
                 await self._retire(record)
             elif now - max(record.created_ms, record.expires_at_ms) > FORGET_AFTER_MS:
                 self.store.delete(NS_INVITES, record.invite_id)  # the list stays short
@@ -332,3 +407,61 @@ class Invites(Inbound):
         except (RelayUnavailable, RemoteError, EngineError):
             pass
         self._schedule_invite_expiry()
+
+
+async def fetch_short_invite(link: str, now: int, proxy: str | None = None) -> Invite:
+    """The invite a short link names: read from its relay over a connection
+    of its own (through ``proxy`` if set), decrypted with the link's key and
+    verified at ``now``.  A deleted blob means the invite is used up, revoked
+    or expired.  EngineError with a message fit to show."""
+    try:
+        url, secret = parse_short_invite_link(link)
+    except DecodeError as exc:
+        raise EngineError(str(exc)) from None
+    keys = invite_blob_keys(secret)
+    envelope = b""
+    for _ in range(INVITE_FETCH_ATTEMPTS):
+        # a fresh connection each time: a lossy relay may drop one delivery
+        envelope = await _read_invite_blob(url, keys, proxy)
+        if envelope:
+            break
+    if not envelope:
+        raise EngineError(f"the invite's relay {url} did not deliver the invite; try again later")
+    try:
+        return open_invite_blob(envelope, secret, now)
+    except DecodeError as exc:
+        raise EngineError(str(exc)) from None
+
+
+async def _read_invite_blob(url: str, keys: InviteBlobKeys, proxy: str | None) -> bytes:
+    """The first envelope of the invite's mailbox, or b"" if none came in time."""
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def deliver(_url: str, mailbox_id: bytes, _seq: int, envelope: bytes) -> None:
+        if mailbox_id == keys.mailbox_id and not got.done():
+            got.set_result(envelope)
+
+    client = RelayClient(url, deliver, proxy=proxy)
+    client.start()
+    try:
+        try:
+            await client.wait_connected()
+            await client.subscribe(keys.mailbox_id, keys.read_seed, 0)
+        except (UnknownMailbox, BadSignature, NotAuthorized):
+            raise EngineError(_INVITE_GONE) from None
+        except (RelayUnavailable, RemoteError) as exc:
+            raise EngineError(f"the invite's relay cannot be reached: {exc}") from None
+        try:
+            return await asyncio.wait_for(got, INVITE_FETCH_TIMEOUT)
+        except TimeoutError:
+            return b""
+    finally:
+        await client.close()
+
+
+async def read_invite_link(link: str, now: int, proxy: str | None = None) -> Invite:
+    """The invite of a link in either form: a short link's stored invite, or
+    a long link (older versions) parsed and verified."""
+    if is_short_invite_link(link):
+        return await fetch_short_invite(link, now, proxy)
+    return parse_invite_link(link, now)

@@ -90,6 +90,9 @@ class Identity(Record):
     # identities made since invites have their own mailboxes (SPEC.md §8.5).
     # Identities stored by older versions lack the field: False.
     inbox_private: bool = False
+    # The SOCKS5 proxy every relay connection goes through ("" = none), a
+    # setting of the profile, so no later command forgets it (SPEC.md §7.1).
+    proxy: str = ""
 
     @classmethod
     def from_json(cls, data: bytes) -> Identity:
@@ -146,11 +149,15 @@ class InviteRecord(Record):
     state: str = "active"
     deleted: bool = False
     accepted: list[bytes] = field(default_factory=list)  # identity keys it brought
+    # the mailbox holding the encrypted invite a short link names (0 or 1 of
+    # them; never read by us, deleted with the others): SPEC.md §8.5
+    blob: list[Inbox] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: bytes) -> InviteRecord:
         r = super().from_json(data)
         r.mailboxes = [i if isinstance(i, Inbox) else Inbox(**i) for i in r.mailboxes]
+        r.blob = [i if isinstance(i, Inbox) else Inbox(**i) for i in r.blob]
         return r
 
     def current_state(self, now_ms: int) -> str:

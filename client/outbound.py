@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mimetypes
+import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -78,8 +79,10 @@ class Outbound(Files):
         n_chunks = attachments.chunk_count(size)
         plain_size = attachments.CHUNK_PLAINTEXT_SIZE
 
-        # Encrypt once into a spool of ciphertext (safe on disk: the key is
-        # only in memory), then upload the same chunks to every relay.
+        # Encrypt once into a spool of canonical ciphertext (safe on disk: the
+        # key is only in memory); each relay gets its own copy of it, XORed
+        # with a keystream for that relay (SPEC §8.7), so no two relays hold
+        # the same bytes.
         digest = hashlib.sha256()
         copies: list[list[BlobRef]] = [[] for _ in range(n_chunks)]
         stored = 0
@@ -92,18 +95,20 @@ class Outbound(Files):
                     spool.write(chunk)
             total, done = n_chunks * len(meta.mailboxes), 0
 
-            def counted() -> Iterator[bytes]:
+            def counted(relay_url: str) -> Iterator[bytes]:
                 nonlocal done
+                copy_key = attachments.copy_key(key, relay_url)
                 spool.seek(0)
-                for _ in range(n_chunks):
-                    yield spool.read(BLOB_CHUNK_SIZE)
+                for index in range(n_chunks):
+                    yield attachments.copy_chunk(copy_key, index, spool.read(BLOB_CHUNK_SIZE))
                     done += 1
                     if progress is not None:
                         progress(done, total)
 
             for ref in meta.mailboxes:
                 try:
-                    blob_id, token = await self._relay(ref.relay_url).upload_blob(counted())
+                    client = self._relay(ref.relay_url)
+                    blob_id, token = await client.upload_blob(counted(ref.relay_url))
                 except (RelayUnavailable, RemoteError) as exc:
                     self._notice(conv_id, f"upload to {ref.relay_url} failed: {exc}", True)
                     continue
@@ -186,14 +191,13 @@ class Outbound(Files):
         full = len(pieces) > 1
         items = []
         for piece in pieces:
-            msg_id = rng(16)
             for ref in meta.mailboxes:
                 sealed = seal(seal_key(ref.write_seed), ref.mailbox_id, piece, rng, full=full)
                 items.append(
                     OutboxItem(
                         ref.relay_url,
                         ref.mailbox_id,
-                        msg_id,
+                        rng(16),  # its own id on each relay (SPEC §7.1): nothing to match
                         sealed,
                         conv_id,
                         message_id,
@@ -222,14 +226,13 @@ class Outbound(Files):
         full = len(pieces) > 1
         items = []
         for piece in pieces:
-            msg_id = rng(16)
             for inbox in inboxes:
                 sealed = seal(seal_key(inbox.write_seed), inbox.mailbox_id, piece, rng, full=full)
                 items.append(
                     OutboxItem(
                         inbox.relay_url,
                         inbox.mailbox_id,
-                        msg_id,
+                        rng(16),  # its own id on each relay
                         sealed,
                         conv_id,
                         message_id,
@@ -248,13 +251,37 @@ class Outbound(Files):
     async def _flush_items(self, items: list[OutboxItem], wait: float = 3.0) -> None:
         """Post ``items`` concurrently; return after ``wait`` seconds at most.
         Posts still in flight go on in the background, and anything that
-        fails stays in the outbox for the next flush."""
-        tasks = [asyncio.get_running_loop().create_task(self._post_item(i)) for i in items]
+        fails stays in the outbox for the next flush.
+
+        When the items go to several relays, one of them (picked at random)
+        gets them at once and each other relay after its own random delay (up
+        to ``POST_JITTER`` seconds), so colluding relays do not see one message
+        arrive everywhere in the same instant (SPEC §7.1), while the first
+        copy, which readers take, is not delayed.  A relay never gets a post
+        before one issued earlier: a Welcome still arrives before the messages
+        that follow it, on every relay."""
+        loop = asyncio.get_running_loop()
+        urls = sorted({i.relay_url for i in items})
+        first = _jitter.choice(urls) if urls else ""
+        start = {}
+        for u in urls:
+            delay = 0.0 if u == first else _jitter.uniform(0, POST_JITTER)
+            start[u] = max(loop.time() + delay, self._post_not_before.get(u, 0.0))
+            self._post_not_before[u] = start[u]
+        tasks = [loop.create_task(self._post_after(i, start[i.relay_url])) for i in items]
         for task in tasks:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if tasks:
             await asyncio.wait(tasks, timeout=wait)
+
+    async def _post_after(self, item: OutboxItem, start: float) -> bool:
+        """Post ``item`` at loop time ``start`` (sleeps with equal deadlines
+        wake in the order they were set, so a relay's posts keep theirs)."""
+        delay = start - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await self._post_item(item)
 
     async def _post_item(self, item: OutboxItem) -> bool:
         mb = self._mailboxes.get(item.mailbox_id)
@@ -389,6 +416,11 @@ class Outbound(Files):
         raw = self.store.get(NS_STATUS, message_id)
         return MessageStatus.from_json(raw) if raw else None
 
+
+# The most a post to one relay waits after a post of the same message to
+# another (bounded and small: it delays delivery by at most this much).
+POST_JITTER = 0.5
+_jitter = random.SystemRandom()
 
 # Refusals after which a message can never be accepted by that relay (dropped
 # there; the conversation's other relays still carry it), and refusals that

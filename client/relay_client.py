@@ -123,6 +123,33 @@ class _Subscription:
     shared: bool = False  # re-created as a shared log (a group's mailbox)
 
 
+_PROXY_SCHEMES = ("socks5://", "socks5h://")
+_PROXY_OFF = ("", "none", "off", "direct")
+
+
+def proxy_setting(text: str) -> str:
+    """A proxy setting as saved in the profile: ``""`` for none (``none``,
+    ``off``), else a ``socks5://[user:pass@]host:port`` URL.
+
+    Only SOCKS5 is accepted, and host names are always resolved by the proxy
+    (``socks5h`` behaviour whichever scheme is written): with a proxy set, the
+    client never asks its own resolver for a relay's name (SPEC.md §7.1)."""
+    value = text.strip()
+    if value.lower() in _PROXY_OFF:
+        return ""
+    if not value.lower().startswith(_PROXY_SCHEMES):
+        raise ValueError(f"unsupported proxy {value!r}: use socks5://HOST:PORT, or 'none'")
+    from python_socks import parse_proxy_url
+
+    try:
+        _, host, port, _, _ = parse_proxy_url("socks5://" + value.split("://", 1)[1])
+    except ValueError as exc:
+        raise ValueError(f"bad proxy URL {value!r}: {exc}") from None
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"bad proxy URL {value!r}: a host and a port are needed")
+    return value
+
+
 def websocket_url(url: str) -> str:
     base = url.rstrip("/")
     if base.startswith("https://"):
@@ -176,13 +203,19 @@ class RelayClient:
     # -- lifecycle ---------------------------------------------------------------
 
     def _make_session(self) -> aiohttp.ClientSession:
+        """The HTTP session every request of this client uses (WebSocket and
+        blobs).  With a proxy, its connector resolves nothing locally: the
+        relay's host name goes to the SOCKS5 proxy as a name (remote DNS), and
+        there is no fallback to a direct connection if the proxy fails."""
         connector: aiohttp.BaseConnector | None = None
         if self._proxy:
             from aiohttp_socks import ProxyConnector
 
-            connector = ProxyConnector.from_url(self._proxy, rdns=True)
+            url = "socks5://" + proxy_setting(self._proxy).split("://", 1)[1]
+            connector = ProxyConnector.from_url(url, rdns=True)
         timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
-        return aiohttp.ClientSession(connector=connector, timeout=timeout)
+        # trust_env=False: an HTTP(S)_PROXY variable never replaces the setting
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 
     def start(self) -> None:
         if self._task is None:
@@ -373,6 +406,13 @@ class RelayClient:
         if isinstance(reply, Error):
             raise reply.to_exception()
         return reply
+
+    async def wait_connected(self) -> None:
+        """Wait (up to ``request_timeout``) for the connection, or RelayUnavailable."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), self._request_timeout)
+        except TimeoutError:
+            raise RelayUnavailable(f"relay {self.url} is not reachable") from None
 
     async def create_mailbox(
         self,

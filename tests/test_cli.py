@@ -48,7 +48,7 @@ def test_two_people_chat_from_the_shell(tmp_path: Path, relay: RelayProcess) -> 
     run(alice, "init", "--name", "Alice", "--relay", relay.url)
     run(bob, "init", "--name", "Bob", "--relay", relay.url)
     link = run(alice, "invite").stdout.strip().splitlines()[0]
-    assert link.startswith("samizdat:invite/")
+    assert link.startswith("samizdat:i/")
     run(bob, "accept", link)
     run(alice, "sync", "--wait", "2")
     contacts = json.loads(run(alice, "contacts", "--json").stdout)["contacts"]
@@ -124,6 +124,6 @@ def test_export_import_from_the_shell(tmp_path: Path, relay: RelayProcess) -> No
     restored = tmp_path / "dora2"
     run(restored, "import", str(tmp_path / "dora.backup"))
     key_before = run(home, "invite", "--json").stdout
-    assert json.loads(key_before)["link"].startswith("samizdat:invite/")
+    assert json.loads(key_before)["link"].startswith("samizdat:i/")
     assert os.path.exists(restored)
     assert json.loads(run(restored, "relays", "--json").stdout)["relays"] == [relay.url]

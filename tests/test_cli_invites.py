@@ -27,7 +27,7 @@ def test_invite_uses_list_and_revoke(tmp_path: Path, relay: RelayProcess) -> Non
     run(alice, "init", "--name", "Alice", "--relay", relay.url)
     run(bob, "init", "--name", "Bob", "--relay", relay.url)
     made = json.loads(run(alice, "invite", "--uses", "3", "--expires", "2h", "--json").stdout)
-    assert made["link"].startswith("samizdat:invite/")
+    assert made["link"].startswith("samizdat:i/")
     assert (made["state"], made["uses"], made["max_uses"]) == ("active", 0, 3)
     assert made["expires_at"] - made["created_at"] == 2 * 3600 * 1000
     assert made["relays"] == [relay.url]

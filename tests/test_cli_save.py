@@ -49,7 +49,9 @@ async def send_file_named(alice: Engine, conv: bytes, name: str, data: bytes) ->
     a File message with any name it likes."""
     enc = attachments.encrypt_file(data, os.urandom)
     url = alice.conversation_relays(conv)[0]
-    blob_id, token = await alice._relay(url).upload_blob(enc.chunks)
+    # the relay's own copy of the chunks (SPEC §8.7), as any client uploads
+    copy = attachments.copy_chunks(enc.key, url, enc.chunks)
+    blob_id, token = await alice._relay(url).upload_blob(copy)
     refs = tuple(ChunkRef((BlobRef(url, blob_id, token),)) for _ in enc.chunks)
     body = File(
         name,

@@ -127,7 +127,8 @@ async def test_invite_accept_chat_and_verify(people: dict[str, Engine]) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await type_line(pilot, "/accept " + await bob.invite())
         await wait_for(pilot, lambda: "Bob" in screen_text(app), what="Bob in the sidebar")
-        await eventually(lambda: bob.contact(alice.identity.signature_pub) is not None)
+        # Bob knows Alice by name once her Profile arrived (up to POST_JITTER after her Welcome)
+        await eventually(lambda: getattr(bob.contact(alice.identity.signature_pub), "name", ""))
         bob_conv = bob.contact(alice.identity.signature_pub).conversation  # type: ignore[union-attr]
         await eventually(lambda: bob.find_conversation("Alice") is not None)
         await bob.send_text(bob_conv, "hi alice, this is bob")

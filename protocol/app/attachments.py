@@ -2,7 +2,8 @@
 
 Provides :func:`new_file_key`, :class:`FileEncryptor` (``encrypt_chunk`` /
 ``decrypt_chunk``), :func:`chunk_count`, :class:`CiphertextDigest` /
-:func:`ciphertext_digest`, and the whole-file helpers :func:`encrypt_file` /
+:func:`ciphertext_digest`, per-relay copies (:func:`copy_key`,
+:func:`copy_chunk`, :func:`copy_chunks`), and the whole-file helpers :func:`encrypt_file` /
 :func:`decrypt_file`.
 
 Theory of operation
@@ -26,6 +27,16 @@ exactly CHUNK_PLAINTEXT_SIZE bytes; the zero fill is checked on decryption.
 
 A key must encrypt one file once: :class:`FileEncryptor` refuses to encrypt
 an index twice (which would reuse a nonce).  Keep the ciphertext for retries.
+
+Per-relay copies (SPEC §8.7, issue 15 item 3): the chunks above are the
+file's *canonical* ciphertext, which never leaves the device.  The copy
+uploaded to a relay is the canonical chunk XORed with a ChaCha20 keystream
+under :func:`copy_key` (HKDF of the file key and that copy's relay URL) with
+the chunk index as nonce: :func:`copy_chunk`, its own inverse.  So the bytes
+of one file differ on every relay, and two colluding relays cannot link
+their mailboxes by comparing blobs.  The outer layer needs no tag: the inner
+AEAD authenticates every chunk, and ``ciphertext_digest`` is over the
+canonical chunks, so every copy is checked against the same digest.
 """
 
 from __future__ import annotations
@@ -35,7 +46,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocol.app import Rng, check_len, random_bytes
 from protocol.app.messages import DIGEST_LEN, FILE_KEY_LEN, MAX_CHUNKS
@@ -60,6 +74,35 @@ def chunk_count(size: int) -> int:
     if size < 0:
         raise LocalError("negative file size")
     return _chunk_count(size, CHUNK_PLAINTEXT_SIZE)
+
+
+_COPY_INFO = b"samizdat-file-copy/v1 "
+
+
+def copy_key(file_key: bytes, relay_url: str) -> bytes:
+    """The key of a file's copy on one relay: HKDF-SHA256(ikm = file key,
+    info = "samizdat-file-copy/v1 " || relay_url), 32 bytes.  ``relay_url``
+    is the copy's ``BlobRef.relay_url`` byte for byte."""
+    check_len(file_key, FILE_KEY_LEN, "file key")
+    hkdf = HKDF(hashes.SHA256(), FILE_KEY_LEN, salt=None, info=_COPY_INFO + relay_url.encode())
+    return hkdf.derive(file_key)
+
+
+def copy_chunk(key: bytes, index: int, chunk: bytes) -> bytes:
+    """Chunk ``index`` of a relay copy from its canonical ciphertext, or back
+    (XOR with ChaCha20(key, counter 0, nonce = uint96 index): its own inverse)."""
+    check_len(key, FILE_KEY_LEN, "copy key")
+    if not 0 <= index < MAX_CHUNKS:
+        raise LocalError(f"chunk index {index} out of range")
+    nonce = bytes(4) + index.to_bytes(12, "big")  # 32-bit block counter 0, then the nonce
+    enc = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
+    return enc.update(chunk) + enc.finalize()
+
+
+def copy_chunks(file_key: bytes, relay_url: str, chunks: Iterable[bytes]) -> list[bytes]:
+    """All the chunks of the copy for ``relay_url`` (in-memory files)."""
+    key = copy_key(file_key, relay_url)
+    return [copy_chunk(key, i, c) for i, c in enumerate(chunks)]
 
 
 def _nonce(index: int, last: bool) -> bytes:

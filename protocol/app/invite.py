@@ -22,6 +22,17 @@ transit (a swapped inbox, a swapped KeyPackage) does not verify. No display
 name travels in the link: a link is seen by whoever carries it, names travel
 only inside encrypted messages (``Profile``).
 
+Short links (SPEC.md §8.5, issue 15 item 5): the signed invite does not
+travel in the link.  The inviter stores it on one of its relays as the only
+message of a mailbox whose id, read key and encryption key all derive from a
+16-byte *link secret*; the link names that relay and the secret, and nothing
+else (:func:`short_invite_link`, :func:`parse_short_invite_link`,
+:func:`seal_invite_blob`, :func:`open_invite_blob`).  The blob is padded to
+a fixed bucket and AEAD-encrypted under a key the relay never sees, so the
+relay holds an opaque 4 KiB envelope; the mailbox's write key stays with the
+inviter, and the mailbox is deleted when the invite stops being active, so a
+link seen after it was used reveals nothing.
+
 Safety numbers follow Signal's construction (per-key fingerprints from
 iterated SHA-512, 30 digits each, the two halves sorted so both parties see
 the same 60 digits); SPEC.md §8 argues the parameters.
@@ -40,6 +51,10 @@ from typing import Self
 
 import nacl.bindings
 import nacl.exceptions
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocol.app import (
     check_len,
@@ -55,6 +70,7 @@ from protocol.app import (
 from protocol.codec import Reader, Writer, decode_exact, opaque
 from protocol.errors import DecodeError, LocalError
 from protocol.mls.tree_structs import Struct
+from protocol.padding import ENVELOPE_BUCKETS, pad, unpad
 
 INVITE_VERSION = 1
 MAILBOX_ID_LEN = 32
@@ -221,6 +237,103 @@ def parse_invite_link(text: str, now_ms: int) -> Invite:
         raise DecodeError(f"damaged Samizdat invite link ({exc})") from None
     invite.verify(now_ms)
     return invite
+
+
+# ---------------------------------------------------------------- short links
+
+SHORT_LINK_PREFIX = "samizdat:i/"
+LINK_SECRET_LEN = 16
+#: The smallest envelope an invite blob is padded to: every suite-1 invite
+#: (~520 B) and a post-quantum one (~2.5 KiB) look the same to the relay.
+INVITE_BLOB_MIN = 4096
+_BLOB_TAG = 16
+_BLOB_INFO = b"samizdat-invite-blob/v1 "
+_BLOB_AAD = b"samizdat-invite-blob/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class InviteBlobKeys:
+    """What a link secret gives: the mailbox holding the invite, the seed of
+    its read key (proves the right to read it), and the blob's AEAD key."""
+
+    mailbox_id: bytes
+    read_seed: bytes
+    key: bytes
+
+
+def invite_blob_keys(secret: bytes) -> InviteBlobKeys:
+    """HKDF-SHA256(ikm = secret, info = "samizdat-invite-blob/v1 " || label)."""
+    check_len(secret, LINK_SECRET_LEN, "link secret")
+
+    def derive(label: bytes, n: int) -> bytes:
+        return HKDF(hashes.SHA256(), n, salt=None, info=_BLOB_INFO + label).derive(secret)
+
+    return InviteBlobKeys(
+        derive(b"mailbox", MAILBOX_ID_LEN), derive(b"read", SEED_LEN), derive(b"key", 32)
+    )
+
+
+def seal_invite_blob(invite: Invite, secret: bytes) -> bytes:
+    """The envelope that holds ``invite`` on the relay: ChaCha20-Poly1305
+    under the secret's key (used for this one message only, so a zero nonce),
+    aad = label || mailbox_id, over the padded encoded invite."""
+    keys = invite_blob_keys(secret)
+    data = invite.to_bytes()
+    buckets = tuple(b for b in ENVELOPE_BUCKETS if b >= INVITE_BLOB_MIN)
+    padded = pad(data, None, overhead=_BLOB_TAG, buckets=buckets)
+    return ChaCha20Poly1305(keys.key).encrypt(bytes(12), padded, _BLOB_AAD + keys.mailbox_id)
+
+
+def open_invite_blob(envelope: bytes, secret: bytes, now_ms: int) -> Invite:
+    """Decrypt, decode and verify an invite blob (DecodeError fit to show)."""
+    keys = invite_blob_keys(secret)
+    try:
+        padded = ChaCha20Poly1305(keys.key).decrypt(
+            bytes(12), envelope, _BLOB_AAD + keys.mailbox_id
+        )
+    except InvalidTag:
+        raise DecodeError("the stored invite does not match the link") from None
+    try:
+        invite = decode_exact(unpad(padded), Invite.decode)
+    except (DecodeError, LocalError) as exc:
+        raise DecodeError(f"damaged Samizdat invite ({exc})") from None
+    invite.verify(now_ms)
+    return invite
+
+
+def short_invite_link(secret: bytes, relay_url: str) -> str:
+    """``samizdat:i/`` || base64url(secret) || ``/`` || the relay URL, whose
+    ``https://`` is left out (``http://`` is kept)."""
+    check_len(secret, LINK_SECRET_LEN, "link secret")
+    where = relay_url.rstrip("/")
+    if where.startswith("https://"):
+        where = where[len("https://") :]
+    elif not where.startswith("http://"):
+        raise LocalError(f"not a relay URL: {relay_url!r}")
+    return SHORT_LINK_PREFIX + base64.urlsafe_b64encode(secret).rstrip(b"=").decode() + "/" + where
+
+
+def is_short_invite_link(text: str) -> bool:
+    return text.strip()[: len(SHORT_LINK_PREFIX)].lower() == SHORT_LINK_PREFIX
+
+
+def parse_short_invite_link(text: str) -> tuple[str, bytes]:
+    """(relay URL, link secret) of a short link; DecodeError fit to show."""
+    text = text.strip()
+    if not is_short_invite_link(text):
+        raise DecodeError("not a Samizdat invite link")
+    body = text[len(SHORT_LINK_PREFIX) :]
+    secret_text, slash, where = body.partition("/")
+    if not slash or not where or any(c.isspace() for c in where):
+        raise DecodeError("not a Samizdat invite link")
+    secret = b64url_decode(secret_text)
+    if len(secret) != LINK_SECRET_LEN:
+        raise DecodeError("damaged Samizdat invite link (bad secret)")
+    url = where if where.startswith("http://") else "https://" + where
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    if not host:
+        raise DecodeError("damaged Samizdat invite link (no relay)")
+    return url, secret
 
 
 def b64url_decode(body: str) -> bytes:
