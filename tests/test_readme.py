@@ -90,7 +90,7 @@ class Lab:
                 a = self.url(a)
             elif a == "http://127.0.0.1:8480":  # the implementer's own relay
                 a = self.relays[0].url
-            elif a.startswith("samizdat:invite/"):
+            elif a.startswith(("samizdat:i/", "samizdat:invite/")):
                 a = self.link
             out.append(a)
         return out
@@ -172,7 +172,7 @@ def person_lane(lab: Lab, commands: list[list[str]]) -> None:
             lab.run(argv)  # invite list / revoke ID: listing and managing, no new link
         elif sub == "invite":
             lab.link = lab.run(argv).stdout.split()[0]
-            assert lab.link.startswith("samizdat:invite/")
+            assert lab.link.startswith("samizdat:i/")  # the short link (SPEC §8.5)
         elif sub == "accept":
             lab.run(lab.subst(argv), who="Grace")  # Grace accepts Ada's link
             second = lab.run(["samizdat", "invite"]).stdout.split()[0]
