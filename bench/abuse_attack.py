@@ -44,9 +44,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from client.invites import read_invite_link
 from client.relay_client import RelayClient
 from protocol.app.envelope import EnvelopeType, split
-from protocol.app.invite import parse_invite_link
 from protocol.app.sealed import MAX_SEALED_PLAINTEXT, seal, seal_key
 from protocol.errors import (
     DecodeError,
@@ -129,7 +129,8 @@ class Attack:
     # -- flood ------------------------------------------------------------------
 
     async def flood(self, ready: asyncio.Event) -> None:
-        invite = parse_invite_link(self.cfg["link"], int(time.time() * 1000))
+        # what a censor holding the link reads while the invite is live
+        invite = await read_invite_link(self.cfg["link"], int(time.time() * 1000))
         box = invite.inboxes[0]
         key = seal_key(box.write_seed)
         client = BoundRelayClient(box.relay_url, self.addresses[0])
@@ -328,7 +329,8 @@ class Attack:
             await ws.close()
 
     async def random_bytes(self, ready: asyncio.Event) -> None:
-        invite = parse_invite_link(self.cfg["link"], int(time.time() * 1000))
+        # what a censor holding the link reads while the invite is live
+        invite = await read_invite_link(self.cfg["link"], int(time.time() * 1000))
         box = invite.inboxes[0]
         poster = BoundRelayClient(box.relay_url, self.addresses[-1])
         poster.start()

@@ -79,7 +79,9 @@ def send_raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
 
 
 async def traffic(relay: RelayProcess) -> tuple[Mailbox, list[int]]:
-    connector = aiohttp.TCPConnector(local_addr=(CLIENT, 0))
+    # no pooling: the decoy closes connections the way nginx does, and a
+    # pooled one collected later warned as unclosed (filterwarnings=error)
+    connector = aiohttp.TCPConnector(local_addr=(CLIENT, 0), force_close=True)
     headers = {"X-Forwarded-For": FORWARDED}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as s:
         w = await Client.connect(s, relay.url())
@@ -98,6 +100,7 @@ async def traffic(relay: RelayProcess) -> tuple[Mailbox, list[int]]:
         await r.ack(mb, seqs[ACKED - 1])
         async with s.post(relay.url().removesuffix("/ws") + "/blob") as resp:
             assert resp.status == 201
+            await resp.read()
         for path in ("/", "/missing", "/ws"):
             async with s.get(relay.url().removesuffix("/ws") + path) as resp:
                 await resp.read()
