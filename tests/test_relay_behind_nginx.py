@@ -161,7 +161,9 @@ async def test_relay_behind_nginx_with_the_spec_config(deployment: tuple[int, Pa
         url = f"{base}{PREFIX}/blob/{t.blob_id.hex()}/0"
         chunk = os.urandom(BLOB_CHUNK_SIZE)
         up = {"Authorization": "Bearer " + t.upload_token.hex()}
-        assert (await s.put(url, data=chunk, headers=up, ssl=ctx)).status == 201
+        put = await s.put(url, data=chunk, headers=up, ssl=ctx)
+        assert put.status == 201
+        await put.read()  # released: an unreleased connection warns when collected
         down = await s.get(url, headers={"Authorization": "Bearer " + t.read_token.hex()}, ssl=ctx)
         assert down.status == 200 and await down.read() == chunk
 

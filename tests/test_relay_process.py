@@ -121,7 +121,9 @@ async def test_sigterm_closes_1001(tmp_path: Path, processes: list) -> None:
     relay = RelayProcess(tmp_path, "--prefix", "hidden").start()
     processes.append(relay)
     async with aiohttp.ClientSession() as s:
-        assert (await s.get(f"http://127.0.0.1:{relay.port}/ws")).status == 404
+        async with s.get(f"http://127.0.0.1:{relay.port}/ws") as resp:
+            assert resp.status == 404
+            await resp.read()  # released: an unreleased connection warns when collected
         c = await Client.connect(s, relay.url("/hidden"))
         mb = Mailbox()
         await c.create(mb)
@@ -254,3 +256,4 @@ async def test_tls(tmp_path: Path, processes: list[RelayProcess]) -> None:
         assert isinstance(await c.post(mb, envelope()), Posted)
         home = await s.get(f"https://127.0.0.1:{relay.port}/", ssl=ctx)
         assert home.status == 200 and home.headers["Server"] == "nginx"
+        await home.read()  # released: an unreleased connection warns when collected
