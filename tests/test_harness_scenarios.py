@@ -70,6 +70,11 @@ async def test_shipped_scenario(path: Path, tmp_path: Path) -> None:
     if path.stem == "hostile_member":  # SPEC §10.7: every insider attack refused
         attacks = report["attacks"]
         assert len(attacks) == 7 and all(a["outcome"] == "held" for a in attacks), summary
+        from harness.report.html import render_html
+
+        page = render_html(report)
+        assert "<h2>Hostile member</h2>" in page
+        assert all(a["kind"] in page for a in attacks)
     if path.stem == "pq_churn":  # SPEC §4.1.1: a post-quantum group over a real relay
         assert report["mls"]["suite"] == 0x004E
         assert report["mls"]["join_ms"]["count"] >= sc.params["members"] - 1
