@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 from client.engine import Engine, EngineError
@@ -125,15 +125,15 @@ class HostileMember:
     sent: list[Any]
     groups: dict[str, Any]
 
-    # provided by the world
-    def engine(self, name: str) -> Engine:
-        raise NotImplementedError
+    # The world (harness.scenario.world.World) provides engine(name),
+    # group(label) and befriend(a, b); only it mixes this class in.
+    if TYPE_CHECKING:
 
-    def group(self, label: str) -> Any:
-        raise NotImplementedError
+        def engine(self, name: str) -> Engine: ...
 
-    async def befriend(self, a: str, b: str, timeout: float = 60.0) -> None:
-        raise NotImplementedError
+        def group(self, label: str) -> Any: ...
+
+        async def befriend(self, a: str, b: str, timeout: float = 60.0) -> None: ...
 
     async def do_attack(self, a: dict[str, Any]) -> str:
         kind = str(a.get("kind", ""))
