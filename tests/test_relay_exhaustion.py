@@ -40,12 +40,15 @@ from relay.limits import Slots
 from relay.storage.base import MAILBOX_ROW_COST
 from tests import nats_fixtures
 from tests.relay_support import Client, Mailbox
+from tests.required import missing
 from tests.test_relay_app import code, make_config
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/PID/fd"),
 ]
+
+if not Path("/proc/self/fd").is_dir():
+    missing("needs /proc/PID/fd to count the relay's descriptors", module=True)
 
 HOST = "127.0.0.1"
 

@@ -32,6 +32,7 @@ from protocol.relay_frames import Posted
 from tests import nats_fixtures
 from tests.nats_fixtures import NatsServer, wait_jetstream
 from tests.relay_support import Client, Mailbox, envelope
+from tests.required import missing
 from tests.test_relay_process import RelayProcess
 
 nats_server = nats_fixtures.nats_server
@@ -138,7 +139,7 @@ def relays() -> Any:
 
 async def test_sqlite_relay_stores_and_logs_less(tmp_path: Path, relays: list) -> None:
     if not _loopback_alias_works():
-        pytest.skip("127.0.0.2 is not a loopback address here")
+        missing("127.0.0.2 is not a loopback address here")
     relay = RelayProcess(tmp_path, "--host", "127.0.0.1").start()
     relays.append(relay)
     started = int(time.time())
@@ -173,7 +174,7 @@ async def test_nats_relay_logs_no_address(
     tmp_path: Path, relays: list, nats_server: NatsServer
 ) -> None:
     if not _loopback_alias_works():
-        pytest.skip("127.0.0.2 is not a loopback address here")
+        missing("127.0.0.2 is not a loopback address here")
     await wait_jetstream(nats_server.url)
     relay = RelayProcess(
         tmp_path, "--host", "127.0.0.1", "--backend", "nats", "--nats-url", nats_server.url
@@ -208,7 +209,7 @@ async def test_tls_errors_log_no_address(tmp_path: Path, relays: list) -> None:
     from tests.test_relay_process import _self_signed
 
     if not _loopback_alias_works():
-        pytest.skip("127.0.0.2 is not a loopback address here")
+        missing("127.0.0.2 is not a loopback address here")
     cert, key = _self_signed(tmp_path)
     relay = RelayProcess(
         tmp_path / "d", "--host", "127.0.0.1", "--tls-cert", str(cert), "--tls-key", str(key)
