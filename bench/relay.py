@@ -18,8 +18,12 @@ out and received.  Latency is from send to receipt at a reader.  Memory per
 idle connection is the relay process tree's RSS growth per connected, idle
 WebSocket, measured before scenario (b) subscribes.
 
-Defaults take a few minutes on two cores; scale with --messages-a,
---messages-b, --readers, --mailboxes, --publishers.  ``--only`` picks servers.
+Defaults: 20,000 posts per scenario, 3 repeats interleaved across servers,
+medians printed with the relay process tree's CPU per post (user + system,
+during the timed phase) and the ratio to the bare-aiohttp floor; about
+fifteen minutes on two cores.  Scale with --messages-a, --messages-b,
+--readers, --mailboxes, --publishers, --repeats; ``--only`` picks servers,
+``--scenarios`` picks a and/or b.
 Environment: ``RELAY_BENCH_SYNC=NORMAL`` runs SQLite with synchronous=NORMAL,
 ``RELAY_BENCH_PROFILE=file`` runs the Samizdat relay under cProfile,
 ``RELAY_BENCH_STDERR=1`` keeps its stderr.
@@ -116,6 +120,22 @@ def tree_rss(pid: int) -> int:
                 kids = (task / "children").read_text().split()
                 stack.extend(int(k) for k in kids)
         except OSError:
+            continue
+    return total
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack.extend(int(k) for k in (task / "children").read_text().split())
+        except (OSError, IndexError, ValueError):
             continue
     return total
 
@@ -455,10 +475,16 @@ class Result:
     seconds: float
     latencies: list[float]
     idle_conn_bytes: float | None = None
+    posts: int = 0
+    cpu_seconds: float = 0.0  # the relay process tree's CPU while timed
 
     @property
     def rate(self) -> float:
         return self.delivered / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_post_us(self) -> float:
+        return self.cpu_seconds / self.posts * 1e6 if self.posts else float("nan")
 
     def pct(self, q: float) -> float:
         if not self.latencies:
@@ -484,17 +510,26 @@ async def run_scenario(
     readers = [await driver.connect() for _ in range(n_mailboxes * readers_per_mailbox)]
     await asyncio.sleep(0.5)
     idle = (tree_rss(server.pid) - rss0) / len(readers)
-    for i, ws in enumerate(readers):
-        await driver.subscribe(ws, i % n_mailboxes)
-    expected = n_messages * readers_per_mailbox
+    n_pub = publishers or max(1, n_mailboxes // 250)
+    per = n_messages // n_pub
+    expected = per * n_pub * readers_per_mailbox
     sent: dict[bytes, float] = {}
     lat: list[float] = []
     got = 0
     done = asyncio.Event()
     last = [0.0]
+    subscribed = [0]
+    all_subscribed = asyncio.Event()
 
-    async def read(ws: Any) -> None:
+    async def read(ws: Any, mailbox: int) -> None:
+        # Every reader subscribes and then reads in its own task, all at once:
+        # a connection is always being read, so it answers the relay's pings
+        # however long set-up takes (10,000 mailboxes: minutes on two cores).
         nonlocal got
+        await driver.subscribe(ws, mailbox)
+        subscribed[0] += 1
+        if subscribed[0] == len(readers):
+            all_subscribed.set()
         async for msg in ws:
             now = time.perf_counter()
             token = driver.delivered_token(msg.data)
@@ -508,13 +543,12 @@ async def run_scenario(
             if got >= expected:
                 done.set()
 
-    n_pub = publishers or max(1, n_mailboxes // 250)
+    tasks = [asyncio.create_task(read(ws, i % n_mailboxes)) for i, ws in enumerate(readers)]
+    await asyncio.wait_for(all_subscribed.wait(), timeout)
     groups = [list(range(p, n_mailboxes, n_pub)) for p in range(n_pub)]
     pubs = [await driver.connect() for _ in range(n_pub)]
     for ws, group in zip(pubs, groups, strict=True):
         await driver.setup_publisher(ws, group)
-    tasks = [asyncio.create_task(read(ws)) for ws in readers]
-    start = time.perf_counter()
 
     async def publish(ws: Any, group: list[int], first: int, count: int) -> None:
         sem = asyncio.Semaphore(window)
@@ -537,21 +571,22 @@ async def run_scenario(
             await sem.acquire()
         ack_task.cancel()
 
-    per = n_messages // n_pub
+    cpu0 = tree_cpu(server.pid)
+    start = time.perf_counter()
     pub_tasks = [
         asyncio.create_task(publish(ws, g, p * per, per))
         for p, (ws, g) in enumerate(zip(pubs, groups, strict=True))
     ]
-    expected = per * n_pub * readers_per_mailbox
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), timeout)
     elapsed = (last[0] or time.perf_counter()) - start
+    cpu = tree_cpu(server.pid) - cpu0
     for t in [*tasks, *pub_tasks]:
         t.cancel()
     await asyncio.gather(*tasks, *pub_tasks, return_exceptions=True)
     for ws in [*readers, *pubs]:
         await ws.close()
-    return Result(server.name, scenario, got, expected, elapsed, lat, idle)
+    return Result(server.name, scenario, got, expected, elapsed, lat, idle, per * n_pub, cpu)
 
 
 @contextlib.contextmanager
@@ -585,34 +620,32 @@ def make_driver(
     return BareDriver(session, server.url)
 
 
-async def bench_server(name: str, args: argparse.Namespace) -> list[Result]:
-    results = []
-    for scenario, n_mb, n_readers, n_msgs in (
-        ("a", 1, args.readers, args.messages_a),
-        ("b", args.mailboxes, 1, args.messages_b),
+async def bench_one(name: str, scenario: str, args: argparse.Namespace) -> Result:
+    """One run of one scenario on a freshly started server."""
+    n_mb, n_readers, n_msgs = (
+        (1, args.readers, args.messages_a)
+        if scenario == "a"
+        else (args.mailboxes, 1, args.messages_b)
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="relay-bench-") as tmpdir,
+        launched(name, Path(tmpdir), args) as server,
     ):
-        with (
-            tempfile.TemporaryDirectory(prefix="relay-bench-") as tmpdir,
-            launched(name, Path(tmpdir), args) as server,
-        ):
-            connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                driver = make_driver(name, session, server, args)
-                await driver.prepare(n_mb, n_msgs)
-                res = await run_scenario(
-                    driver,
-                    server,
-                    scenario,
-                    n_mb,
-                    n_readers,
-                    n_msgs,
-                    args.window,
-                    args.timeout,
-                    args.publishers if scenario == "b" else 0,
-                )
-                results.append(res)
-                print(fmt(res), flush=True)
-    return results
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            driver = make_driver(name, session, server, args)
+            await driver.prepare(n_mb, n_msgs)
+            return await run_scenario(
+                driver,
+                server,
+                scenario,
+                n_mb,
+                n_readers,
+                n_msgs,
+                args.window,
+                args.timeout,
+                args.publishers if scenario == "b" else 0,
+            )
 
 
 def fmt(r: Result) -> str:
@@ -620,8 +653,15 @@ def fmt(r: Result) -> str:
     idle = f"{r.idle_conn_bytes / 1024:7.1f} KiB/conn" if r.idle_conn_bytes is not None else ""
     return (
         f"{r.server:16s} ({r.scenario}) {r.rate:10.0f} msg/s  p50 {r.pct(0.5):8.2f} ms  "
-        f"p99 {r.pct(0.99):8.2f} ms  idle {idle}{partial}"
+        f"p99 {r.pct(0.99):8.2f} ms  cpu {r.cpu_per_post_us:7.1f} us/post  "
+        f"idle {idle}{partial}"
     )
+
+
+def median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return (ys[n // 2] + ys[(n - 1) // 2]) / 2 if n else float("nan")
 
 
 def main() -> None:
@@ -629,8 +669,8 @@ def main() -> None:
     p.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     p.add_argument("--readers", type=int, default=100)
     p.add_argument("--mailboxes", type=int, default=1000)
-    p.add_argument("--messages-a", type=int, default=1000, help="posts in scenario (a)")
-    p.add_argument("--messages-b", type=int, default=5000, help="posts in scenario (b)")
+    p.add_argument("--messages-a", type=int, default=20_000, help="posts in scenario (a)")
+    p.add_argument("--messages-b", type=int, default=20_000, help="posts in scenario (b)")
     p.add_argument("--window", type=int, default=64, help="posts in flight per publisher")
     p.add_argument(
         "--publishers",
@@ -638,7 +678,9 @@ def main() -> None:
         default=0,
         help="publisher connections in (b); default one per 250 mailboxes",
     )
-    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians")
+    p.add_argument("--scenarios", default="a,b")
+    p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument(
         "--nostr-relay", default=shutil.which("nostr-relay") or "/tmp/nostr-venv/bin/nostr-relay"
     )
@@ -654,21 +696,36 @@ def main() -> None:
             "(pip install nostr-relay, or pass --nostr-relay PATH)"
         )
         names.remove("nostr-relay")
-    all_results: dict[str, dict[str, Result]] = {}
-    for name in names:
-        try:
-            for r in asyncio.run(bench_server(name, args)):
-                all_results.setdefault(name, {})[r.scenario] = r
-        except Exception as exc:
-            print(f"{name}: failed: {type(exc).__name__}: {exc}")
-    print("\nratios of delivered msg/s (samizdat-sqlite / other):")
-    base = all_results.get("samizdat-sqlite", {})
-    for name, res in all_results.items():
-        if name == "samizdat-sqlite":
-            continue
-        for sc, r in res.items():
-            if sc in base and r.rate:
-                print(f"  ({sc}) vs {name:14s}: {base[sc].rate / r.rate:6.2f}x")
+    scenarios = [sc.strip() for sc in args.scenarios.split(",") if sc.strip()]
+    runs: dict[tuple[str, str], list[Result]] = {}
+    # Interleaved: each repeat runs every server once, so a burst of load from
+    # another process on a shared machine hits all of them alike.
+    for rep in range(args.repeats):
+        for sc in scenarios:
+            for name in names:
+                try:
+                    r = asyncio.run(bench_one(name, sc, args))
+                except Exception as exc:
+                    print(f"{name} ({sc}) run {rep + 1}: failed: {type(exc).__name__}: {exc}")
+                    continue
+                runs.setdefault((name, sc), []).append(r)
+                print(f"run {rep + 1}: {fmt(r)}", flush=True)
+    print(f"\nmedians of {args.repeats} interleaved runs:")
+    rates: dict[tuple[str, str], float] = {}
+    for (name, sc), rs in runs.items():
+        rates[(name, sc)] = median([r.rate for r in rs])
+        print(
+            f"{name:16s} ({sc}) {rates[(name, sc)]:10.0f} msg/s  "
+            f"p50 {median([r.pct(0.5) for r in rs]):8.2f} ms  "
+            f"p99 {median([r.pct(0.99) for r in rs]):8.2f} ms  "
+            f"relay cpu {median([r.cpu_per_post_us for r in rs]):7.1f} us/post  "
+            f"({sum(r.delivered < r.expected for r in rs)} partial)"
+        )
+    print("\nratios of median delivered msg/s (server / bare-aiohttp floor):")
+    for (name, sc), rate in rates.items():
+        floor = rates.get(("bare-aiohttp", sc))
+        if name != "bare-aiohttp" and floor:
+            print(f"  ({sc}) {name:16s}: {rate / floor:6.2f}x")
 
 
 if __name__ == "__main__":
