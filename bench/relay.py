@@ -169,6 +169,8 @@ connect_burst = 1000000
 frame_rate = 10000000.0
 frame_burst = 10000000
 mailbox_max_messages = 1000000
+mailbox_create_rate = 1000000.0
+mailbox_create_burst = 1000000
 send_queue_frames = 65536
 send_queue_bytes = 268435456
 """
@@ -355,7 +357,8 @@ class SamizdatDriver(Driver):
         for i, mid in enumerate(self.ids):
             await ws.send_bytes(Create(i + 1, mid, rk, wk).encode())
         for _ in self.ids:
-            await ws.receive()
+            frame = decode_server_frame((await ws.receive()).data)
+            assert type(frame).__name__ == "Ok", frame
         await ws.close()
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
