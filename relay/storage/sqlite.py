@@ -68,25 +68,66 @@ from relay.storage.base import (
 BATCH = 512
 LOOKUP = 128
 MAX_CACHED = 50_000
+CACHE_KIB = 32 * 1024  # SQLite page cache: the indexes' hot pages stay in memory
 
-SCHEMA = """
+# Schema 2: the messages table is an append-ordered log.  Its rowid grows
+# with every post, so a batch of posts fills the table's last pages instead
+# of touching one page per mailbox; the two indexes hold only keys and
+# integers (about 50 bytes an entry): (mbox, seq) pages backfill,
+# UNIQUE (mbox, dkey) is the de-duplication key, folded into the message row
+# so it goes with the message (SPEC §7.12); the expiry index grows at its
+# end too, since expiry times are whole hours.
+SCHEMA_VERSION = 2
+MESSAGES = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, mbox BLOB NOT NULL, seq INTEGER NOT NULL,
+    dkey BLOB NOT NULL, expires INTEGER NOT NULL, envelope BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_seq ON messages (mbox, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_dkey ON messages (mbox, dkey);
+CREATE INDEX IF NOT EXISTS messages_expires ON messages (expires);
+"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS mailboxes (
     key BLOB PRIMARY KEY, read_key BLOB NOT NULL, write_key BLOB NOT NULL,
     ttl INTEGER NOT NULL, expires INTEGER NOT NULL, head_seq INTEGER NOT NULL,
     count INTEGER NOT NULL, bytes INTEGER NOT NULL, mode INTEGER NOT NULL DEFAULT 0)
     WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
-    mbox BLOB NOT NULL, seq INTEGER NOT NULL, expires INTEGER NOT NULL,
-    size INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (mbox, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_expires ON messages (expires);
-CREATE TABLE IF NOT EXISTS dedup (
-    mbox BLOB NOT NULL, dkey BLOB NOT NULL, seq INTEGER NOT NULL,
-    expires INTEGER NOT NULL, PRIMARY KEY (mbox, dkey)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_expires ON dedup (expires);
+"""
+    + MESSAGES
+    + """
 CREATE TABLE IF NOT EXISTS blobs (
     key BLOB PRIMARY KEY, upload_hash BLOB NOT NULL, read_hash BLOB NOT NULL,
     expires INTEGER NOT NULL, chunks INTEGER NOT NULL) WITHOUT ROWID;
 """
+)
+# Schema 1 (before the log): messages WITHOUT ROWID keyed (mbox, seq) with a
+# size column, and a separate dedup table.  Migrated in one transaction: a
+# crash midway leaves schema 1 whole, and the next start migrates again.
+MIGRATE_1_TO_2 = (
+    """
+BEGIN IMMEDIATE;
+ALTER TABLE messages RENAME TO messages_v1;
+DROP INDEX IF EXISTS messages_expires;
+DROP INDEX IF EXISTS dedup_expires;
+CREATE TABLE IF NOT EXISTS dedup (
+    mbox BLOB NOT NULL, dkey BLOB NOT NULL, seq INTEGER NOT NULL,
+    expires INTEGER NOT NULL, PRIMARY KEY (mbox, dkey)) WITHOUT ROWID;
+CREATE INDEX dedup_v1_seq ON dedup (mbox, seq);
+"""
+    + MESSAGES
+    + """
+INSERT INTO messages (mbox, seq, dkey, expires, envelope)
+    SELECT m.mbox, m.seq, COALESCE(
+        (SELECT d.dkey FROM dedup d WHERE d.mbox = m.mbox AND d.seq = m.seq LIMIT 1),
+        randomblob(16)), m.expires, m.envelope
+    FROM messages_v1 m ORDER BY m.expires, m.mbox, m.seq;
+DROP TABLE messages_v1;
+DROP TABLE dedup;
+PRAGMA user_version = 2;
+COMMIT;
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +140,6 @@ class _PostOp:
 
 
 _Done = tuple[asyncio.Future[Any], Any, BaseException | None, Callable[[Any], None] | None]
-
-
-def _forget_acked(db: sqlite3.Connection, key: bytes, up_to_seq: int) -> None:
-    """De-duplication entries go with the messages they cover (SPEC §7.12):
-    once acked, a msg_id is not kept to link a later post to it."""
-    db.execute("DELETE FROM dedup WHERE mbox=? AND seq<=?", (key, up_to_seq))
 
 
 class SqliteStorage(Storage):
@@ -152,12 +187,12 @@ class SqliteStorage(Storage):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA secure_delete=ON")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        _migrate(db)
         db.executescript(SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(mailboxes)")}
-        if "mode" not in columns:  # a database from before mailbox modes: all queues
-            db.execute("ALTER TABLE mailboxes ADD COLUMN mode INTEGER NOT NULL DEFAULT 0")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db = db
-        (msgs,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()
+        (msgs,) = db.execute("SELECT COALESCE(SUM(length(envelope)), 0) FROM messages").fetchone()
         (chunks,) = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM blobs").fetchone()
         (self.mailboxes,) = db.execute("SELECT COUNT(*) FROM mailboxes").fetchone()
         self.total = msgs + chunks * BLOB_CHUNK_SIZE + self.mailboxes * MAILBOX_ROW_COST
@@ -351,10 +386,9 @@ class SqliteStorage(Storage):
             if self._load(db, key) is None:
                 raise UnknownMailbox("unknown mailbox")
             (nbytes,) = db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM messages WHERE mbox=?", (key,)
+                "SELECT COALESCE(SUM(length(envelope)), 0) FROM messages WHERE mbox=?", (key,)
             ).fetchone()
             db.execute("DELETE FROM messages WHERE mbox=?", (key,))
-            db.execute("DELETE FROM dedup WHERE mbox=?", (key,))
             db.execute("DELETE FROM mailboxes WHERE key=?", (key,))
             self.total -= nbytes
             self._mbx.pop(key, None)
@@ -374,11 +408,12 @@ class SqliteStorage(Storage):
         return self._call(_PostOp(key, dkey, envelope, now, write_key), publish)
 
     def _run_posts(self, db: sqlite3.Connection, run: list[Any], done: list[_Done]) -> None:
-        """A run of consecutive posts in four statements, whatever its length.
+        """A run of consecutive posts in two statements, whatever its length.
 
         Each statement releases the GIL and may wait to get it back, so the
         per-post work stays in Python: one dedup lookup for the run, then
-        the message and dedup rows inserted with ``executemany``.
+        the messages appended to the log with one ``executemany`` (each row
+        carries its dedup key: there is no second table to write).
         """
         lim = self.limits
         for op, _, _ in run:
@@ -393,10 +428,11 @@ class SqliteStorage(Storage):
             params: list[bytes] = []
             for op, _, _ in part:
                 params += (op.key, op.dkey)
-            for m, d, seq in db.execute(f"SELECT mbox, dkey, seq FROM dedup WHERE {terms}", params):
+            for m, d, seq in db.execute(
+                f"SELECT mbox, dkey, seq FROM messages WHERE {terms}", params
+            ):
                 known[(m, d)] = seq
         messages: list[tuple[Any, ...]] = []
-        dedups: list[tuple[Any, ...]] = []
         for op, fut, after in run:
             entry = self._mbx.get(op.key)
             old = known.get((op.key, op.dkey))
@@ -418,12 +454,13 @@ class SqliteStorage(Storage):
                 self._dirty.add(op.key)
                 self.total += size
                 known[(op.key, op.dkey)] = seq
-                messages.append((op.key, seq, expires, size, op.envelope))
-                dedups.append((op.key, op.dkey, seq, expires))
+                messages.append((op.key, seq, op.dkey, expires, op.envelope))
                 done.append((fut, (seq, False), None, after))
         if messages:
-            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", messages)
-            db.executemany("INSERT INTO dedup VALUES (?, ?, ?, ?)", dedups)
+            db.executemany(
+                "INSERT INTO messages (mbox, seq, dkey, expires, envelope) VALUES (?, ?, ?, ?, ?)",
+                messages,
+            )
 
     async def post(
         self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
@@ -462,12 +499,14 @@ class SqliteStorage(Storage):
             if mode == MODE_SHARED_LOG:
                 return  # a shared log: the reader's cursor is its own (SPEC.md §7.7)
             n, nbytes = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE mbox=? AND seq<=?",
+                "SELECT COUNT(*), COALESCE(SUM(length(envelope)), 0) FROM messages "
+                "WHERE mbox=? AND seq<=?",
                 (key, up_to_seq),
             ).fetchone()
             if n:
+                # the dedup keys go with the rows (SPEC §7.12): once acked, a
+                # msg_id is not kept to link a later post to it
                 db.execute("DELETE FROM messages WHERE mbox=? AND seq<=?", (key, up_to_seq))
-                _forget_acked(db, key, up_to_seq)
                 entry[2] -= n
                 entry[3] -= nbytes
                 self._dirty.add(key)
@@ -483,7 +522,8 @@ class SqliteStorage(Storage):
             self._mbx.clear()
             removed = 0
             for mbox, n, nbytes in db.execute(
-                "SELECT mbox, COUNT(*), SUM(size) FROM messages WHERE expires<=? GROUP BY mbox",
+                "SELECT mbox, COUNT(*), SUM(length(envelope)) FROM messages WHERE expires<=? "
+                "GROUP BY mbox",
                 (now,),
             ).fetchall():
                 db.execute(
@@ -493,15 +533,14 @@ class SqliteStorage(Storage):
                 self.total -= nbytes
                 removed += n
             db.execute("DELETE FROM messages WHERE expires<=?", (now,))
-            db.execute("DELETE FROM dedup WHERE expires<=?", (now,))
             dead = db.execute("SELECT key FROM mailboxes WHERE expires<=?", (now,)).fetchall()
             for (mbox,) in dead:
                 (nbytes,) = db.execute(
-                    "SELECT COALESCE(SUM(size), 0) FROM messages WHERE mbox=?", (mbox,)
+                    "SELECT COALESCE(SUM(length(envelope)), 0) FROM messages WHERE mbox=?",
+                    (mbox,),
                 ).fetchone()
                 self.total -= nbytes
                 db.execute("DELETE FROM messages WHERE mbox=?", (mbox,))
-                db.execute("DELETE FROM dedup WHERE mbox=?", (mbox,))
                 db.execute("DELETE FROM mailboxes WHERE key=?", (mbox,))
             removed += len(dead)
             self.mailboxes -= len(dead)
@@ -600,6 +639,25 @@ class SqliteStorage(Storage):
 
         await self._call(op)
         await asyncio.to_thread(_unlink_all, self._chunk_paths(bkey))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring an existing database up to :data:`SCHEMA_VERSION`, keeping every
+    mailbox, message and blob (an operator's data dir opens after upgrade)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "mailboxes" in tables:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(mailboxes)")}
+        if "mode" not in columns:  # a database from before mailbox modes: all queues
+            db.execute("ALTER TABLE mailboxes ADD COLUMN mode INTEGER NOT NULL DEFAULT 0")
+    if "messages" in tables:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+        if "dkey" not in columns:  # schema 1
+            try:
+                db.executescript(MIGRATE_1_TO_2)
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
 
 def _complete(done: list[_Done]) -> None:
