@@ -16,11 +16,15 @@ submitted to storage in order (so their seqs follow arrival order), and
 answered when storage commits; at most ``MAX_INFLIGHT`` posts are pending
 per connection, after which reading pauses (TCP back-pressure).
 
-Outbound frames keep one order: a frame is written straight to the
+Outbound frames keep one order: a frame goes straight towards the
 transport only while nothing is queued, no batch is being written and the
 transport buffers less than ``DIRECT_WRITE_LIMIT`` (no task switch per
 frame, the common case); otherwise it joins one bounded :class:`SendQueue`
-drained by one writer task.  A peer that does not read therefore costs at
+drained by one writer task.  Straight frames are *corked*: collected for the
+rest of the event-loop iteration and written in one ``transport.write``, so
+a storage batch that commits fifty posts of one publisher answers them in
+one socket write, not fifty (the writer task flushes the cork before it
+writes, so the order holds).  A peer that does not read therefore costs at
 most that buffer plus the queue's bounds, then is disconnected
 (``SlowConsumer``) instead of growing memory.
 
@@ -114,9 +118,18 @@ log = logging.getLogger("relay.connection")
 
 MAX_INFLIGHT = 256
 _POSTED = struct.Struct(">BIQ?")
+# RFC 6455 §5.2: FIN set, binary opcode; a server's frames are unmasked.
+_WS_BINARY = 0x82
+_WS_LEN1 = struct.Struct(">BB")
+_WS_LEN2 = struct.Struct(">BBH")
+_WS_LEN8 = struct.Struct(">BBQ")
 # Frames are written straight to the transport while its buffer holds less
 # than this; beyond it they wait in the bounded SendQueue for the writer task.
 DIRECT_WRITE_LIMIT = 64 * 1024
+# Frames of at most CORK_FRAME bytes are corked, up to CORK_BYTES in all, and
+# written together at the end of the loop iteration; larger ones go at once.
+CORK_FRAME = 16 * 1024
+CORK_BYTES = 64 * 1024
 # One pump turn of a pending subscription: at most this many messages and,
 # past its first message, this many bytes (one largest frame).
 BACKFILL_PAGE = 256
@@ -201,7 +214,11 @@ class Connection:
         # aiohttp's frame writer, for the synchronous fast path of send_raw()
         # (no task switch per frame); None falls back to the writer task.
         writer = getattr(ws, "_writer", None)
-        self._direct = writer if hasattr(writer, "_write_websocket_frame") else None
+        usable = hasattr(writer, "transport") and not getattr(writer, "compress", 1)
+        self._direct = writer if usable else None
+        # corked frames (headers and payloads) and their payload bytes
+        self._cork: list[bytes] = []
+        self._corked = 0
         Connection._tokens += 1
         self.token = Connection._tokens
 
@@ -258,6 +275,7 @@ class Connection:
                 if not batch:
                     break
                 self._writing = True
+                self._flush()  # corked frames go first: one order
                 for data in batch:
                     await ws.send_bytes(data)
                 self._writing = False
@@ -271,23 +289,61 @@ class Connection:
         self.send_raw(frame.encode())
 
     def send_raw(self, data: bytes) -> None:
-        """Write now if nothing is queued and the transport has room, else queue."""
+        """Cork if nothing is queued and the transport has room, else queue."""
         direct = self._direct
+        n = len(data)
         if (
             direct is not None
             and not self.queue
             and not self._writing
             and not self.queue.closed
             and direct.transport is not None
-            and direct.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
         ):
-            try:
-                direct._write_websocket_frame(data, WSMsgType.BINARY, 0)
-            except (ConnectionError, RuntimeError):
-                self.closing = True
+            if n > CORK_FRAME or self._corked + n > CORK_BYTES:
+                self._flush()  # in order, before this frame
+            if direct.transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT:
+                if not self.queue.put(data):
+                    self.slow_consumer()
+                return
+            if n > CORK_FRAME:  # a bulk frame fills a write by itself
+                try:
+                    direct._write_websocket_frame(data, WSMsgType.BINARY, 0)
+                except (ConnectionError, RuntimeError):
+                    self.closing = True
+                return
+            if not self._cork:
+                asyncio.get_running_loop().call_soon(self._flush)
+            if n < 126:
+                self._cork.append(_WS_LEN1.pack(_WS_BINARY, n))
+            elif n < 65536:
+                self._cork.append(_WS_LEN2.pack(_WS_BINARY, 126, n))
+            else:
+                self._cork.append(_WS_LEN8.pack(_WS_BINARY, 127, n))
+            self._cork.append(data)
+            self._corked += n
             return
         if not self.queue.put(data):
             self.slow_consumer()
+
+    def _flush(self) -> None:
+        """Write every corked frame in one ``transport.write``."""
+        if not self._cork:
+            return
+        parts, self._cork, self._corked = self._cork, [], 0
+        direct = self._direct
+        transport = direct.transport if direct is not None else None
+        if direct is None or transport is None or transport.is_closing():
+            self.closing = True
+            return
+        data = b"".join(parts)
+        try:
+            transport.write(data)
+        except (ConnectionError, RuntimeError):
+            self.closing = True
+            return
+        # counted as aiohttp counts its own writes, so the writer task's next
+        # send_bytes() waits for the transport to drain (flow control)
+        direct._output_size += len(data)
 
     def send_error(self, req_id: int, exc: RelayError) -> None:
         self.ctx.metrics.inc_label("samizdat_relay_errors_total", str(exc.code))
