@@ -19,6 +19,13 @@ Theory of operation
   because the subscription callback runs messages one at a time.
 * De-duplication: ``Nats-Msg-Id`` is the hashed dedup key; JetStream answers
   a retry inside its duplicate window with the original sequence.
+* Posts are pipelined: the posts made in one event-loop iteration are
+  published back to back, each with a reply subject under one inbox
+  subscription of this process, and no post waits for another's PubAck; one
+  timer per batch fails those unanswered after :data:`REQUEST_TIMEOUT`.  A
+  post is acknowledged only once its PubAck (the stream has it, synced) is
+  back.  Publishes leave in call order on one connection, so a mailbox's
+  seqs follow arrival order.
 * Ack is ``purge`` of the subject with ``seq = up_to + 1``.  Expiry is
   JetStream's own: per-message ``Nats-TTL`` (the mailbox TTL) and the
   metadata KV bucket's max age.  Quotas: ``max_msgs_per_subject`` with
@@ -102,6 +109,13 @@ class NatsStorage(Storage):
         self._live: dict[bytes, asyncio.Task[Any]] = {}
         self._last_pushed: dict[bytes, int] = {}
         self._closing: set[asyncio.Future[None]] = set()
+        # pipelined posts (see the module docstring)
+        self._acks_prefix = ""
+        self._outgoing: list[tuple[str, bytes, dict[str, str], asyncio.Future[Any]]] = []
+        self._awaiting: dict[str, asyncio.Future[tuple[int, bool]]] = {}
+        self._next_token = 0
+        self._slow_posts = 0
+        self._publishers: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -116,6 +130,8 @@ class NatsStorage(Storage):
                 connect_timeout=REQUEST_TIMEOUT,
             )
             self._js = self._nc.jetstream(timeout=REQUEST_TIMEOUT)
+            self._acks_prefix = self._nc.new_inbox()
+            await self._nc.subscribe(self._acks_prefix + ".*", cb=self._on_pub_ack)
             await self._ensure_streams()
         except _NATS_ERRORS as exc:
             await self.close()
@@ -296,18 +312,90 @@ class NatsStorage(Storage):
             raise UnknownMailbox("unknown mailbox")
         if write_key is not None and info.write_key != write_key:
             raise NotAuthorized("the write key was rotated")
+        return await self._publish(key, dkey, envelope, info.ttl)
+
+    def post_nowait(
+        self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
+    ) -> asyncio.Future[tuple[int, bool]]:
+        """With the mailbox's metadata cached (and no earlier post still
+        loading it, which would let this one overtake), the post joins this
+        iteration's pipelined batch with no task of its own."""
+        hit = self._cache.get(key)
+        if (
+            hit is None
+            or self._slow_posts
+            or time.monotonic() - hit[0] >= INFO_TTL
+            or (write_key is not None and hit[1].write_key != write_key)
+        ):
+            self._slow_posts += 1
+            fut = asyncio.ensure_future(self.post(key, dkey, envelope, now, write_key))
+            fut.add_done_callback(self._slow_done)
+            return fut
+        return self._publish(key, dkey, envelope, hit[1].ttl)
+
+    def _slow_done(self, _: asyncio.Future[Any]) -> None:
+        self._slow_posts -= 1
+
+    def _publish(
+        self, key: bytes, dkey: bytes, envelope: bytes, ttl: int
+    ) -> asyncio.Future[tuple[int, bool]]:
+        """Queue one JetStream publish for this iteration's batch; its PubAck's future."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, bool]] = loop.create_future()
+        headers = {"Nats-Msg-Id": dkey.hex(), api.Header.MSG_TTL.value: str(int(ttl))}
+        self._outgoing.append((self._subject(key), envelope, headers, fut))
+        if len(self._outgoing) == 1:
+            task = loop.create_task(self._publish_batch())
+            self._publishers.add(task)
+            task.add_done_callback(self._publishers.discard)
+        return fut
+
+    async def _publish_batch(self) -> None:
+        batch, self._outgoing = self._outgoing, []
+        tokens: list[str] = []
+        for i, (subject, payload, headers, fut) in enumerate(batch):
+            self._next_token += 1
+            token = str(self._next_token)
+            self._awaiting[token] = fut
+            tokens.append(token)
+            try:
+                await self._nc.publish(
+                    subject, payload, reply=f"{self._acks_prefix}.{token}", headers=headers
+                )
+            except (*_NATS_ERRORS, AttributeError) as exc:  # AttributeError: closed
+                err = Unavailable(f"storage error: {type(exc).__name__}")
+                for _, _, _, f in batch[i:]:
+                    if not f.done():
+                        f.set_exception(err)
+                break
+        asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._expire_acks, tokens)
+
+    def _expire_acks(self, tokens: list[str]) -> None:
+        for token in tokens:
+            fut = self._awaiting.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(Unavailable("storage error: TimeoutError"))
+
+    async def _on_pub_ack(self, msg: Any) -> None:
+        fut = self._awaiting.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if fut is None or fut.done():
+            return
+        status = (msg.headers or {}).get("Status")
         try:
-            ack = await self._js.publish(
-                self._subject(key),
-                envelope,
-                headers={"Nats-Msg-Id": dkey.hex()},
-                msg_ttl=info.ttl,
-            )
-        except nats.js.errors.APIError as exc:
-            raise _map_api_error(exc) from exc
-        except _NATS_ERRORS as exc:
-            raise Unavailable(f"storage error: {type(exc).__name__}") from exc
-        return int(ack.seq), bool(ack.duplicate)
+            resp = json.loads(msg.data) if msg.data else {}
+        except ValueError:
+            resp = {}
+        if "error" in resp:
+            err: RelayError = Unavailable("storage error")
+            try:
+                nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
+            except nats.js.errors.APIError as exc:
+                err = _map_api_error(exc)
+            fut.set_exception(err)
+        elif "seq" in resp:
+            fut.set_result((int(resp["seq"]), bool(resp.get("duplicate", False))))
+        else:  # e.g. 503: no stream answers for the subject
+            fut.set_exception(Unavailable(f"storage error: status {status or 'unknown'}"))
 
     async def fetch(
         self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
