@@ -53,7 +53,7 @@ async def test_a_batch_whose_commit_fails_acknowledges_nothing(tmp_path: Path) -
         store.hub.subscribe(key, mid, 1, lambda seq, frame: live.append(seq))
         total = store.total
         run_batch = store._run_batch
-        store._run_batch = lambda db, batch: run_batch(_FailingCommit(db), batch)  # type: ignore[method-assign]
+        setattr(store, "_run_batch", lambda db, batch: run_batch(_FailingCommit(db), batch))  # noqa: B010
         posts = [
             store.post_nowait(key, dedup_key(mid, os.urandom(16)), envelope(b"%d" % i), now)
             for i in range(20)
@@ -61,7 +61,7 @@ async def test_a_batch_whose_commit_fails_acknowledges_nothing(tmp_path: Path) -
         results = await asyncio.gather(*posts, return_exceptions=True)
         assert all(isinstance(r, Unavailable) for r in results), results
         assert live == [] and store.total == total
-        store._run_batch = run_batch  # type: ignore[method-assign]
+        setattr(store, "_run_batch", run_batch)  # noqa: B010
         assert await store.fetch(key, 1, 100) == []
         # the storage works again once the disk does, from a clean state
         seq, dup = await store.post(key, dedup_key(mid, b"m" * 16), envelope(b"ok"), now)
