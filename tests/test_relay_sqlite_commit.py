@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -53,7 +53,8 @@ async def test_a_batch_whose_commit_fails_acknowledges_nothing(tmp_path: Path) -
         store.hub.subscribe(key, mid, 1, lambda seq, frame: live.append(seq))
         total = store.total
         run_batch = store._run_batch
-        setattr(store, "_run_batch", lambda db, batch: run_batch(_FailingCommit(db), batch))  # noqa: B010
+        failing = lambda db, batch: run_batch(cast(Any, _FailingCommit(db)), batch)  # noqa: E731
+        setattr(store, "_run_batch", failing)  # noqa: B010
         posts = [
             store.post_nowait(key, dedup_key(mid, os.urandom(16)), envelope(b"%d" % i), now)
             for i in range(20)
