@@ -252,6 +252,7 @@ class Connection:
             except TimeoutError:
                 writer.cancel()
             if not self.ws.closed:
+                self._flush()  # corked frames before the close frame
                 await self.ws.close(code=self.close_code, message=self.close_reason.encode())
 
     async def _reader(self) -> None:
@@ -283,6 +284,7 @@ class Connection:
             self.closing = True
             return
         if not ws.closed:
+            self._flush()  # corked frames before the close frame
             await ws.close(code=self.close_code, message=self.close_reason.encode())
 
     def send(self, frame: Ok | Posted | Subscribed | Error | Challenge) -> None:
