@@ -51,6 +51,7 @@ from client.core import (
     now_ms,
     rng,
 )
+from client.forwarding import forwarder_setting
 from client.invites import Invites, read_invite_link
 from client.model import (
     NS_CONFIG,
@@ -145,6 +146,18 @@ class Engine(Invites):
         self.save_identity()
         self.proxy = self.identity.proxy or None
         return self.identity.proxy
+
+    def set_forwarder(self, setting: str, fallback: bool | None = None) -> str:
+        """Save the forwarding relay (one of our relays, or ``off``) and, if
+        given, whether a post may go directly when it fails; returns it."""
+        try:
+            self.identity.forwarder = forwarder_setting(setting, self.identity.relays)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        if fallback is not None:
+            self.identity.forward_fallback = fallback
+        self.save_identity()
+        return self.identity.forwarder
 
     # -- invites and contacts ---------------------------------------------------------
 

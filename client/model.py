@@ -93,6 +93,12 @@ class Identity(Record):
     # The SOCKS5 proxy every relay connection goes through ("" = none), a
     # setting of the profile, so no later command forgets it (SPEC.md §7.1).
     proxy: str = ""
+    # Private routing (SPEC.md §7.14): the relay of ``relays`` that posts to
+    # the others go through ("" = post directly), and whether a post may go
+    # directly when it fails (default: no, it waits: a direct post shows our
+    # address to the destination relay).
+    forwarder: str = ""
+    forward_fallback: bool = False
 
     @classmethod
     def from_json(cls, data: bytes) -> Identity:

@@ -21,6 +21,7 @@ from client.core import (
     rng,
 )
 from client.files import Files
+from client.forwarding import ForwarderFailed, Forwarding, forwarder_for
 from client.model import (
     NS_OUTBOX,
     NS_SEEN,
@@ -52,6 +53,8 @@ from protocol.padding import BLOB_CHUNK_SIZE, ENVELOPE_BUCKETS
 
 class Outbound(Files):
     """Sending: application messages, files, sealing per mailbox, the outbox."""
+
+    _forwarding: Forwarding | None = None  # private routing, made on first use
 
     # -- sending ----------------------------------------------------------------------
 
@@ -291,14 +294,12 @@ class Outbound(Files):
                 self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
                 return False
             item = moved
-        client = self._relay(item.relay_url)
-        client.start()
         write_seed = self._write_seed_for(item)
         if write_seed is None:
             self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
             return False
         try:
-            await client.post(item.mailbox_id, write_seed, item.msg_id, item.sealed)
+            await self._post_via(item, write_seed)
         except RelayUnavailable:
             return False
         except RemoteError as exc:
@@ -323,6 +324,52 @@ class Outbound(Files):
         if changed:
             self._emit("status", item.conversation)
         return True
+
+    async def _post_via(self, item: OutboxItem, write_seed: bytes) -> None:
+        """Post directly, or through our forwarding relay (SPEC.md §7.14,
+        :mod:`client.forwarding`).  A forwarder that fails is reported; the
+        post then goes directly only if the user allowed it, else it stays
+        queued (``RelayUnavailable``) and is retried with backoff."""
+        forwarder = forwarder_for(self.identity.forwarder, item.relay_url)
+        if forwarder:
+            if self._forwarding is None:
+                self._forwarding = Forwarding(self.proxy)
+            try:
+                await self._forwarding.post(
+                    forwarder, item.relay_url, item.mailbox_id, write_seed, item.msg_id, item.sealed
+                )
+                return
+            except ForwarderFailed as exc:
+                self._forwarder_failed(item, exc)
+                if not self.identity.forward_fallback:
+                    self._retry_later(item.relay_url)
+                    raise RelayUnavailable(str(exc)) from None
+        client = self._relay(item.relay_url)
+        client.start()
+        await client.post(item.mailbox_id, write_seed, item.msg_id, item.sealed)
+
+    def _forwarder_failed(self, item: OutboxItem, exc: ForwarderFailed) -> None:
+        """Tell the user, once a minute, that the forwarder failed and what
+        became of the post."""
+        key = (self.identity.forwarder, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._refusals.get(key, -1e9) < 60:
+            return
+        self._refusals[key] = now
+        if self.identity.forward_fallback:
+            then = f"posting directly to {item.relay_url} instead (fallback allowed)"
+        else:
+            then = (
+                "the message waits and is retried: posting directly would show your "
+                f"address to {item.relay_url} (allow it: 'samizdat relays forward URL --fallback')"
+            )
+        self._notice(item.conversation or None, f"{exc}; {then}", True)
+
+    async def close(self) -> None:
+        await super().close()
+        forwarding, self._forwarding = self._forwarding, None
+        if forwarding is not None:
+            await forwarding.close()
 
     def _reseal_for_successor(self, item: OutboxItem, mb: _Mailbox) -> OutboxItem | None:
         """An envelope queued for a mailbox that GroupMeta has since replaced

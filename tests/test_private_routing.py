@@ -1,0 +1,311 @@
+"""Private routing (issue 15 item 2, SPEC.md §7.14), on real relay processes.
+
+The attack: the relay that holds a conversation's mailbox (B), compelled to
+log what its process sees, records the peer address of every post and so
+attributes each one to the poster's own connection.  With a forwarder set,
+every post to B arrives from relay A (which forwards from 127.0.0.2, its
+configured ``forward_source``), never from the clients (127.0.0.1), and the
+messages still arrive.  Then A's abuse limits and its SSRF guard.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from nacl.signing import SigningKey
+
+from client.engine import Engine, EngineError
+from client.forwarding import ForwarderFailed, Forwarding
+from harness.relay_process import RelayProcess
+from protocol.forward import ForwardRequest
+from protocol.relay_frames import (
+    BadSeal,
+    Create,
+    Error,
+    ForwardDenied,
+    Ok,
+    RateLimited,
+    decode_server_frame,
+)
+from relay.config import ConfigError, load_config
+from tests.client_support import befriend, eventually, make_engine
+
+pytestmark = pytest.mark.timeout(240)
+
+FORWARDER_ADDRESS = "127.0.0.2"  # relay A's forwarded posts leave from here
+
+
+def _forwarder_settings(**extra: object) -> dict[str, object]:
+    return {
+        "forwarding": True,
+        "forward_allow": ["127.0.0.1"],  # the destination relay is on loopback
+        "forward_source": FORWARDER_ADDRESS,
+        "debug_log": True,
+        **extra,
+    }
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[tuple[RelayProcess, RelayProcess]]:
+    """(A: the forwarder, B: the destination, logging every post's peer)."""
+    a = RelayProcess(tmp_path / "a", settings=_forwarder_settings()).start()  # type: ignore[arg-type]
+    b = RelayProcess(tmp_path / "b", settings={"debug_log": True}).start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def posts_seen_by(relay: RelayProcess) -> list[tuple[str, str]]:
+    """(mailbox id hex, peer address:port) of every post ``relay`` logged."""
+    text = relay.log_path.read_text(errors="replace")
+    peers = dict(re.findall(r"connection (\d+) from (\S+)", text))
+    out = [
+        (m, peers.get(c, "?"))
+        for m, c in re.findall(r"post to ([0-9a-f]+) on connection (\d+)", text)
+    ]
+    out += re.findall(r"forwarded post to ([0-9a-f]+) from (\S+)", text)
+    return out
+
+
+@pytest.fixture
+async def pair(
+    tmp_path: Path, relays: tuple[RelayProcess, RelayProcess]
+) -> AsyncIterator[list[Engine]]:
+    a, b = relays
+    engines = [make_engine(tmp_path / n, n.capitalize(), [b.url, a.url]) for n in ("alice", "bob")]
+    for e in engines:
+        e.set_forwarder(a.url)
+        await e.connect()
+    yield engines
+    for e in engines:
+        await e.close()
+
+
+async def test_destination_relay_never_sees_the_posters_connection(
+    pair: list[Engine], relays: tuple[RelayProcess, RelayProcess]
+) -> None:
+    a, b = relays
+    alice, bob = pair
+    conv = await befriend(alice, bob)
+    await alice.send_text(conv, "through the forwarder")
+    await eventually(
+        lambda: any(h.text == "through the forwarder" for h in bob.history(conv)),
+        what="Bob gets Alice's message",
+    )
+    await bob.send_text(conv, "and back")
+    await eventually(
+        lambda: any(h.text == "and back" for h in alice.history(conv)), what="Alice gets it"
+    )
+    await eventually(lambda: not alice.outbox() and not bob.outbox(), what="outboxes empty")
+    on_b = {m.mailbox_id.hex() for m in alice._meta(conv).mailboxes if m.relay_url == b.url}
+    assert on_b, "the conversation has a mailbox on relay B"
+    seen = [(m, peer) for m, peer in posts_seen_by(b) if m in on_b]
+    assert len(seen) >= 4, seen  # profiles, key packages, two texts at least
+    direct = [peer for _, peer in seen if not peer.startswith(FORWARDER_ADDRESS + ":")]
+    assert not direct, f"relay B saw {len(direct)} of {len(seen)} posts from {direct[:3]}"
+    # the forwarder never learnt a mailbox id: it holds only sealed bytes
+    a_log = a.log_path.read_text(errors="replace")
+    assert not any(m in a_log for m in on_b)
+
+
+async def test_forwarder_failure_is_reported_and_the_post_waits(
+    pair: list[Engine], relays: tuple[RelayProcess, RelayProcess]
+) -> None:
+    a, b = relays
+    alice, bob = pair
+    conv = await befriend(alice, bob)
+    await eventually(lambda: not alice.outbox(), what="Alice's outbox empty")
+    a.stop()  # the forwarder goes away
+    before = len(posts_seen_by(b))
+    await alice.send_text(conv, "held back")
+    await eventually(
+        lambda: any(
+            "did not forward" in n.text or "not reachable" in n.text for n in alice.notices
+        ),
+        what="the forwarder's failure reported",
+    )
+    assert any(i.relay_url == b.url for i in alice.outbox()), "the post to B waits"
+    assert len(posts_seen_by(b)) == before, "no direct post to B without fallback"
+    assert not any(h.text == "held back" for h in bob.history(conv))
+    # with fallback allowed, the waiting post goes directly
+    alice.set_forwarder(a.url, fallback=True)
+    await alice.flush_outbox(b.url)
+    await eventually(
+        lambda: any(h.text == "held back" for h in bob.history(conv)), what="fallback delivery"
+    )
+
+
+def test_forwarder_setting_is_one_of_your_relays(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path / "e", "E", ["http://127.0.0.1:9/r", "http://127.0.0.1:8/s"])
+    try:
+        assert engine.set_forwarder("http://127.0.0.1:8/s/") == "http://127.0.0.1:8/s"
+        with pytest.raises(EngineError, match="not one of your relays"):
+            engine.set_forwarder("http://elsewhere.example")
+        assert engine.identity.forwarder == "http://127.0.0.1:8/s"
+        assert engine.set_forwarder("off") == ""
+        assert not engine.identity.forward_fallback
+    finally:
+        engine.store.close()
+
+
+# -- relay A's guards -------------------------------------------------------------------
+
+
+async def _box_on(relay: RelayProcess) -> tuple[bytes, SigningKey]:
+    """A mailbox created on ``relay`` directly; its id and write key."""
+    mailbox_id, read, write = os.urandom(32), SigningKey.generate(), SigningKey.generate()
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{relay.url}/ws") as ws:
+        await ws.receive()  # Challenge
+        create = Create(1, mailbox_id, bytes(read.verify_key), bytes(write.verify_key))
+        await ws.send_bytes(create.encode())
+        assert isinstance(decode_server_frame((await ws.receive()).data), Ok)
+    return mailbox_id, write
+
+
+async def _raw_forward(forwarder: str, destination: str, sealed: bytes) -> tuple[int, bytes]:
+    body = ForwardRequest(destination, sealed).encode()
+    async with aiohttp.ClientSession() as s, s.post(f"{forwarder}/forward", data=body) as r:
+        return r.status, await r.read()
+
+
+def _code(body: bytes) -> int:
+    frame = decode_server_frame(body)
+    assert isinstance(frame, Error), frame
+    return frame.code
+
+
+async def test_forward_flood_is_refused(tmp_path: Path) -> None:
+    b = RelayProcess(tmp_path / "b", settings={"debug_log": True}).start()
+    settings = _forwarder_settings()
+    a = RelayProcess(
+        tmp_path / "a",
+        settings=settings,  # type: ignore[arg-type]
+        limits={"forward_rate": 0.01, "forward_burst": 5, "forward_bytes_burst": 1_000_000},
+    ).start()
+    fwd = Forwarding()
+    try:
+        mailbox_id, write = await _box_on(b)
+        # one request larger than the forwarder takes (it spends a token too)
+        status, _ = await _raw_forward(a.url, b.url, os.urandom(200_000))
+        assert status == 413
+        results = []
+        for _ in range(12):
+            try:
+                await fwd.post(a.url, b.url, mailbox_id, bytes(write), os.urandom(16), bytes(256))
+                results.append("posted")
+            except ForwarderFailed as exc:
+                results.append(str(exc))
+        assert results[:4] == ["posted"] * 4
+        assert all("RateLimited" in r for r in results[4:]), results
+        assert len(posts_seen_by(b)) == 4  # the flood never reached B
+    finally:
+        await fwd.close()
+        a.stop()
+        b.stop()
+
+
+async def test_forward_bytes_cap(tmp_path: Path) -> None:
+    b = RelayProcess(tmp_path / "b").start()
+    a = RelayProcess(
+        tmp_path / "a",
+        settings=_forwarder_settings(),  # type: ignore[arg-type]
+        limits={"forward_bytes_rate": 1.0, "forward_bytes_burst": 40_000},
+    ).start()
+    fwd = Forwarding()
+    try:
+        mailbox_id, write = await _box_on(b)
+        envelope = bytes(16384)
+        await fwd.post(a.url, b.url, mailbox_id, bytes(write), os.urandom(16), envelope)
+        await fwd.post(a.url, b.url, mailbox_id, bytes(write), os.urandom(16), envelope)
+        with pytest.raises(ForwarderFailed, match="RateLimited"):
+            await fwd.post(a.url, b.url, mailbox_id, bytes(write), os.urandom(16), envelope)
+    finally:
+        await fwd.close()
+        a.stop()
+        b.stop()
+
+
+async def test_forwarding_to_private_addresses_is_refused(tmp_path: Path) -> None:
+    """SSRF: without ``forward_allow``, no loopback, private, link-local or
+    credential-carrying destination is ever connected to."""
+    b = RelayProcess(tmp_path / "b", settings={"debug_log": True}).start()
+    a = RelayProcess(tmp_path / "a", settings={"forwarding": True}).start()
+    try:
+        sealed = os.urandom(300)
+        for dest in (
+            b.url,  # 127.0.0.1
+            f"http://localhost:{b.port}",  # a name that resolves to loopback
+            f"http://[::1]:{b.port}",
+            f"http://[::ffff:127.0.0.1]:{b.port}",
+            "http://10.1.2.3",
+            "http://192.168.0.1:8080/x",
+            "http://169.254.169.254/latest",  # cloud metadata
+            "http://0.0.0.0:80",
+            f"http://user:pw@127.0.0.1:{b.port}",
+            f"ftp://127.0.0.1:{b.port}",
+            f"{b.url}?q=1",
+        ):
+            status, body = await _raw_forward(a.url, dest, sealed)
+            assert (status, _code(body)) == (403, ForwardDenied.code), dest
+        text = b.log_path.read_text(errors="replace")
+        assert "forwarded post" not in text and "BadSeal" not in text
+        # the destination role: a request not sealed to B's key is refused there
+        allowed = RelayProcess(
+            tmp_path / "a2",
+            settings={"forwarding": True, "forward_allow": ["127.0.0.0/8"]},
+        ).start()
+        try:
+            status, body = await _raw_forward(allowed.url, b.url, sealed)
+            assert (status, _code(body)) == (502, BadSeal.code)
+        finally:
+            allowed.stop()
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_forwarding_off_answers_like_the_decoy(tmp_path: Path) -> None:
+    b = RelayProcess(tmp_path / "b").start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{b.url}/forward", data=b"x") as r:
+                off = (r.status, await r.read())
+            async with s.post(f"{b.url}/no-such-page", data=b"x") as r:
+                decoy = (r.status, await r.read())
+        assert off == decoy
+        with pytest.raises(ForwarderFailed, match="HTTP 404"):
+            fwd = Forwarding()
+            try:
+                await fwd.post(b.url, b.url, os.urandom(32), bytes(32), bytes(16), bytes(256))
+            finally:
+                await fwd.close()
+    finally:
+        b.stop()
+
+
+def test_check_config_validates_forwarding(tmp_path: Path) -> None:
+    cfg = load_config(None, forwarding=True, forward_allow=["127.0.0.1", "10.0.0.0/8"])
+    assert cfg.forwarding and cfg.describe()["forward_allow"] == ["127.0.0.1", "10.0.0.0/8"]
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            None,
+            forwarding="yes",
+            forward_allow=["not an address"],
+            forward_deny=["bad host!"],
+            forward_source="nowhere",
+        )
+    problems = " | ".join(err.value.problems)
+    for word in (
+        "forwarding must be true or false",
+        "forward_allow",
+        "forward_deny",
+        "forward_source",
+    ):
+        assert word in problems, problems
+    assert load_config(None, forward_deny=["metadata.internal", "100.64.0.0/10"]).forward_deny
+    assert RateLimited.code == 110  # the flood's refusal code (SPEC §7.8)
