@@ -619,6 +619,8 @@ def cmd_group(args: argparse.Namespace) -> int:
 
 
 def cmd_relays(args: argparse.Namespace) -> int:
+    if args.relays_cmd == "forward":
+        return run_offline(args, lambda engine: _relays_forward(args, engine))
     if args.relays_cmd in (None, "list", "proxy"):
 
         def offline(engine: Engine) -> int:
@@ -630,13 +632,15 @@ def cmd_relays(args: argparse.Namespace) -> int:
                 print_json(
                     {"proxy": proxy}
                     if args.relays_cmd == "proxy"
-                    else {"relays": relays, "proxy": proxy}
+                    else {"relays": relays, "proxy": proxy, **_forward_json(engine)}
                 )
                 return 0
             for url in relays:
                 print(url)
             if proxy or args.relays_cmd == "proxy":
                 print(f"proxy: {proxy or 'none (direct connections)'}")
+            if args.relays_cmd != "proxy" and engine.identity.forwarder:
+                print(_forward_line(engine))
             return 0
 
         return run_offline(args, offline)
@@ -652,6 +656,35 @@ def cmd_relays(args: argparse.Namespace) -> int:
         return 0
 
     return run_online(args, change)
+
+
+def _forward_json(engine: Engine) -> dict[str, object]:
+    return {
+        "forwarder": engine.identity.forwarder,
+        "forward_fallback": engine.identity.forward_fallback,
+    }
+
+
+def _forward_line(engine: Engine) -> str:
+    ident = engine.identity
+    if not ident.forwarder:
+        return "forward: off (posts go directly to each relay)"
+    then = "post directly" if ident.forward_fallback else "wait (no direct post)"
+    return f"forward: posts to other relays go through {ident.forwarder}; if it fails: {then}"
+
+
+def _relays_forward(args: argparse.Namespace, engine: Engine) -> int:
+    """``relays forward [URL|off] [--fallback|--no-fallback]`` (SPEC.md §7.14)."""
+    if args.setting is not None or args.fallback is not None:
+        engine.set_forwarder(
+            args.setting if args.setting is not None else engine.identity.forwarder or "off",
+            args.fallback,
+        )
+    if args.json:
+        print_json(_forward_json(engine))
+    else:
+        print(_forward_line(engine))
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -850,6 +883,23 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         metavar="socks5://HOST:PORT|off",
         help="the SOCKS5 proxy every connection goes through, or off; none: show it",
+    )
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    r = rsub.add_parser(
+        "forward", help="post to your relays through one of them (private routing); none: show"
+    )
+    r.add_argument(
+        "setting",
+        nargs="?",
+        metavar="URL|off",
+        help="one of your relays: posts to the others go through it, so they never see "
+        "your address; off: post directly",
+    )
+    r.add_argument(
+        "--fallback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="if the forwarding relay fails, post directly (shows your address); default: wait",
     )
     r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     p.set_defaults(func=cmd_relays)

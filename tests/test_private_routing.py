@@ -10,8 +10,11 @@ messages still arrive.  Then A's abuse limits and its SSRF guard.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from protocol.relay_frames import (
     decode_server_frame,
 )
 from relay.config import ConfigError, load_config
-from tests.client_support import befriend, eventually, make_engine
+from tests.client_support import ROOT, befriend, env_without_proxy, eventually, make_engine
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -309,3 +312,42 @@ def test_check_config_validates_forwarding(tmp_path: Path) -> None:
         assert word in problems, problems
     assert load_config(None, forward_deny=["metadata.internal", "100.64.0.0/10"]).forward_deny
     assert RateLimited.code == 110  # the flood's refusal code (SPEC §7.8)
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = env_without_proxy()
+    env["SAMIZDAT_PASSPHRASE"] = "correct horse"
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_relays_forward(tmp_path: Path) -> None:
+    """``samizdat relays forward URL|off [--fallback]`` saves the setting,
+    refuses a relay that is not one of yours, and ``relays`` shows it."""
+    relays = [RelayProcess(tmp_path / n).start() for n in ("a", "b")]
+    home = tmp_path / "alice"
+    try:
+        a, b = (r.url for r in relays)
+        init = _cli(home, "init", "--name", "Alice", "--relay", a, "--relay", b)
+        assert init.returncode == 0, init.stderr
+        assert "through" in _cli(home, "relays", "forward", a).stdout
+        listing = json.loads(_cli(home, "relays", "list", "--json").stdout)
+        assert listing["forwarder"] == a and listing["forward_fallback"] is False
+        assert f"forward: posts to other relays go through {a}" in _cli(home, "relays").stdout
+        bad = _cli(home, "relays", "forward", "http://127.0.0.1:1")
+        assert bad.returncode != 0 and "not one of your relays" in bad.stderr
+        assert "post directly" in _cli(home, "relays", "forward", "--fallback").stdout
+        shown = json.loads(_cli(home, "relays", "forward", "--json").stdout)
+        assert shown == {"forwarder": a, "forward_fallback": True}
+        assert "off" in _cli(home, "relays", "forward", "off").stdout
+        assert json.loads(_cli(home, "relays", "list", "--json").stdout)["forwarder"] == ""
+    finally:
+        for r in relays:
+            r.stop()
