@@ -24,7 +24,9 @@ from nacl.signing import SigningKey
 
 from client.engine import Engine, EngineError
 from client.forwarding import ForwarderFailed, Forwarding
+from harness.relay_conformance import Options, format_outcomes, run_suite
 from harness.relay_process import RelayProcess
+from harness.scenario.relays import LocalRelay
 from protocol.forward import ForwardRequest
 from protocol.relay_frames import (
     BadSeal,
@@ -351,3 +353,23 @@ def test_cli_relays_forward(tmp_path: Path) -> None:
     finally:
         for r in relays:
             r.stop()
+
+
+async def test_conformance_covers_forwarding(tmp_path: Path) -> None:
+    """relay-conformance's private-routing checks pass on a relay that
+    forwards (to itself, on loopback: allowed here) and one that does not."""
+    on = await LocalRelay(
+        tmp_path / "on", prefix="s3cret", forwarding=True, forward_allow=["127.0.0.1"]
+    ).start()
+    off = await LocalRelay(tmp_path / "off").start()
+    names = ["relay-key", "forwarded", "forward"]
+    try:
+        got_on = await run_suite(Options(on.url), only=names)
+        got_off = await run_suite(Options(off.url), only=names)
+    finally:
+        await on.stop()
+        await off.stop()
+    for got in (got_on, got_off):
+        assert [o.status for o in got] == ["passed"] * 3, format_outcomes(got)
+    assert "forwarded to itself" in got_on[2].detail
+    assert "not offered" in got_off[2].detail
