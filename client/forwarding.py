@@ -7,8 +7,10 @@ relays, saved in the profile), every post to *another* relay goes to the
 forwarder's ``P/forward`` instead (SPEC.md §7.14), so the relay that stores
 it sees the forwarder's address, not ours.  The post is a one-shot
 ``PostSigned`` sealed (HPKE) to the destination relay's forwarding key,
-which is fetched once per run from ``destination/relay-key`` (a plain GET
-that names no mailbox); the forwarder learns the destination relay, the
+fetched from ``destination/relay-key`` (a plain GET that names no mailbox),
+saved in the encrypted store, and fetched ahead (:meth:`Forwarding.prefetch`,
+at random times after connecting) for every relay we may post to, so a key
+fetch rarely comes just before a post; the forwarder learns the destination relay, the
 size (a padding bucket) and the time, not the mailbox, the message id or
 the answer.  A post to the forwarder itself goes directly: it sees our
 address anyway.
@@ -21,7 +23,11 @@ address to the destination: by default the post stays queued.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import random
+from collections.abc import Callable, Iterable
 
 import aiohttp
 from nacl.signing import SigningKey
@@ -46,6 +52,7 @@ from protocol.relay_frames import (
 
 _TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 _MAX_BODY = 4096  # an answer is 336 bytes, an error a few dozen
+PREFETCH_JITTER = 30.0  # seconds: the most a key fetch waits after the previous one
 
 
 class ForwarderFailed(RemoteError):
@@ -80,10 +87,18 @@ class Forwarding:
     """HTTP requests of private routing, on their own session (through the
     proxy if one is set): no connection that reads a mailbox carries them."""
 
-    def __init__(self, proxy: str | None = None) -> None:
+    def __init__(
+        self,
+        proxy: str | None = None,
+        keys: dict[str, bytes] | None = None,
+        on_key: Callable[[dict[str, bytes]], None] | None = None,
+    ) -> None:
+        """``keys``: relay keys saved earlier; ``on_key(keys)`` is called
+        whenever they change, so the caller can save them."""
         self._proxy = proxy
         self._session: aiohttp.ClientSession | None = None
-        self._keys: dict[str, bytes] = {}
+        self._keys: dict[str, bytes] = dict(keys or {})
+        self._on_key = on_key
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -103,8 +118,20 @@ class Forwarding:
         if session is not None and not session.closed:
             await session.close()
 
+    async def prefetch(self, urls: Iterable[str], jitter: float | None = None) -> None:
+        """Fetch the keys not held yet, each after its own random delay, so
+        a fetch (which shows our address to that relay) is not followed at
+        once by our forwarded post (which the relay would then link to it)."""
+        most = PREFETCH_JITTER if jitter is None else jitter
+        for url in sorted(set(urls)):
+            if url in self._keys:
+                continue
+            await asyncio.sleep(random.uniform(0, most))
+            with contextlib.suppress(RelayUnavailable):
+                await self.relay_key(url)
+
     async def relay_key(self, url: str) -> bytes:
-        """The destination relay's forwarding key (cached for this run)."""
+        """The destination relay's forwarding key (saved; fetched when missing)."""
         key = self._keys.get(url)
         if key is not None:
             return key
@@ -116,6 +143,8 @@ class Forwarding:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RelayUnavailable(f"relay {url} is not reachable: {exc}") from None
         self._keys[url] = body
+        if self._on_key is not None:
+            self._on_key(dict(self._keys))
         return body
 
     async def post(
@@ -151,6 +180,8 @@ class Forwarding:
             refusal = _error(data)
             if isinstance(refusal, BadSeal) and attempt == 1:
                 self._keys.pop(destination, None)  # the relay's key changed: fetch it again
+                if self._on_key is not None:
+                    self._on_key(dict(self._keys))
                 continue
             why = f"{type(refusal).__name__}: {refusal}" if refusal else f"HTTP {status}"
             raise ForwarderFailed(f"forwarding relay {forwarder} did not forward ({why})")

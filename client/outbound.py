@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import mimetypes
 import random
 import tempfile
@@ -23,6 +24,7 @@ from client.core import (
 from client.files import Files
 from client.forwarding import ForwarderFailed, Forwarding, forwarder_for
 from client.model import (
+    NS_CONFIG,
     NS_OUTBOX,
     NS_SEEN,
     NS_STATUS,
@@ -332,13 +334,14 @@ class Outbound(Files):
         queued (``RelayUnavailable``) and is retried with backoff."""
         forwarder = forwarder_for(self.identity.forwarder, item.relay_url)
         if forwarder:
-            if self._forwarding is None:
-                self._forwarding = Forwarding(self.proxy)
             try:
-                await self._forwarding.post(
+                await self._forwarder().post(
                     forwarder, item.relay_url, item.mailbox_id, write_seed, item.msg_id, item.sealed
                 )
                 return
+            except RelayUnavailable:
+                self._retry_later(item.relay_url)  # no connection of ours will flush it
+                raise
             except ForwarderFailed as exc:
                 self._forwarder_failed(item, exc)
                 if not self.identity.forward_fallback:
@@ -364,6 +367,30 @@ class Outbound(Files):
                 f"address to {item.relay_url} (allow it: 'samizdat relays forward URL --fallback')"
             )
         self._notice(item.conversation or None, f"{exc}; {then}", True)
+
+    def _forwarder(self) -> Forwarding:
+        """Private routing's HTTP client, with the relay keys saved in the store."""
+        if self._forwarding is None:
+            raw = self.store.get(NS_CONFIG, RELAY_KEYS)
+            saved = {u: bytes.fromhex(k) for u, k in json.loads(raw).items()} if raw else {}
+
+            def save(keys: dict[str, bytes]) -> None:
+                data = json.dumps({u: k.hex() for u, k in sorted(keys.items())}).encode()
+                self.store.put(NS_CONFIG, RELAY_KEYS, data)
+
+            self._forwarding = Forwarding(self.proxy, saved, save)
+        return self._forwarding
+
+    async def connect(self) -> None:
+        await super().connect()
+        forwarder = self.identity.forwarder
+        if forwarder:
+            urls = {mb.relay_url for mb in self._mailboxes.values()} | set(self.identity.relays)
+            urls |= {i.relay_url for c in self.contacts() for i in c.inboxes}
+            urls.discard(forwarder)
+            task = asyncio.get_running_loop().create_task(self._forwarder().prefetch(urls))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         await super().close()
@@ -463,6 +490,9 @@ class Outbound(Files):
         raw = self.store.get(NS_STATUS, message_id)
         return MessageStatus.from_json(raw) if raw else None
 
+
+# NS_CONFIG key of the relays' forwarding keys (JSON {url: hex}), SPEC.md §7.14
+RELAY_KEYS = b"relay-keys"
 
 # The most a post to one relay waits after a post of the same message to
 # another (bounded and small: it delays delivery by at most this much).

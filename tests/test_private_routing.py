@@ -22,8 +22,11 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
+from client import forwarding
 from client.engine import Engine, EngineError
 from client.forwarding import ForwarderFailed, Forwarding
+from client.model import NS_CONFIG
+from client.outbound import RELAY_KEYS
 from harness.relay_conformance import Options, format_outcomes, run_suite
 from harness.relay_process import RelayProcess
 from harness.scenario.relays import LocalRelay
@@ -143,6 +146,30 @@ async def test_forwarder_failure_is_reported_and_the_post_waits(
     await eventually(
         lambda: any(h.text == "held back" for h in bob.history(conv)), what="fallback delivery"
     )
+
+
+async def test_relay_keys_are_fetched_ahead_and_saved(
+    tmp_path: Path, relays: tuple[RelayProcess, RelayProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key fetch shows our address to that relay: done ahead, at random
+    times after connecting, and saved, not just before a post."""
+    monkeypatch.setattr(forwarding, "PREFETCH_JITTER", 0.2)
+    a, b = relays
+    alice = make_engine(tmp_path / "alice", "Alice", [b.url, a.url])
+    alice.set_forwarder(a.url)
+    await alice.connect()
+    try:
+
+        def saved() -> dict[str, str]:
+            raw = alice.store.get(NS_CONFIG, RELAY_KEYS)
+            return json.loads(raw) if raw else {}
+
+        await eventually(lambda: b.url in saved(), what="B's key fetched without a post")
+        assert a.url not in saved()  # the forwarder's own key is never needed
+        assert len(bytes.fromhex(saved()[b.url])) == 32
+        assert not posts_seen_by(b)
+    finally:
+        await alice.close()
 
 
 def test_forwarder_setting_is_one_of_your_relays(tmp_path: Path) -> None:
