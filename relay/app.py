@@ -141,6 +141,7 @@ def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Appli
     app.router.add_post(f"{p}/forwarded", forward.forwarded, name="forwarded")
     if config.forwarding:
         app.router.add_post(f"{p}/forward", forward.forward, name="forward")
+    app.on_startup.append(forward.start)
     app.on_cleanup.append(forward.close)
     app.router.add_route("*", "/{tail:.*}", ctx.decoy.handle)
     return app
@@ -268,7 +269,7 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
     ctx.metrics.inc("samizdat_relay_connections")
     ctx.metrics.inc("samizdat_relay_connections_total")
     if ctx.config.debug_log:
-        log.debug("connection %d from %s", conn.token, peer_address(ctx, request))
+        log.debug("connection from %s (connection %d)", peer_address(ctx, request), conn.token)
     try:
         await conn.run()
     finally:

@@ -247,6 +247,11 @@ class ForwardHandlers:
             self._private = load_relay_key(self.ctx.config.data_dir)
         return self._private
 
+    async def start(self, app: Any = None) -> None:
+        """Load (or make) the key at start-up: a damaged key file stops the
+        relay with a clear message instead of failing requests later."""
+        self._key()
+
     async def close(self, app: Any = None) -> None:
         session, self._session = self._session, None
         if session is not None:

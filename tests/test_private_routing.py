@@ -41,6 +41,7 @@ from protocol.relay_frames import (
     decode_server_frame,
 )
 from relay.config import ConfigError, load_config
+from relay.forward import load_relay_key
 from tests.client_support import ROOT, befriend, env_without_proxy, eventually, make_engine
 
 pytestmark = pytest.mark.timeout(240)
@@ -71,7 +72,7 @@ def relays(tmp_path: Path) -> Iterator[tuple[RelayProcess, RelayProcess]]:
 def posts_seen_by(relay: RelayProcess) -> list[tuple[str, str]]:
     """(mailbox id hex, peer address:port) of every post ``relay`` logged."""
     text = relay.log_path.read_text(errors="replace")
-    peers = dict(re.findall(r"connection (\d+) from (\S+)", text))
+    peers = {c: p for p, c in re.findall(r"connection from (\S+) \(connection (\d+)\)", text)}
     out = [
         (m, peers.get(c, "?"))
         for m, c in re.findall(r"post to ([0-9a-f]+) on connection (\d+)", text)
@@ -318,6 +319,16 @@ async def test_forwarding_off_answers_like_the_decoy(tmp_path: Path) -> None:
                 await fwd.close()
     finally:
         b.stop()
+
+
+def test_relay_key_file(tmp_path: Path) -> None:
+    key = load_relay_key(tmp_path / "data")
+    path = tmp_path / "data" / "forward.key"
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert load_relay_key(tmp_path / "data") == key
+    path.write_bytes(b"short")
+    with pytest.raises(ValueError, match="not a forwarding key"):
+        load_relay_key(tmp_path / "data")
 
 
 def test_check_config_validates_forwarding(tmp_path: Path) -> None:
