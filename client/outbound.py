@@ -335,6 +335,11 @@ class Outbound(Files):
         forwarder = forwarder_for(self.identity.forwarder, item.relay_url)
         if forwarder:
             try:
+                if forwarder not in [u.rstrip("/") for u in self.identity.relays]:
+                    raise ForwarderFailed(
+                        f"forwarding relay {forwarder} is no longer one of your relays "
+                        "(choose another: 'samizdat relays forward URL')"
+                    )
                 await self._forwarder().post(
                     forwarder, item.relay_url, item.mailbox_id, write_seed, item.msg_id, item.sealed
                 )

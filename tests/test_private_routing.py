@@ -149,6 +149,28 @@ async def test_forwarder_failure_is_reported_and_the_post_waits(
     )
 
 
+async def test_a_forwarder_no_longer_among_your_relays_is_not_used(
+    pair: list[Engine], relays: tuple[RelayProcess, RelayProcess]
+) -> None:
+    a, b = relays
+    alice, bob = pair
+    conv = await befriend(alice, bob)
+    await eventually(lambda: not alice.outbox(), what="Alice's outbox empty")
+
+    def direct() -> list[tuple[str, str]]:
+        return [p for p in posts_seen_by(b) if not p[1].startswith(FORWARDER_ADDRESS + ":")]
+
+    before = direct()
+    alice.identity.relays.remove(a.url)  # as after 'relays remove' (its moves aside)
+    await alice.send_text(conv, "not through a stranger")
+    await eventually(
+        lambda: any("no longer one of your relays" in n.text for n in alice.notices),
+        what="the stale forwarder reported",
+    )
+    assert any(i.relay_url == b.url for i in alice.outbox())
+    assert direct() == before  # (before: the invite blob its maker posts, §7.14)
+
+
 async def test_relay_keys_are_fetched_ahead_and_saved(
     tmp_path: Path, relays: tuple[RelayProcess, RelayProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
