@@ -281,6 +281,7 @@ class ForwardHandlers:
             ctx.metrics.inc_label("samizdat_relay_errors_total", str(BadSeal.code))
             return error_response(BadSeal("request not sealed to this relay's key"))
         post = inner.post
+        ctx.metrics.inc("samizdat_relay_forwarded_total")
         if ctx.config.debug_log:
             log.debug(
                 "forwarded post to %s from %s", post.mailbox_id.hex(), peer_address(ctx, request)

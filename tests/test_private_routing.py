@@ -258,6 +258,14 @@ async def test_forward_flood_is_refused(tmp_path: Path) -> None:
         assert results[:4] == ["posted"] * 4
         assert all("RateLimited" in r for r in results[4:]), results
         assert len(posts_seen_by(b)) == 4  # the flood never reached B
+        async with aiohttp.ClientSession() as s:
+            metrics = {}
+            for r in (a, b):
+                async with s.get(f"{r.url}/metrics") as resp:
+                    metrics[r.url] = await resp.text()
+        assert "samizdat_relay_forwards_total 4\n" in metrics[a.url]
+        assert "samizdat_relay_rate_limited_total 8\n" in metrics[a.url]
+        assert "samizdat_relay_forwarded_total 4\n" in metrics[b.url]
     finally:
         await fwd.close()
         a.stop()
