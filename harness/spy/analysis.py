@@ -334,19 +334,25 @@ def _timing(
 ) -> dict[str, Any]:
     timeline = sorted((p["time"], c.relay, p["size"], p["mailbox"]) for c, p in posts)
     pairs: dict[tuple[str, str], int] = defaultdict(int)
+    followed = 0  # posts followed within delta by one of the same size on another relay
     for i, (t, relay, size, mb) in enumerate(timeline):
+        hit = False
         for t2, relay2, size2, mb2 in timeline[i + 1 :]:
             if t2 - t > delta:
                 break
             if relay2 != relay and size2 == size:
                 pairs[(min(mb, mb2), max(mb, mb2))] += 1
+                hit = True
+        followed += hit
     links = sorted(k for k, n in pairs.items() if n >= TIMING_MIN_MATCHES)
     words = (
+        f"{followed} of {_plural(len(timeline), 'post')} were followed within {delta:g} s by "
+        "a post of the same size on another relay. "
         f"Posts of one size on two relays within {delta:g} s link "
         f"{_plural(len(links), 'pair')} of mailboxes across relays (at least "
         f"{TIMING_MIN_MATCHES} matching posts each)."
     )
-    details: dict[str, Any] = {"linked_pairs": len(links)}
+    details: dict[str, Any] = {"linked_pairs": len(links), "followed_posts": followed}
     if truth is not None and links:
         true = sum(1 for a, b in links if _same_conversation(truth, a, b))
         details["true_pairs"] = true
