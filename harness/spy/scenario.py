@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -65,11 +64,12 @@ def spy_command(log: Path) -> list[str]:
 
 
 def run_scenario(options: SpyOptions, workdir: Path) -> ScenarioRun:
-    """Start the spy relays, drive the scenario, stop the relays."""
+    """Start the spy relays, drive the scenario, stop the relays.  ``workdir``
+    (relay and client data, the spy logs) must be new or empty."""
     options.validate()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    if workdir.exists() and any(workdir.iterdir()):
+        raise ValueError(f"the work directory {workdir} is not empty")
+    workdir.mkdir(parents=True, exist_ok=True)
     logs = [workdir / f"spy-relay{i}.jsonl" for i in range(options.relays)]
     relays = [
         RelayProcess(workdir / f"relay{i}", command=spy_command(log)) for i, log in enumerate(logs)
