@@ -30,6 +30,7 @@ from client.outbound import RELAY_KEYS
 from harness.relay_conformance import Options, format_outcomes, run_suite
 from harness.relay_process import RelayProcess
 from harness.scenario.relays import LocalRelay
+from harness.spy.scenario import spy_command
 from protocol.forward import ForwardRequest
 from protocol.relay_frames import (
     BadSeal,
@@ -441,3 +442,27 @@ async def test_conformance_covers_forwarding(tmp_path: Path) -> None:
         assert [o.status for o in got] == ["passed"] * 3, format_outcomes(got)
     assert "forwarded to itself" in got_on[2].detail
     assert "not offered" in got_off[2].detail
+
+
+async def test_spy_relay_records_forwarded_posts(tmp_path: Path) -> None:
+    """The compelled destination's full log (harness spy relay): a forwarded
+    post shows the forwarder's address with the mailbox it must read."""
+    log = tmp_path / "spy.jsonl"
+    b = RelayProcess(tmp_path / "b", command=spy_command(log)).start()
+    a = RelayProcess(tmp_path / "a", settings=_forwarder_settings()).start()  # type: ignore[arg-type]
+    fwd = Forwarding()
+    try:
+        mailbox_id, write = await _box_on(b)
+        await fwd.post(a.url, b.url, mailbox_id, bytes(write), os.urandom(16), bytes(512))
+    finally:
+        await fwd.close()
+        a.stop()
+        b.stop()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    forwarded = [r for r in records if r["ev"] == "forwarded"]
+    assert len(forwarded) == 1, records
+    assert forwarded[0]["peer"].startswith(FORWARDER_ADDRESS + ":")
+    assert forwarded[0]["mailbox"] == mailbox_id.hex() and forwarded[0]["size"] == 512
+    # the client's own connection made the mailbox, never the post
+    posts = [r for r in records if r["ev"] == "frame" and r["type"] in ("Post", "PostSigned")]
+    assert posts == []
