@@ -383,6 +383,32 @@ def test_check_config_validates_forwarding(tmp_path: Path) -> None:
         assert word in problems, problems
     assert load_config(None, forward_deny=["metadata.internal", "100.64.0.0/10"]).forward_deny
     assert RateLimited.code == 110  # the flood's refusal code (SPEC §7.8)
+    # the operator's command: every mistake listed, exit status 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('forwarding = "yes"\nforward_allow = ["10.0.0.0/33"]\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "check-config", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "forwarding must be true or false" in out.stderr and "forward_allow" in out.stderr
+    good = tmp_path / "good.toml"
+    good.write_text(
+        'forwarding = true\nforward_deny = ["metadata.internal"]\n[limits]\nforward_rate = 5\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "check-config", "--config", str(good)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["forwarding"] is True and shown["limits"]["forward_rate"] == 5.0
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
