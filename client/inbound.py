@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 
 from client.core import (
     KEY_PACKAGE_STOCK,
-    SUITE,
     EngineError,
     _history_entry,
     _kp_signed_by,
@@ -33,6 +32,7 @@ from client.model import (
     SenderTrack,
 )
 from client.relay_client import RelayUnavailable
+from client.suites import keep_per_suite
 from protocol.app.envelope import Envelope, EnvelopeType, Reassembler
 from protocol.app.group_meta import (
     ConversationKind,
@@ -55,6 +55,7 @@ from protocol.app.messages import (
 from protocol.app.policy import SamizdatPolicy
 from protocol.app.sealed import unseal
 from protocol.errors import CryptoError, DecodeError, RemoteError, SamizdatError
+from protocol.mls.crypto import get_suite
 from protocol.mls.errors import ReplayedMessage, WrongEpoch
 from protocol.mls.events import (
     ApplicationMessageReceived,
@@ -196,7 +197,10 @@ class Inbound(Delivery):
         if invite_ref is None:
             # the Welcome opened with this KeyPackage: it is used, adopted or
             # not (RFC 9420 §16.8: a KeyPackage is for one Welcome)
-            self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
+            self.store.delete(
+                NS_KEY_PACKAGES,
+                key_package_ref(get_suite(bundle.key_package.cipher_suite), bundle.key_package),
+            )
         meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
@@ -237,7 +241,8 @@ class Inbound(Delivery):
         if kind == "direct" and len(others) == 1:
             contact = self.contact(others[0]) or Contact(others[0])
             contact.conversation = conv_id
-            contact.kps_published = max(0, contact.kps_published - 1)
+            used = group.suite.suite_id
+            contact.set_published(used, max(0, contact.published(used) - 1))
             self._save_contact(contact)
             self._notice(conv_id, "new contact accepted your invite")
         elif again:
@@ -604,7 +609,10 @@ class Inbound(Delivery):
             contact = self.contact(sender_key)
             if contact is not None:
                 valid = [kp for kp in body.key_packages if _kp_signed_by(kp, sender_key)]
-                contact.key_packages = (contact.key_packages + valid)[-2 * KEY_PACKAGE_STOCK :]
+                # kept by suite: a flood of one suite never evicts another's
+                contact.key_packages = keep_per_suite(
+                    contact.key_packages + valid, 2 * KEY_PACKAGE_STOCK
+                )
                 self._save_contact(contact)
         elif isinstance(body, Disappearing):
             conv.note(
