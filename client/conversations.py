@@ -30,6 +30,8 @@ from client.model import (
 from client.outbound import Outbound
 from client.relay_client import RelayUnavailable
 from client.suites import DEFAULT_SUITE, check_suite, describe_suite, find_key_package
+from client.tree_welcome import TREE_BLOB_THRESHOLD, tree_blob_wanted, tree_welcomes, upload_tree
+from protocol.app.envelope import EnvelopeType
 from protocol.app.group_meta import (
     ConversationKind,
     GroupMeta,
@@ -51,6 +53,9 @@ from protocol.mls.group import CommitResult, Group
 
 class Conversations(Outbound):
     """Conversations and relays: creating groups, membership and relay changes, commits."""
+
+    #: repeated tree bytes above which an add posts the tree once (client.tree_welcome)
+    tree_blob_threshold = TREE_BLOB_THRESHOLD
 
     # -- conversations ------------------------------------------------------------------
 
@@ -154,10 +159,34 @@ class Conversations(Outbound):
         self, conv_id: bytes, items: list[tuple[bytes, list[ContactInbox]]]
     ) -> None:
         async def op() -> None:
-            result = self._commit(conv_id, add=[kp for kp, _ in items])
+            kps = [kp for kp, _ in items]
+            group = self.groups[conv_id]
+            lean = tree_blob_wanted(group, kps, self.tree_blob_threshold)
+            result = self._commit(conv_id, add=kps, welcome_tree=not lean)
             assert result.welcome is not None
             pending = self._pending.setdefault(conv_id, _PendingOp(None))
-            pending.welcomes = [(result.welcome, inboxes) for _, inboxes in items]
+            if not lean:
+                pending.welcomes = [(result.welcome, inboxes) for _, inboxes in items]
+                await self._send_commit(conv_id, result.commit)
+                return
+            # the tree goes once, as a blob, before the commit (SPEC §4.1.1)
+            try:
+                relays = ((url, self._relay(url)) for url in self.identity.relays)
+                refs, digest, errors = await upload_tree(group, result, relays)
+            except (EngineError, RelayUnavailable):
+                group.clear_pending_commit()
+                raise
+            for err in errors:
+                self._notice(conv_id, f"relay did not take the group's tree ({err})", True)
+            posts = tree_welcomes(group.suite, result, items, refs, digest)
+
+            async def post_welcomes() -> None:
+                for body, inboxes in posts:
+                    await self._post_to_inboxes(
+                        body, inboxes, conv_id, kind=EnvelopeType.TREE_WELCOME
+                    )
+
+            pending.after.append(post_welcomes)
             await self._send_commit(conv_id, result.commit)
 
         await self._run_commit(conv_id, op)

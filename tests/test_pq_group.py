@@ -7,16 +7,22 @@ by name, and nothing is consumed or changed."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from client import conversations, tree_welcome
 from client.engine import Engine, EngineError
+from protocol.app.envelope import EnvelopeType
 from protocol.app.invite import InboxAddress, Invite, seal_invite_blob
+from protocol.app.messages import BlobRef, ChunkRef
+from protocol.app.tree_welcome import TreeWelcome, decrypt_tree, encrypt_tree
+from protocol.errors import CryptoError, DecodeError
 from protocol.mls.crypto import MLKEM768X25519_SUITE, XWING_SUITE
 from protocol.mls.messages import MLSMessage
-from tests.client_support import RelayProcess, befriend, eventually, make_engine
+from tests.client_support import RelayProcess, befriend, eventually, free_port, make_engine
 
 pytestmark = pytest.mark.timeout(240)
 WAIT = 60.0  # generous: two cores shared by several test runs
@@ -180,3 +186,136 @@ def _suite(kp: bytes) -> int:
     parsed = MLSMessage.from_bytes(kp).key_package
     assert parsed is not None
     return parsed.cipher_suite
+
+
+# -- the ratchet tree posted once as a blob (SPEC §4.1.1, client/tree_welcome.py) ---------
+
+
+@pytest.fixture
+async def trio(tmp_path: Path, relays: list[RelayProcess]) -> AsyncIterator[dict[str, Engine]]:
+    urls = [r.url for r in relays[:2]]
+    engines = {
+        name: make_engine(tmp_path / name, name.capitalize(), urls)
+        for name in ("alice", "bob", "carol")
+    }
+    for e in engines.values():
+        await e.connect()
+    for other in ("bob", "carol"):
+        await befriend(engines["alice"], engines[other])
+    yield engines
+    for e in engines.values():
+        await e.close()
+
+
+def _record_posts(engine: Engine) -> list[tuple[EnvelopeType, int]]:
+    """Record (envelope type, payload size) of what ``engine`` posts to inboxes."""
+    seen: list[tuple[EnvelopeType, int]] = []
+    original = engine._post_to_inboxes
+
+    async def recording(payload: bytes, inboxes, conv_id, **kw):  # type: ignore[no-untyped-def]
+        seen.append((kw.get("kind", EnvelopeType.WELCOME), len(payload)))
+        await original(payload, inboxes, conv_id, **kw)
+
+    engine._post_to_inboxes = recording  # type: ignore[method-assign]
+    return seen
+
+
+async def test_pq_add_posts_the_tree_once_as_a_blob(trio: dict[str, Engine]) -> None:
+    alice, bob, carol = trio["alice"], trio["bob"], trio["carol"]
+    alice.tree_blob_threshold = 0  # as for a large group: every add goes lean
+    posts = _record_posts(alice)
+    group = await alice.create_group("Lean", suite=XWING_SUITE)
+    gid = group.group_id
+    await alice.add_members(gid, [alice.find_contact("Bob"), alice.find_contact("Carol")])
+    for other in (bob, carol):
+        await eventually(lambda o=other: gid in o.groups, WAIT, f"{other.identity.name} joined")
+    welcomes = [p for p in posts if p[0] in (EnvelopeType.WELCOME, EnvelopeType.TREE_WELCOME)]
+    assert [k for k, _ in welcomes] == [EnvelopeType.TREE_WELCOME] * 2
+    # each joiner's post holds its own Welcome entry and no tree: smaller than the tree
+    assert all(size < len(alice.groups[gid].ratchet_tree()) for _, size in welcomes)
+    await bob.send_text(gid, "joined without the tree in my Welcome")
+    await eventually(
+        lambda: texts(carol, gid) == ["joined without the tree in my Welcome"], WAIT, "delivery"
+    )
+
+
+async def test_stale_tree_blob_is_refused(
+    trio: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile committer (or anyone swapping the blob) serves the tree of
+    the previous epoch, correctly encrypted: the joiner refuses to join."""
+    alice, bob = trio["alice"], trio["bob"]
+    alice.tree_blob_threshold = 0
+    group = await alice.create_group("Stale", suite=MLKEM768X25519_SUITE)
+    gid = group.group_id
+    stale = alice.groups[gid].ratchet_tree()
+    real_encrypt = tree_welcome.encrypt_tree
+    real_welcomes = tree_welcome.tree_welcomes
+    monkeypatch.setattr(tree_welcome, "encrypt_tree", lambda key, _tree: real_encrypt(key, stale))
+    monkeypatch.setattr(
+        conversations,
+        "tree_welcomes",
+        lambda suite, result, *rest: real_welcomes(
+            suite, dataclasses.replace(result, ratchet_tree=stale), *rest
+        ),
+    )
+    await alice.add_members(gid, [alice.find_contact("Bob"), alice.find_contact("Carol")])
+    await eventually(
+        lambda: any("tree hash" in n.text for n in bob.notices),
+        WAIT,
+        f"bob refuses the tree: {[n.text for n in bob.notices]}",
+    )
+    assert gid not in bob.groups and bob.conversation(gid) is None
+
+
+async def test_tree_blob_on_an_outside_server_is_not_fetched(
+    trio: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TreeWelcome naming a server the joiner does not use is refused
+    without contacting it (it would learn the joiner's address)."""
+    alice, bob = trio["alice"], trio["bob"]
+    alice.tree_blob_threshold = 0
+    outside = f"http://127.0.0.1:{free_port()}"
+    real_welcomes = tree_welcome.tree_welcomes
+
+    def elsewhere(suite, result, items, refs, digest):  # type: ignore[no-untyped-def]
+        moved = tuple(
+            ChunkRef(tuple(BlobRef(outside, c.blob_id, c.download_token) for c in r.copies))
+            for r in refs
+        )
+        return real_welcomes(suite, result, items, moved, digest)
+
+    monkeypatch.setattr(conversations, "tree_welcomes", elsewhere)
+    group = await alice.create_group("Elsewhere", suite=XWING_SUITE)
+    gid = group.group_id
+    await alice.add_members(gid, [alice.find_contact("Bob"), alice.find_contact("Carol")])
+    await eventually(
+        lambda: any("no copy on a relay we use" in n.text for n in bob.notices),
+        WAIT,
+        "bob refuses the outside server",
+    )
+    assert gid not in bob.groups
+
+
+def test_tree_welcome_codec_and_tampering() -> None:
+    """TreeWelcome round-trips; a chunk count that does not match the size,
+    a flipped ciphertext byte or a wrong key is refused (no I/O here)."""
+    key, tree = bytes(range(32)), bytes(300_000)  # two chunks
+    chunks, digest = encrypt_tree(key, tree)
+    ref = ChunkRef((BlobRef("https://relay.example", bytes(16), b"t"),))
+    body = TreeWelcome(b"welcome", len(tree), (ref, ref), digest)
+    assert TreeWelcome.from_bytes(body.to_bytes()) == body
+    assert decrypt_tree(key, body, chunks) == tree
+    bad = TreeWelcome(b"welcome", 1, (ref,), digest).to_bytes()
+    with pytest.raises(DecodeError, match="number of chunks"):
+        # opaque welcome<V> is 1 + 7 bytes; tree_size (uint32) follows
+        TreeWelcome.from_bytes(bad[:8] + len(tree).to_bytes(4, "big") + bad[12:])
+    flipped = (bytes([chunks[0][0] ^ 1]) + chunks[0][1:], chunks[1])
+    with pytest.raises(CryptoError):
+        decrypt_tree(key, body, flipped)
+    with pytest.raises(CryptoError):
+        decrypt_tree(bytes(32), replace_digest(body, digest), chunks)
+
+
+def replace_digest(body: TreeWelcome, digest: bytes) -> TreeWelcome:
+    return dataclasses.replace(body, ciphertext_digest=digest)
