@@ -63,6 +63,19 @@ def parse_suite(text: str) -> int:
     return suite
 
 
+def chosen_suite(pq: bool, name: str | None) -> int:
+    """The suite of ``--pq`` / ``--suite NAME`` (the default if neither)."""
+    if name:
+        return parse_suite(name)
+    return PQ_DEFAULT_SUITE if pq else DEFAULT_SUITE
+
+
+SUITE_HELP = (
+    "cipher suite: classic (default), mlkem768x25519 (post-quantum, what --pq means) "
+    "or xwing (post-quantum, draft-mahy-mls-xwing)"
+)
+
+
 def check_suite(suite: int) -> int:
     if suite not in CLIENT_SUITES:
         raise SuiteError(
