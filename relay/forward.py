@@ -124,6 +124,31 @@ class _Denied(OSError):
     """A destination that resolved to no address the policy allows."""
 
 
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one is translated or tunnelled to, if any:
+    NAT64's well-known prefix (RFC 6052 §2.1, 64:ff9b::/96), 6to4 (RFC 3056
+    §2), Teredo's client (RFC 4380 §4), IPv4-compatible (RFC 4291 §2.5.5.1,
+    deprecated but still routed by some stacks)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    value = int(ip)
+    if ip in _NAT64 or (value >> 32 == 0 and value > 0xFFFF):
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# local-use translation (RFC 8215), not globally reachable (IANA), though
+# older Pythons' is_global says it is
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 class DestinationPolicy:
     """Where a forwarder may connect: public addresses only, unless allowed."""
 
@@ -144,7 +169,13 @@ class DestinationPolicy:
             return False
         if any(ip in net for net in self.allow):
             return True
-        return ip.is_global and not ip.is_multicast
+        if not ip.is_global or ip.is_multicast or ip in _NAT64_LOCAL:
+            return False
+        # An IPv6 address that carries an IPv4 one reaches that IPv4 host
+        # through a translator or tunnel; Python's is_global calls these
+        # ranges global, so the IPv4 address inside must be allowed too.
+        inner = _embedded_ipv4(ip)
+        return inner is None or self.allowed(inner)
 
     def check_url(self, text: str) -> URL:
         """The destination's ``/forwarded`` URL; ``ForwardDenied`` if not allowed."""
@@ -169,6 +200,11 @@ class DestinationPolicy:
             ip = ipaddress.ip_address(host)
         except ValueError:
             ip = None  # a name: checked once resolved (_PolicyResolver)
+        if ip is None and (":" in host or host.replace(".", "").isdigit()):
+            # "2130706433", "0177.0.0.1", "127.1": the outbound connector
+            # takes an all-digit host as an address literal and never asks
+            # the resolver, and the C library reads it as 127.0.0.1
+            raise ForwardDenied("destination address is not in canonical form")
         if ip is not None and not self.allowed(ip):
             raise ForwardDenied("destination address not allowed")
         return url.with_path(url.path.rstrip("/") + "/forwarded")

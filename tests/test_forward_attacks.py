@@ -1,0 +1,62 @@
+"""Second reader's attacks on private routing (SPEC.md §7.14), on real relays.
+
+* SSRF through numeric host forms that ``ipaddress`` does not parse but the
+  outbound connector takes as IP literals (and so never hands to the
+  policy's resolver): ``2130706433``, ``0177.0.0.1``, ``127.1``, ``0``.
+* IPv6 forms that carry a forbidden IPv4 address (NAT64, 6to4, Teredo,
+  IPv4-compatible), which Python's ``is_global`` calls global.
+* A hostile forwarder replaying a sealed request at the destination: the
+  destination must not post twice, and its two answers must not tell the
+  forwarder whether the post was stored (AES-GCM under one key and one
+  nonce would: identical answers for a refusal, one differing byte for a
+  stored post, and the GHASH key to forge answers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.relay_process import RelayProcess
+from protocol.relay_frames import ForwardDenied
+from relay.forward import DestinationPolicy
+from tests.test_private_routing import _code, _raw_forward
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def test_numeric_host_forms_do_not_bypass_the_ssrf_guard(tmp_path: Path) -> None:
+    b = RelayProcess(tmp_path / "b", settings={"debug_log": True}).start()
+    a = RelayProcess(tmp_path / "a", settings={"forwarding": True}).start()
+    try:
+        sealed = os.urandom(300)
+        for host in ("2130706433", "0177.0.0.1", "127.1", "0x7f.1", "0", "0.0.0.0"):
+            dest = f"http://{host}:{b.port}/p"
+            status, body = await _raw_forward(a.url, dest, sealed)
+            assert (status, _code(body)) == (403, ForwardDenied.code), (dest, status, body)
+        text = b.log_path.read_text(errors="replace")
+        assert "BadSeal" not in text and "/forwarded" not in text, "relay B was reached"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_ipv6_forms_embedding_a_forbidden_ipv4_address_are_refused() -> None:
+    policy = DestinationPolicy([], [])
+    for text in (
+        "::7f00:1",  # IPv4-compatible ::127.0.0.1
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1 (RFC 6052)
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (cloud metadata)
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1 (RFC 3056)
+        "2002:c0a8:1::1",  # 6to4 of 192.168.0.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+    ):
+        assert not policy.allowed(ipaddress.ip_address(text)), text
+        with pytest.raises(ForwardDenied):
+            policy.check_url(f"http://[{text}]:8080/p")
+    # global addresses in the same forms stay allowed
+    assert policy.allowed(ipaddress.ip_address("64:ff9b::808:808"))  # NAT64 of 8.8.8.8
+    assert policy.allowed(ipaddress.ip_address("2606:4700::1111"))
