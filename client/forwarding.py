@@ -51,7 +51,7 @@ from protocol.relay_frames import (
 )
 
 _TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
-_MAX_BODY = 4096  # an answer is 336 bytes, an error a few dozen
+_MAX_BODY = 4096  # an answer is 348 bytes, an error a few dozen
 PREFETCH_JITTER = 30.0  # seconds: the most a key fetch waits after the previous one
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from nacl.signing import SigningKey
 
 from protocol.forward import (
-    ANSWER_SIZE,
     RELAY_KEY_LEN,
+    SEALED_ANSWER_LEN,
     ForwardedPost,
     ForwardRequest,
     open_answer,
@@ -36,7 +36,7 @@ from protocol.relay_frames import (
 if TYPE_CHECKING:
     from harness.relay_conformance import Box, Suite
 
-_SEALED_ANSWER = ANSWER_SIZE + 16
+_SEALED_ANSWER = SEALED_ANSWER_LEN
 
 
 class ForwardCheckFailed(AssertionError):

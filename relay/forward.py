@@ -47,9 +47,9 @@ from yarl import URL
 from protocol.errors import CryptoError, DecodeError
 from protocol.forward import (
     AEAD_TAG,
-    ANSWER_SIZE,
     ENC_LEN,
     MAX_DESTINATION_LEN,
+    SEALED_ANSWER_LEN,
     ForwardRequest,
     open_request,
     relay_key_pair,
@@ -88,7 +88,7 @@ KEY_FILE = "forward.key"
 # A forward request: the URL, the HPKE enc and tag, the answer key, a
 # PostSigned frame (envelope + 129 B) and the length headers.
 _OVERHEAD = MAX_DESTINATION_LEN + ENC_LEN + AEAD_TAG + 512
-_ANSWER_LEN = ANSWER_SIZE + AEAD_TAG
+_ANSWER_LEN = SEALED_ANSWER_LEN
 _MAX_ERROR_BODY = 1024
 _PATH = re.compile(r"^(/[A-Za-z0-9._-]+)*/?$")
 
@@ -329,7 +329,8 @@ class ForwardHandlers:
             answer = Error.from_exception(post.req_id, exc)
         # 200 whatever the outcome: only the client can read which it was
         return web.Response(
-            body=seal_answer(inner.answer_key, answer), content_type="application/octet-stream"
+            body=seal_answer(inner.answer_key, answer, os.urandom),
+            content_type="application/octet-stream",
         )
 
     async def _store(self, f: PostSigned) -> Posted:

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from harness.relay_process import RelayProcess
-from protocol.relay_frames import ForwardDenied
+from protocol.forward import ForwardedPost, open_answer, seal_request
+from protocol.relay_frames import Error, ForwardDenied, Posted, PostSigned, post_message
 from relay.forward import DestinationPolicy
-from tests.test_private_routing import _code, _raw_forward
+from tests.test_private_routing import _box_on, _code, _raw_forward
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -60,3 +63,44 @@ def test_ipv6_forms_embedding_a_forbidden_ipv4_address_are_refused() -> None:
     # global addresses in the same forms stay allowed
     assert policy.allowed(ipaddress.ip_address("64:ff9b::808:808"))  # NAT64 of 8.8.8.8
     assert policy.allowed(ipaddress.ip_address("2606:4700::1111"))
+
+
+def _answers_alike(one: bytes, two: bytes) -> int:
+    return sum(x == y for x, y in zip(one, two, strict=False))
+
+
+async def test_a_replayed_forwarded_post_posts_once_and_its_answers_tell_nothing(
+    tmp_path: Path,
+) -> None:
+    b = RelayProcess(tmp_path / "b", settings={"debug_log": True}).start()
+    try:
+        mailbox_id, write = await _box_on(b)
+        answers: dict[str, list[bytes]] = {}
+        keys: dict[str, bytes] = {}
+        async with aiohttp.ClientSession() as s:
+            key_resp = await s.get(f"{b.url}/relay-key")
+            relay_key = await key_resp.read()
+            for case, box in (("stored", mailbox_id), ("refused", os.urandom(32))):
+                msg_id, envelope = os.urandom(16), os.urandom(256)
+                sig = write.sign(post_message(box, msg_id, envelope)).signature
+                keys[case] = answer_key = os.urandom(16)
+                post = PostSigned(1, box, msg_id, envelope, sig)
+                sealed = seal_request(relay_key, ForwardedPost(answer_key, post), os.urandom)
+                for _ in range(2):  # the hostile forwarder replays what it carried
+                    async with s.post(f"{b.url}/forwarded", data=sealed) as r:
+                        assert r.status == 200
+                        answers.setdefault(case, []).append(await r.read())
+        first, again = answers["stored"]
+        assert isinstance(open_answer(keys["stored"], first), Posted)
+        replay = open_answer(keys["stored"], again)
+        assert isinstance(replay, Posted) and replay.duplicate
+        assert all(isinstance(open_answer(keys["refused"], a), Error) for a in answers["refused"])
+        stored = re.findall(r"forwarded post to ([0-9a-f]+)", b.log_path.read_text())
+        assert stored.count(mailbox_id.hex()) == 2  # handled twice, stored once (dup above)
+        # what the forwarder compares: fresh-looking bytes in both cases (a chance
+        # match is 1 in 256 per byte), not 336 equal bytes or all but one
+        for case in ("stored", "refused"):
+            alike = _answers_alike(*answers[case])
+            assert alike < 40, f"{case}: {alike} bytes equal between the two answers"
+    finally:
+        b.stop()
