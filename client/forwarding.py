@@ -10,10 +10,13 @@ it sees the forwarder's address, not ours.  The post is a one-shot
 fetched from ``destination/relay-key`` (a plain GET that names no mailbox),
 saved in the encrypted store, and fetched ahead (:meth:`Forwarding.prefetch`,
 at random times after connecting) for every relay we may post to, so a key
-fetch rarely comes just before a post; the forwarder learns the destination relay, the
-size (a padding bucket) and the time, not the mailbox, the message id or
-the answer.  A post to the forwarder itself goes directly: it sees our
-address anyway.
+fetch rarely comes just before a post.  Keys are fetched *through the
+forwarder* too (``P/forward-key``): a destination that saw our address on a
+key fetch could give each fetcher its own key and so name the poster of
+every post sealed to it, or time the refetch a ``BadSeal`` provokes.  The
+forwarder learns the destination relay, the size (a padding bucket) and the
+time, not the mailbox, the message id or the answer.  A post to the
+forwarder itself goes directly: it sees our address anyway.
 
 If the forwarder fails (unreachable, refuses, does not forward), that is
 :class:`ForwarderFailed`; the engine reports it and posts directly only if
@@ -118,30 +121,43 @@ class Forwarding:
         if session is not None and not session.closed:
             await session.close()
 
-    async def prefetch(self, urls: Iterable[str], jitter: float | None = None) -> None:
-        """Fetch the keys not held yet, each after its own random delay, so
-        a fetch (which shows our address to that relay) is not followed at
-        once by our forwarded post (which the relay would then link to it)."""
+    async def prefetch(
+        self, urls: Iterable[str], jitter: float | None = None, via: str = ""
+    ) -> None:
+        """Fetch the keys not held yet (through ``via``, the forwarder),
+        each after its own random delay, so that a fetch is not followed at
+        once by our forwarded post."""
         most = PREFETCH_JITTER if jitter is None else jitter
         for url in sorted(set(urls)):
             if url in self._keys:
                 continue
             await asyncio.sleep(random.uniform(0, most))
-            with contextlib.suppress(RelayUnavailable):
-                await self.relay_key(url)
+            with contextlib.suppress(RelayUnavailable, ForwarderFailed):
+                await self.relay_key(url, via)
 
-    async def relay_key(self, url: str) -> bytes:
-        """The destination relay's forwarding key (saved; fetched when missing)."""
+    async def relay_key(self, url: str, via: str = "") -> bytes:
+        """The destination relay's forwarding key (saved; fetched when
+        missing), through the forwarder ``via`` (SPEC.md §7.14): the
+        destination then sees the forwarder's address, not ours."""
         key = self._keys.get(url)
         if key is not None:
             return key
-        try:
-            async with self._client().get(f"{url}/relay-key", allow_redirects=False) as resp:
-                body = await _read_capped(resp, RELAY_KEY_LEN)
-                if resp.status != 200 or len(body) != RELAY_KEY_LEN:
-                    raise RelayUnavailable(f"relay {url} offers no forwarding key")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RelayUnavailable(f"relay {url} is not reachable: {exc}") from None
+        if via:
+            status, body = await self._send(via, url.encode("utf-8"), "forward-key")
+            if status != 200 or len(body) != RELAY_KEY_LEN:
+                refusal = _error(body)
+                why = f"{type(refusal).__name__}: {refusal}" if refusal else f"HTTP {status}"
+                raise ForwarderFailed(
+                    f"forwarding relay {via} did not fetch the key of {url} ({why})"
+                )
+        else:
+            try:
+                async with self._client().get(f"{url}/relay-key", allow_redirects=False) as resp:
+                    body = await _read_capped(resp, RELAY_KEY_LEN)
+                    if resp.status != 200 or len(body) != RELAY_KEY_LEN:
+                        raise RelayUnavailable(f"relay {url} offers no forwarding key")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise RelayUnavailable(f"relay {url} is not reachable: {exc}") from None
         self._keys[url] = body
         if self._on_key is not None:
             self._on_key(dict(self._keys))
@@ -157,12 +173,12 @@ class Forwarding:
         envelope: bytes,
     ) -> int:
         """Post through ``forwarder``; the destination's seq.  Raises the
-        destination's refusal (a ``RelayError``), :class:`ForwarderFailed`,
-        or ``RelayUnavailable`` when the destination's key cannot be had."""
+        destination's refusal (a ``RelayError``) or :class:`ForwarderFailed`
+        (also when the forwarder cannot fetch the destination's key)."""
         signature = SigningKey(write_seed).sign(post_message(mailbox_id, msg_id, envelope))
         frame = PostSigned(1, mailbox_id, msg_id, envelope, signature.signature)
         for attempt in (1, 2):
-            key = await self.relay_key(destination)
+            key = await self.relay_key(destination, forwarder)
             answer_key = os.urandom(16)
             sealed = seal_request(key, ForwardedPost(answer_key, frame), os.urandom)
             body = ForwardRequest(destination, sealed).encode()
@@ -187,10 +203,12 @@ class Forwarding:
             raise ForwarderFailed(f"forwarding relay {forwarder} did not forward ({why})")
         raise AssertionError("unreachable")
 
-    async def _send(self, forwarder: str, body: bytes) -> tuple[int, bytes]:
+    async def _send(
+        self, forwarder: str, body: bytes, endpoint: str = "forward"
+    ) -> tuple[int, bytes]:
         try:
             async with self._client().post(
-                f"{forwarder}/forward",
+                f"{forwarder}/{endpoint}",
                 data=body,
                 allow_redirects=False,
                 headers={"Content-Type": "application/octet-stream"},

@@ -49,6 +49,7 @@ from protocol.forward import (
     AEAD_TAG,
     ENC_LEN,
     MAX_DESTINATION_LEN,
+    RELAY_KEY_LEN,
     SEALED_ANSWER_LEN,
     ForwardRequest,
     open_request,
@@ -177,8 +178,9 @@ class DestinationPolicy:
         inner = _embedded_ipv4(ip)
         return inner is None or self.allowed(inner)
 
-    def check_url(self, text: str) -> URL:
-        """The destination's ``/forwarded`` URL; ``ForwardDenied`` if not allowed."""
+    def check_url(self, text: str, endpoint: str = "forwarded") -> URL:
+        """The destination's ``/forwarded`` (or ``/relay-key``) URL;
+        ``ForwardDenied`` if not allowed."""
         try:
             url = URL(text)
         except (ValueError, TypeError):
@@ -207,7 +209,7 @@ class DestinationPolicy:
             raise ForwardDenied("destination address is not in canonical form")
         if ip is not None and not self.allowed(ip):
             raise ForwardDenied("destination address not allowed")
-        return url.with_path(url.path.rstrip("/") + "/forwarded")
+        return url.with_path(url.path.rstrip("/") + "/" + endpoint)
 
 
 class _PolicyResolver(AbstractResolver):
@@ -270,6 +272,8 @@ class ForwardHandlers:
         lim = cfg.limits
         self.policy = DestinationPolicy(cfg.forward_allow, cfg.forward_deny)
         self.requests = PerIpLimiter(lim.forward_rate, lim.forward_burst)
+        # key fetches (rare: once per destination) spend their own tokens
+        self.key_requests = PerIpLimiter(lim.forward_rate, lim.forward_burst)
         self.bytes = PerIpLimiter(lim.forward_bytes_rate, lim.forward_bytes_burst)
         self.forwarded_ip = PerIpLimiter(lim.forwarded_ip_rate, lim.forwarded_ip_burst)
         self.per_mailbox = PerIpLimiter(lim.forwarded_rate, lim.forwarded_burst)
@@ -394,13 +398,7 @@ class ForwardHandlers:
         except DecodeError as exc:
             raise BadRequest(f"malformed forward request: {exc}") from None
         target = self.policy.check_url(req.destination)
-        if self.outbound >= self.ctx.config.limits.max_forwards:
-            raise Unavailable("forwarder busy")
-        self.outbound += 1
-        try:
-            status, answer = await self._post(target, req.sealed)
-        finally:
-            self.outbound -= 1
+        status, answer = await self._outbound(target, req.sealed)
         self.ctx.metrics.inc("samizdat_relay_forwards_total")
         if status == 200 and len(answer) == _ANSWER_LEN:
             return web.Response(body=answer, content_type="application/octet-stream")
@@ -411,6 +409,48 @@ class ForwardHandlers:
         if isinstance(frame, Error):  # the destination's own typed refusal (BadSeal...)
             return error_response(frame.to_exception(), 502)
         raise ForwardFailed(f"destination answered HTTP {status}")
+
+    # -- POST P/forward-key: a destination's key, fetched for the client -----------------
+
+    async def forward_key(self, request: web.Request) -> web.StreamResponse:
+        """``GET destination/relay-key`` on the client's behalf, so that D
+        sees this relay's address on key fetches, never the client's: a
+        destination that saw who fetched its key could hand each fetcher
+        its own key and name the poster of every forwarded post."""
+        try:
+            ip = self.ctx.client_ip(request)
+            if not self.key_requests.take(ip):
+                raise RateLimited("too many key requests from this address")
+            body = await _read_capped(request.content, MAX_DESTINATION_LEN)
+            if not body:
+                raise BadRequest(
+                    f"the body must be a destination URL of 1..{MAX_DESTINATION_LEN} bytes"
+                )
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("the destination URL is not UTF-8") from None
+            target = self.policy.check_url(text, "relay-key")
+            status, key = await self._outbound(target, None)
+            if status != 200 or len(key) != RELAY_KEY_LEN:
+                raise ForwardFailed(f"destination offers no forwarding key (HTTP {status})")
+            return web.Response(body=key, content_type="application/octet-stream")
+        except RelayError as exc:
+            self.ctx.metrics.inc_label("samizdat_relay_errors_total", str(exc.code))
+            if isinstance(exc, RateLimited):
+                self.ctx.metrics.inc("samizdat_relay_rate_limited_total")
+            return error_response(exc)
+
+    async def _outbound(self, target: URL, sealed: bytes | None) -> tuple[int, bytes]:
+        """One outbound request (POST of ``sealed``, or GET when None),
+        within ``max_forwards`` at once."""
+        if self.outbound >= self.ctx.config.limits.max_forwards:
+            raise Unavailable("forwarder busy")
+        self.outbound += 1
+        try:
+            return await self._post(target, sealed)
+        finally:
+            self.outbound -= 1
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -430,13 +470,14 @@ class ForwardHandlers:
             )
         return self._session
 
-    async def _post(self, target: URL, sealed: bytes) -> tuple[int, bytes]:
+    async def _post(self, target: URL, sealed: bytes | None) -> tuple[int, bytes]:
         try:
-            async with self._client().post(
+            async with self._client().request(
+                "GET" if sealed is None else "POST",
                 target,
                 data=sealed,
                 allow_redirects=False,  # a redirect could point anywhere
-                headers={"Content-Type": "application/octet-stream"},
+                headers={} if sealed is None else {"Content-Type": "application/octet-stream"},
             ) as resp:
                 body = await _read_capped(resp.content, max(_ANSWER_LEN, _MAX_ERROR_BODY))
                 if body is None:

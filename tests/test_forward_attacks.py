@@ -21,12 +21,28 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from harness.relay_process import RelayProcess
-from protocol.forward import ForwardedPost, open_answer, seal_request
-from protocol.relay_frames import Error, ForwardDenied, Posted, PostSigned, post_message
+from client.forwarding import Forwarding
+from harness.relay_process import RelayProcess, free_port
+from protocol.errors import CryptoError, DecodeError
+from protocol.forward import (
+    ForwardedPost,
+    open_answer,
+    open_request,
+    relay_key_pair,
+    seal_answer,
+    seal_request,
+)
+from protocol.relay_frames import BadSeal, Error, ForwardDenied, Posted, PostSigned, post_message
 from relay.forward import DestinationPolicy
-from tests.test_private_routing import _box_on, _code, _raw_forward
+from tests.test_private_routing import (
+    FORWARDER_ADDRESS,
+    _box_on,
+    _code,
+    _forwarder_settings,
+    _raw_forward,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -104,3 +120,66 @@ async def test_a_replayed_forwarded_post_posts_once_and_its_answers_tell_nothing
             assert alike < 40, f"{case}: {alike} bytes equal between the two answers"
     finally:
         b.stop()
+
+
+class _TaggingDestination:
+    """A hostile destination relay D: it hands every key request its own
+    key (tagging) and remembers who asked, refuses the first forwarded post
+    with BadSeal (so the client fetches its key again, at once), and opens
+    the next with whichever key it was sealed to: the poster is whoever
+    fetched that key."""
+
+    def __init__(self) -> None:
+        self.fetches: list[tuple[str, bytes]] = []  # (peer address, private key)
+        self.linked: list[str] = []  # the fetcher's address of each opened post
+        self.refused = 0
+
+    async def relay_key(self, request: web.Request) -> web.Response:
+        private, public = relay_key_pair(os.urandom)
+        self.fetches.append((request.remote or "?", private))
+        return web.Response(body=public)
+
+    async def forwarded(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        for peer, private in self.fetches:
+            try:
+                inner = open_request(private, body)
+            except (CryptoError, DecodeError):
+                continue
+            if not self.refused:
+                self.refused += 1
+                return web.Response(status=400, body=Error(0, BadSeal.code, "").encode())
+            self.linked.append(peer)
+            answer = Posted(inner.post.req_id, 1, False)
+            return web.Response(body=seal_answer(inner.answer_key, answer, os.urandom))
+        return web.Response(status=400, body=Error(0, BadSeal.code, "").encode())
+
+
+async def test_a_destination_cannot_learn_the_posters_address_from_its_key_fetches(
+    tmp_path: Path,
+) -> None:
+    """Every key fetch the client makes with a forwarder set, ahead or after
+    BadSeal, reaches D from the forwarder's address, never the client's:
+    otherwise D tags each fetcher with its own key (or times the refetch a
+    BadSeal provokes) and names the poster of every forwarded post."""
+    hostile = _TaggingDestination()
+    app = web.Application()
+    app.router.add_get("/p/relay-key", hostile.relay_key)
+    app.router.add_post("/p/forwarded", hostile.forwarded)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    d_url = f"http://127.0.0.1:{port}/p"
+    a = RelayProcess(tmp_path / "a", settings=_forwarder_settings()).start()  # type: ignore[arg-type]
+    fwd = Forwarding()
+    try:
+        await fwd.prefetch([d_url], jitter=0, via=a.url)
+        assert await fwd.post(a.url, d_url, os.urandom(32), bytes(32), os.urandom(16), bytes(256))
+        assert hostile.refused == 1 and len(hostile.fetches) == 2  # ahead, and after BadSeal
+        peers = {peer for peer, _ in hostile.fetches} | set(hostile.linked)
+        assert peers == {FORWARDER_ADDRESS}, f"D saw the client at {peers}"
+    finally:
+        await fwd.close()
+        a.stop()
+        await runner.cleanup()
