@@ -237,7 +237,9 @@ def load_relay_key(data_dir: Path) -> bytes:
     """This relay's forwarding private key, created (mode 0600) on first use."""
     path = data_dir / KEY_FILE
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            data = fh.read()
     except FileNotFoundError:
         data_dir.mkdir(parents=True, exist_ok=True)
         private, _ = relay_key_pair(os.urandom)
@@ -252,6 +254,10 @@ def load_relay_key(data_dir: Path) -> bytes:
         return private
     if len(data) != 32:
         raise ValueError(f"{path} is not a forwarding key (32 bytes)")
+    if mode & 0o077:
+        # it opens every post forwarded to this relay: other local users
+        # must not read it (refused as ssh refuses such private keys)
+        raise ValueError(f"{path} is readable by other users (mode {mode & 0o777:o}): chmod 600 it")
     return data
 
 

@@ -35,7 +35,7 @@ from protocol.forward import (
     seal_request,
 )
 from protocol.relay_frames import BadSeal, Error, ForwardDenied, Posted, PostSigned, post_message
-from relay.forward import DestinationPolicy
+from relay.forward import DestinationPolicy, load_relay_key
 from tests.test_private_routing import (
     FORWARDER_ADDRESS,
     _box_on,
@@ -183,3 +183,18 @@ async def test_a_destination_cannot_learn_the_posters_address_from_its_key_fetch
         await fwd.close()
         a.stop()
         await runner.cleanup()
+
+
+def test_a_forwarding_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    """The key opens every forwarded post (mailbox ids, message ids): a key
+    file other local users can read (restored from a backup, copied to a
+    NATS node with the wrong mode) is refused, as ssh refuses such keys."""
+    data = tmp_path / "data"
+    key = load_relay_key(data)
+    path = data / "forward.key"
+    for mode in (0o644, 0o640, 0o604):
+        path.chmod(mode)
+        with pytest.raises(ValueError, match="chmod 600"):
+            load_relay_key(data)
+    path.chmod(0o600)
+    assert load_relay_key(data) == key
