@@ -10,13 +10,16 @@ it sees the forwarder's address, not ours.  The post is a one-shot
 fetched from ``destination/relay-key`` (a plain GET that names no mailbox),
 saved in the encrypted store, and fetched ahead (:meth:`Forwarding.prefetch`,
 at random times after connecting) for every relay we may post to, so a key
-fetch rarely comes just before a post.  Keys are fetched *through the
-forwarder* too (``P/forward-key``): a destination that saw our address on a
-key fetch could give each fetcher its own key and so name the poster of
-every post sealed to it, or time the refetch a ``BadSeal`` provokes.  The
-forwarder learns the destination relay, the size (a padding bucket) and the
-time, not the mailbox, the message id or the answer.  A post to the
-forwarder itself goes directly: it sees our address anyway.
+fetch rarely comes just before a post.  With a forwarder, each key is
+fetched twice, at independent random times: through the forwarder
+(``P/forward-key``, the destination sees the forwarder's address) and
+directly, and used only if both agree.  Directly alone, a destination could
+give each fetching address a key of its own and name the poster of every
+post sealed to it; through the forwarder alone, the forwarder could hand us
+its own key and open the post.  The forwarder learns the destination relay,
+the size (a padding bucket) and the time, not the mailbox, the message id
+or the answer.  A post to the forwarder itself goes directly: it sees our
+address anyway.
 
 If the forwarder fails (unreachable, refuses, does not forward), that is
 :class:`ForwarderFailed`; the engine reports it and posts directly only if
@@ -133,34 +136,49 @@ class Forwarding:
                 continue
             await asyncio.sleep(random.uniform(0, most))
             with contextlib.suppress(RelayUnavailable, ForwarderFailed):
-                await self.relay_key(url, via)
+                await self.relay_key(url, via, pause=most)
 
-    async def relay_key(self, url: str, via: str = "") -> bytes:
+    async def relay_key(self, url: str, via: str = "", pause: float = 0.0) -> bytes:
         """The destination relay's forwarding key (saved; fetched when
-        missing), through the forwarder ``via`` (SPEC.md §7.14): the
-        destination then sees the forwarder's address, not ours."""
+        missing).  With a forwarder ``via`` (SPEC.md §7.14) it is fetched
+        through it and directly, up to ``pause`` seconds apart at random,
+        and taken only if both agree (else :class:`ForwarderFailed`)."""
         key = self._keys.get(url)
         if key is not None:
             return key
         if via:
-            status, body = await self._send(via, url.encode("utf-8"), "forward-key")
-            if status != 200 or len(body) != RELAY_KEY_LEN:
-                refusal = _error(body)
-                why = f"{type(refusal).__name__}: {refusal}" if refusal else f"HTTP {status}"
+            through = await self._key_via(via, url)
+            await asyncio.sleep(random.uniform(0, pause))
+            body = await self._key_direct(url)
+            if through != body:
                 raise ForwarderFailed(
-                    f"forwarding relay {via} did not fetch the key of {url} ({why})"
+                    f"the forwarding key of {url} differs through {via} and directly: one "
+                    "of the two relays is hostile (substituting its key, or giving each "
+                    "fetcher its own to recognise its posts); nothing was sealed to either"
                 )
         else:
-            try:
-                async with self._client().get(f"{url}/relay-key", allow_redirects=False) as resp:
-                    body = await _read_capped(resp, RELAY_KEY_LEN)
-                    if resp.status != 200 or len(body) != RELAY_KEY_LEN:
-                        raise RelayUnavailable(f"relay {url} offers no forwarding key")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise RelayUnavailable(f"relay {url} is not reachable: {exc}") from None
+            body = await self._key_direct(url)
         self._keys[url] = body
         if self._on_key is not None:
             self._on_key(dict(self._keys))
+        return body
+
+    async def _key_direct(self, url: str) -> bytes:
+        try:
+            async with self._client().get(f"{url}/relay-key", allow_redirects=False) as resp:
+                body = await _read_capped(resp, RELAY_KEY_LEN)
+                if resp.status != 200 or len(body) != RELAY_KEY_LEN:
+                    raise RelayUnavailable(f"relay {url} offers no forwarding key")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RelayUnavailable(f"relay {url} is not reachable: {exc}") from None
+        return body
+
+    async def _key_via(self, via: str, url: str) -> bytes:
+        status, body = await self._send(via, url.encode("utf-8"), "forward-key")
+        if status != 200 or len(body) != RELAY_KEY_LEN:
+            refusal = _error(body)
+            why = f"{type(refusal).__name__}: {refusal}" if refusal else f"HTTP {status}"
+            raise ForwarderFailed(f"forwarding relay {via} did not fetch the key of {url} ({why})")
         return body
 
     async def post(

@@ -23,11 +23,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from client.forwarding import Forwarding
+from client.forwarding import ForwarderFailed, Forwarding
 from harness.relay_process import RelayProcess, free_port
 from protocol.errors import CryptoError, DecodeError
 from protocol.forward import (
     ForwardedPost,
+    ForwardRequest,
     open_answer,
     open_request,
     relay_key_pair,
@@ -123,16 +124,13 @@ async def test_a_replayed_forwarded_post_posts_once_and_its_answers_tell_nothing
 
 
 class _TaggingDestination:
-    """A hostile destination relay D: it hands every key request its own
-    key (tagging) and remembers who asked, refuses the first forwarded post
-    with BadSeal (so the client fetches its key again, at once), and opens
-    the next with whichever key it was sealed to: the poster is whoever
-    fetched that key."""
+    """A hostile destination relay D: it hands every key request a key of
+    its own and remembers who asked, and opens each forwarded post with
+    whichever key it was sealed to: the poster is whoever fetched that key."""
 
     def __init__(self) -> None:
         self.fetches: list[tuple[str, bytes]] = []  # (peer address, private key)
         self.linked: list[str] = []  # the fetcher's address of each opened post
-        self.refused = 0
 
     async def relay_key(self, request: web.Request) -> web.Response:
         private, public = relay_key_pair(os.urandom)
@@ -146,43 +144,92 @@ class _TaggingDestination:
                 inner = open_request(private, body)
             except (CryptoError, DecodeError):
                 continue
-            if not self.refused:
-                self.refused += 1
-                return web.Response(status=400, body=Error(0, BadSeal.code, "").encode())
             self.linked.append(peer)
             answer = Posted(inner.post.req_id, 1, False)
             return web.Response(body=seal_answer(inner.answer_key, answer, os.urandom))
         return web.Response(status=400, body=Error(0, BadSeal.code, "").encode())
 
 
-async def test_a_destination_cannot_learn_the_posters_address_from_its_key_fetches(
-    tmp_path: Path,
-) -> None:
-    """Every key fetch the client makes with a forwarder set, ahead or after
-    BadSeal, reaches D from the forwarder's address, never the client's:
-    otherwise D tags each fetcher with its own key (or times the refetch a
-    BadSeal provokes) and names the poster of every forwarded post."""
-    hostile = _TaggingDestination()
+class _SubstitutingForwarder:
+    """A hostile forwarder F: it answers key requests with a key of its own,
+    and tries to open what it is then asked to forward."""
+
+    def __init__(self) -> None:
+        self.private, self.public = relay_key_pair(os.urandom)
+        self.opened = 0
+        self.forwards = 0
+
+    async def forward_key(self, request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=self.public)
+
+    async def forward(self, request: web.Request) -> web.Response:
+        self.forwards += 1
+        req = ForwardRequest.decode(await request.read())
+        try:
+            open_request(self.private, req.sealed)
+            self.opened += 1
+        except (CryptoError, DecodeError):
+            pass
+        return web.Response(status=502, body=Error(0, 119, "").encode())
+
+
+async def _serve(routes: list[tuple[str, str, object]]) -> tuple[web.AppRunner, str]:
     app = web.Application()
-    app.router.add_get("/p/relay-key", hostile.relay_key)
-    app.router.add_post("/p/forwarded", hostile.forwarded)
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)  # type: ignore[arg-type]
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    d_url = f"http://127.0.0.1:{port}/p"
+    return runner, f"http://127.0.0.1:{port}/p"
+
+
+async def test_a_destination_tagging_its_key_per_fetcher_learns_no_poster(
+    tmp_path: Path,
+) -> None:
+    """D gives every fetching address its own key: fetched only directly, the
+    key names the poster of every post sealed to it.  The client fetches it
+    through the forwarder and directly, sees two keys and seals nothing."""
+    hostile = _TaggingDestination()
+    runner, d_url = await _serve(
+        [("GET", "/p/relay-key", hostile.relay_key), ("POST", "/p/forwarded", hostile.forwarded)]
+    )
     a = RelayProcess(tmp_path / "a", settings=_forwarder_settings()).start()  # type: ignore[arg-type]
     fwd = Forwarding()
     try:
         await fwd.prefetch([d_url], jitter=0, via=a.url)
-        assert await fwd.post(a.url, d_url, os.urandom(32), bytes(32), os.urandom(16), bytes(256))
-        assert hostile.refused == 1 and len(hostile.fetches) == 2  # ahead, and after BadSeal
-        peers = {peer for peer, _ in hostile.fetches} | set(hostile.linked)
-        assert peers == {FORWARDER_ADDRESS}, f"D saw the client at {peers}"
+        with pytest.raises(ForwarderFailed, match="differs"):
+            await fwd.post(a.url, d_url, os.urandom(32), bytes(32), os.urandom(16), bytes(256))
+        assert {peer for peer, _ in hostile.fetches} >= {FORWARDER_ADDRESS}
+        assert hostile.linked == [], f"D named the poster: {hostile.linked}"
     finally:
         await fwd.close()
         a.stop()
         await runner.cleanup()
+
+
+async def test_a_forwarder_substituting_the_destination_key_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    """F answers the key request with its own key: the client compares it
+    with the key D gives directly and never seals a post to F's key."""
+    b = RelayProcess(tmp_path / "b").start()
+    hostile = _SubstitutingForwarder()
+    runner, f_url = await _serve(
+        [("POST", "/p/forward-key", hostile.forward_key), ("POST", "/p/forward", hostile.forward)]
+    )
+    fwd = Forwarding()
+    try:
+        mailbox_id, write = await _box_on(b)
+        for _ in range(2):
+            with pytest.raises(ForwarderFailed):
+                await fwd.post(f_url, b.url, mailbox_id, bytes(write), os.urandom(16), bytes(256))
+        assert hostile.opened == 0, "the forwarder opened a post sealed to its own key"
+    finally:
+        await fwd.close()
+        await runner.cleanup()
+        b.stop()
 
 
 def test_a_forwarding_key_readable_by_others_is_refused(tmp_path: Path) -> None:
