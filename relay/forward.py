@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,9 @@ KEY_FILE = "forward.key"
 _OVERHEAD = MAX_DESTINATION_LEN + ENC_LEN + AEAD_TAG + 512
 _ANSWER_LEN = SEALED_ANSWER_LEN
 _MAX_ERROR_BODY = 1024
+# HPKE encapsulations of the sealed requests seen lately: a replayed request
+# is refused before it spends its mailbox's forwarded-post budget.
+_SEEN_SEALS = 65_536
 _PATH = re.compile(r"^(/[A-Za-z0-9._-]+)*/?$")
 
 STATUS = {
@@ -285,6 +289,7 @@ class ForwardHandlers:
         self.per_mailbox = PerIpLimiter(lim.forwarded_rate, lim.forwarded_burst)
         self.max_body = lim.max_envelope_size + _OVERHEAD
         self.outbound = 0
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._private: bytes | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -328,6 +333,19 @@ class ForwardHandlers:
             return error_response(BadSeal("request not sealed to this relay's key"))
         post = inner.post
         ctx.metrics.inc("samizdat_relay_forwarded_total")
+        if self._replayed(body[:ENC_LEN]):
+            # The client seals every attempt afresh (a new HPKE enc), so the
+            # same enc again is someone replaying what it carried or saw: it
+            # must not spend the mailbox's budget (per_mailbox below), which
+            # every forwarder's users share.  Sealed, like any answer.
+            exc = BadRequest("replayed forwarded request")
+            ctx.metrics.inc_label("samizdat_relay_errors_total", str(exc.code))
+            return web.Response(
+                body=seal_answer(
+                    inner.answer_key, Error.from_exception(post.req_id, exc), os.urandom
+                ),
+                content_type="application/octet-stream",
+            )
         if ctx.config.debug_log:
             log.debug(
                 "forwarded post to %s from %s", post.mailbox_id.hex(), peer_address(ctx, request)
@@ -342,6 +360,17 @@ class ForwardHandlers:
             body=seal_answer(inner.answer_key, answer, os.urandom),
             content_type="application/octet-stream",
         )
+
+    def _replayed(self, enc: bytes) -> bool:
+        """Was this encapsulation seen lately?  (Records it if not.)  Only
+        requests that opened are recorded; flushing the memory takes
+        ``_SEEN_SEALS`` of them, each spending the sender's address budget."""
+        if enc in self._seen:
+            return True
+        self._seen[enc] = None
+        if len(self._seen) > _SEEN_SEALS:
+            self._seen.popitem(last=False)
+        return False
 
     async def _store(self, f: PostSigned) -> Posted:
         """A ``PostSigned`` as the WebSocket takes it (SPEC.md §7.7, "Post")."""
