@@ -277,3 +277,37 @@ async def test_replaying_one_sealed_post_does_not_exhaust_the_mailbox_limit(
         assert isinstance(answer, Posted), answer
     finally:
         b.stop()
+
+
+async def test_a_destination_redirect_is_not_followed(tmp_path: Path) -> None:
+    """D answers the forwarder with a redirect to another address (here one
+    the forwarder may reach): the forwarder must not follow it, for the
+    post nor for the key, or the guard's check of D's URL means nothing."""
+    hits: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=bytes(32))
+
+    inner, inner_url = await _serve(
+        [("GET", "/p/{tail:.*}", record), ("POST", "/p/{tail:.*}", record)]
+    )
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"{inner_url}/secret")
+
+    outer, outer_url = await _serve(
+        [("GET", "/p/relay-key", redirect), ("POST", "/p/forwarded", redirect)]
+    )
+    a = RelayProcess(tmp_path / "a", settings=_forwarder_settings()).start()  # type: ignore[arg-type]
+    try:
+        status, _ = await _raw_forward(a.url, outer_url, os.urandom(300))
+        assert status == 502
+        key_url = f"{a.url}/forward-key"
+        async with aiohttp.ClientSession() as s, s.post(key_url, data=outer_url.encode()) as r:
+            assert r.status == 502
+        assert hits == []
+    finally:
+        a.stop()
+        await outer.cleanup()
+        await inner.cleanup()
