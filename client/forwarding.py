@@ -10,9 +10,15 @@ it sees the forwarder's address, not ours.  The post is a one-shot
 fetched from ``destination/relay-key`` (a plain GET that names no mailbox),
 saved in the encrypted store, and fetched ahead (:meth:`Forwarding.prefetch`,
 at random times after connecting) for every relay we may post to, so a key
-fetch rarely comes just before a post; the forwarder learns the destination relay, the
-size (a padding bucket) and the time, not the mailbox, the message id or
-the answer.  A post to the forwarder itself goes directly: it sees our
+fetch rarely comes just before a post.  With a forwarder, each key is
+fetched twice, at independent random times: through the forwarder
+(``P/forward-key``, the destination sees the forwarder's address) and
+directly, and used only if both agree.  Directly alone, a destination could
+give each fetching address a key of its own and name the poster of every
+post sealed to it; through the forwarder alone, the forwarder could hand us
+its own key and open the post.  The forwarder learns the destination relay,
+the size (a padding bucket) and the time, not the mailbox, the message id
+or the answer.  A post to the forwarder itself goes directly: it sees our
 address anyway.
 
 If the forwarder fails (unreachable, refuses, does not forward), that is
@@ -51,7 +57,7 @@ from protocol.relay_frames import (
 )
 
 _TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
-_MAX_BODY = 4096  # an answer is 336 bytes, an error a few dozen
+_MAX_BODY = 4096  # an answer is 348 bytes, an error a few dozen
 PREFETCH_JITTER = 30.0  # seconds: the most a key fetch waits after the previous one
 
 
@@ -118,23 +124,46 @@ class Forwarding:
         if session is not None and not session.closed:
             await session.close()
 
-    async def prefetch(self, urls: Iterable[str], jitter: float | None = None) -> None:
-        """Fetch the keys not held yet, each after its own random delay, so
-        a fetch (which shows our address to that relay) is not followed at
-        once by our forwarded post (which the relay would then link to it)."""
+    async def prefetch(
+        self, urls: Iterable[str], jitter: float | None = None, via: str = ""
+    ) -> None:
+        """Fetch the keys not held yet (through ``via``, the forwarder),
+        each after its own random delay, so that a fetch is not followed at
+        once by our forwarded post."""
         most = PREFETCH_JITTER if jitter is None else jitter
         for url in sorted(set(urls)):
             if url in self._keys:
                 continue
             await asyncio.sleep(random.uniform(0, most))
-            with contextlib.suppress(RelayUnavailable):
-                await self.relay_key(url)
+            with contextlib.suppress(RelayUnavailable, ForwarderFailed):
+                await self.relay_key(url, via, pause=most)
 
-    async def relay_key(self, url: str) -> bytes:
-        """The destination relay's forwarding key (saved; fetched when missing)."""
+    async def relay_key(self, url: str, via: str = "", pause: float = 0.0) -> bytes:
+        """The destination relay's forwarding key (saved; fetched when
+        missing).  With a forwarder ``via`` (SPEC.md §7.14) it is fetched
+        through it and directly, up to ``pause`` seconds apart at random,
+        and taken only if both agree (else :class:`ForwarderFailed`)."""
         key = self._keys.get(url)
         if key is not None:
             return key
+        if via:
+            through = await self._key_via(via, url)
+            await asyncio.sleep(random.uniform(0, pause))
+            body = await self._key_direct(url)
+            if through != body:
+                raise ForwarderFailed(
+                    f"the forwarding key of {url} differs through {via} and directly: one "
+                    "of the two relays is hostile (substituting its key, or giving each "
+                    "fetcher its own to recognise its posts); nothing was sealed to either"
+                )
+        else:
+            body = await self._key_direct(url)
+        self._keys[url] = body
+        if self._on_key is not None:
+            self._on_key(dict(self._keys))
+        return body
+
+    async def _key_direct(self, url: str) -> bytes:
         try:
             async with self._client().get(f"{url}/relay-key", allow_redirects=False) as resp:
                 body = await _read_capped(resp, RELAY_KEY_LEN)
@@ -142,9 +171,14 @@ class Forwarding:
                     raise RelayUnavailable(f"relay {url} offers no forwarding key")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RelayUnavailable(f"relay {url} is not reachable: {exc}") from None
-        self._keys[url] = body
-        if self._on_key is not None:
-            self._on_key(dict(self._keys))
+        return body
+
+    async def _key_via(self, via: str, url: str) -> bytes:
+        status, body = await self._send(via, url.encode("utf-8"), "forward-key")
+        if status != 200 or len(body) != RELAY_KEY_LEN:
+            refusal = _error(body)
+            why = f"{type(refusal).__name__}: {refusal}" if refusal else f"HTTP {status}"
+            raise ForwarderFailed(f"forwarding relay {via} did not fetch the key of {url} ({why})")
         return body
 
     async def post(
@@ -157,12 +191,12 @@ class Forwarding:
         envelope: bytes,
     ) -> int:
         """Post through ``forwarder``; the destination's seq.  Raises the
-        destination's refusal (a ``RelayError``), :class:`ForwarderFailed`,
-        or ``RelayUnavailable`` when the destination's key cannot be had."""
+        destination's refusal (a ``RelayError``) or :class:`ForwarderFailed`
+        (also when the forwarder cannot fetch the destination's key)."""
         signature = SigningKey(write_seed).sign(post_message(mailbox_id, msg_id, envelope))
         frame = PostSigned(1, mailbox_id, msg_id, envelope, signature.signature)
         for attempt in (1, 2):
-            key = await self.relay_key(destination)
+            key = await self.relay_key(destination, forwarder)
             answer_key = os.urandom(16)
             sealed = seal_request(key, ForwardedPost(answer_key, frame), os.urandom)
             body = ForwardRequest(destination, sealed).encode()
@@ -187,10 +221,12 @@ class Forwarding:
             raise ForwarderFailed(f"forwarding relay {forwarder} did not forward ({why})")
         raise AssertionError("unreachable")
 
-    async def _send(self, forwarder: str, body: bytes) -> tuple[int, bytes]:
+    async def _send(
+        self, forwarder: str, body: bytes, endpoint: str = "forward"
+    ) -> tuple[int, bytes]:
         try:
             async with self._client().post(
-                f"{forwarder}/forward",
+                f"{forwarder}/{endpoint}",
                 data=body,
                 allow_redirects=False,
                 headers={"Content-Type": "application/octet-stream"},

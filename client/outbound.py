@@ -393,7 +393,9 @@ class Outbound(Files):
             urls = {mb.relay_url for mb in self._mailboxes.values()} | set(self.identity.relays)
             urls |= {i.relay_url for c in self.contacts() for i in c.inboxes}
             urls.discard(forwarder)
-            task = asyncio.get_running_loop().create_task(self._forwarder().prefetch(urls))
+            task = asyncio.get_running_loop().create_task(
+                self._forwarder().prefetch(urls, via=forwarder)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from nacl.signing import SigningKey
 
 from protocol.forward import (
-    ANSWER_SIZE,
     RELAY_KEY_LEN,
+    SEALED_ANSWER_LEN,
     ForwardedPost,
     ForwardRequest,
     open_answer,
@@ -36,7 +36,7 @@ from protocol.relay_frames import (
 if TYPE_CHECKING:
     from harness.relay_conformance import Box, Suite
 
-_SEALED_ANSWER = ANSWER_SIZE + 16
+_SEALED_ANSWER = SEALED_ANSWER_LEN
 
 
 class ForwardCheckFailed(AssertionError):
@@ -142,6 +142,11 @@ async def check_forward(suite: Suite) -> str:
     )
     status, body = await _http(suite, "POST", "/forward", b"\x00\x01")
     expect(_refusal(body) == BadRequest.code, f"malformed request: {_refusal(body)}, want 116")
+    status, body = await _http(suite, "POST", "/forward-key", b"http://127.0.0.1:1")
+    expect(
+        _refusal(body) in (ForwardDenied.code, ForwardFailed.code),
+        f"forward-key of 127.0.0.1:1: HTTP {status} {_refusal(body)}, want 118 or 119",
+    )
     key = await _relay_key(suite)
     _, box = await suite.writer()
     answer_key, sealed = _sealed(key, _signed(box, env()))
@@ -152,4 +157,11 @@ async def check_forward(suite: Suite) -> str:
     expect(status == 200 and len(body) == _SEALED_ANSWER, f"forward to itself: HTTP {status}")
     answer = open_answer(answer_key, body)
     expect(isinstance(answer, Posted), f"forward to itself: {code(answer)}")
-    return "offered; unreachable or denied destinations refused, a post forwarded to itself"
+    status, body = await _http(
+        suite, "POST", "/forward-key", suite.opts.url.rstrip("/").encode("utf-8")
+    )
+    expect(status == 200 and body == key, f"forward-key of itself: HTTP {status}, not its key")
+    return (
+        "offered; unreachable or denied destinations refused, a post forwarded to itself, "
+        "its own key fetched through P/forward-key"
+    )

@@ -17,9 +17,11 @@ one of its own relays) instead, and F posts it to D over F's own connection.
   sealed bytes, never the mailbox id, the message id or the signature.
 * D opens the request, handles the ``PostSigned`` as on a WebSocket, and
   answers with its ``Posted`` or ``Error`` frame padded to :data:`ANSWER_SIZE`
-  and sealed under ``answer_key`` (AES-128-GCM; the key is used once, so a
-  zero nonce is safe).  F returns those bytes unchanged: every answer it
-  relays has the same size, and it cannot read any of them.
+  and sealed under ``answer_key`` (AES-128-GCM with a random nonce sent in
+  front: F can replay the sealed request to D, and D then answers again
+  under the same key, so a fixed nonce would hand F two ciphertexts under
+  one nonce).  F returns those bytes unchanged: every answer it relays has
+  the same size, and it cannot read any of them.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ MAX_DESTINATION_LEN = 1024
 # Every answer (Posted: 14 B, Error: up to 265 B) is padded to this many
 # bytes before sealing, so the forwarder cannot tell them apart by size.
 ANSWER_SIZE = 320
+ANSWER_NONCE_LEN = 12
+SEALED_ANSWER_LEN = ANSWER_NONCE_LEN + ANSWER_SIZE + AEAD_TAG  # 348
 _INFO = b"samizdat-relay/v1 forward"
 _ANSWER_AAD = b"samizdat-relay/v1 forward-answer"
-_ZERO_NONCE = bytes(12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +142,32 @@ def open_request(private: bytes, sealed: bytes) -> ForwardedPost:
     return ForwardedPost.decode(plain)
 
 
-def seal_answer(answer_key: bytes, frame: Posted | Error) -> bytes:
-    """The destination's answer: ``uint16 length || frame || zeros`` to
-    :data:`ANSWER_SIZE`, sealed under the single-use ``answer_key``."""
+def seal_answer(answer_key: bytes, frame: Posted | Error, rng: Rng) -> bytes:
+    """The destination's answer: ``nonce || AEAD-Seal(answer_key, nonce,
+    uint16 length || frame || zeros to ANSWER_SIZE)``.
+
+    The nonce is fresh for every answer, not fixed: ``answer_key`` is meant
+    for one answer, but the forwarder (or anyone on the path to D) can
+    replay the sealed request and D, which cannot tell a replay from the
+    first delivery once its de-duplication window has passed, answers
+    again (``Posted`` with ``duplicate`` set, or the same ``Error``).  Under
+    one nonce those two answers would show the forwarder whether the post
+    was stored (one differing byte, or none) and give it the GHASH key to
+    forge answers (AES-GCM nonce reuse, NIST SP 800-38D §8)."""
     data = frame.encode()
     if len(data) > ANSWER_SIZE - 2:
         raise LocalError("answer frame too long")
     padded = len(data).to_bytes(2, "big") + data + bytes(ANSWER_SIZE - 2 - len(data))
-    return _SUITE.aead_seal(answer_key, _ZERO_NONCE, _ANSWER_AAD, padded)
+    nonce = rng(ANSWER_NONCE_LEN)
+    return nonce + _SUITE.aead_seal(answer_key, nonce, _ANSWER_AAD, padded)
 
 
 def open_answer(answer_key: bytes, sealed: bytes) -> Posted | Error:
     """The client's side; ``CryptoError`` if the forwarder (or anyone) altered it."""
-    if len(sealed) != ANSWER_SIZE + AEAD_TAG:
+    if len(sealed) != SEALED_ANSWER_LEN:
         raise CryptoError("forwarded answer has the wrong size")
-    padded = _SUITE.aead_open(answer_key, _ZERO_NONCE, _ANSWER_AAD, sealed)
+    nonce, ct = sealed[:ANSWER_NONCE_LEN], sealed[ANSWER_NONCE_LEN:]
+    padded = _SUITE.aead_open(answer_key, nonce, _ANSWER_AAD, ct)
     n = int.from_bytes(padded[:2], "big")
     if n > ANSWER_SIZE - 2 or any(padded[2 + n :]):
         raise DecodeError("malformed answer padding")

@@ -141,6 +141,7 @@ def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Appli
     app.router.add_post(f"{p}/forwarded", forward.forwarded, name="forwarded")
     if config.forwarding:
         app.router.add_post(f"{p}/forward", forward.forward, name="forward")
+        app.router.add_post(f"{p}/forward-key", forward.forward_key, name="forward-relay-key")
     app.on_startup.append(forward.start)
     app.on_cleanup.append(forward.close)
     app.router.add_route("*", "/{tail:.*}", ctx.decoy.handle)

@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +48,10 @@ from yarl import URL
 from protocol.errors import CryptoError, DecodeError
 from protocol.forward import (
     AEAD_TAG,
-    ANSWER_SIZE,
     ENC_LEN,
     MAX_DESTINATION_LEN,
+    RELAY_KEY_LEN,
+    SEALED_ANSWER_LEN,
     ForwardRequest,
     open_request,
     relay_key_pair,
@@ -88,8 +90,11 @@ KEY_FILE = "forward.key"
 # A forward request: the URL, the HPKE enc and tag, the answer key, a
 # PostSigned frame (envelope + 129 B) and the length headers.
 _OVERHEAD = MAX_DESTINATION_LEN + ENC_LEN + AEAD_TAG + 512
-_ANSWER_LEN = ANSWER_SIZE + AEAD_TAG
+_ANSWER_LEN = SEALED_ANSWER_LEN
 _MAX_ERROR_BODY = 1024
+# HPKE encapsulations of the sealed requests seen lately: a replayed request
+# is refused before it spends its mailbox's forwarded-post budget.
+_SEEN_SEALS = 65_536
 _PATH = re.compile(r"^(/[A-Za-z0-9._-]+)*/?$")
 
 STATUS = {
@@ -124,6 +129,31 @@ class _Denied(OSError):
     """A destination that resolved to no address the policy allows."""
 
 
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one is translated or tunnelled to, if any:
+    NAT64's well-known prefix (RFC 6052 §2.1, 64:ff9b::/96), 6to4 (RFC 3056
+    §2), Teredo's client (RFC 4380 §4), IPv4-compatible (RFC 4291 §2.5.5.1,
+    deprecated but still routed by some stacks)."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    value = int(ip)
+    if ip in _NAT64 or (value >> 32 == 0 and value > 0xFFFF):
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# local-use translation (RFC 8215), not globally reachable (IANA), though
+# older Pythons' is_global says it is
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 class DestinationPolicy:
     """Where a forwarder may connect: public addresses only, unless allowed."""
 
@@ -144,10 +174,17 @@ class DestinationPolicy:
             return False
         if any(ip in net for net in self.allow):
             return True
-        return ip.is_global and not ip.is_multicast
+        if not ip.is_global or ip.is_multicast or ip in _NAT64_LOCAL:
+            return False
+        # An IPv6 address that carries an IPv4 one reaches that IPv4 host
+        # through a translator or tunnel; Python's is_global calls these
+        # ranges global, so the IPv4 address inside must be allowed too.
+        inner = _embedded_ipv4(ip)
+        return inner is None or self.allowed(inner)
 
-    def check_url(self, text: str) -> URL:
-        """The destination's ``/forwarded`` URL; ``ForwardDenied`` if not allowed."""
+    def check_url(self, text: str, endpoint: str = "forwarded") -> URL:
+        """The destination's ``/forwarded`` (or ``/relay-key``) URL;
+        ``ForwardDenied`` if not allowed."""
         try:
             url = URL(text)
         except (ValueError, TypeError):
@@ -169,9 +206,14 @@ class DestinationPolicy:
             ip = ipaddress.ip_address(host)
         except ValueError:
             ip = None  # a name: checked once resolved (_PolicyResolver)
+        if ip is None and (":" in host or host.replace(".", "").isdigit()):
+            # "2130706433", "0177.0.0.1", "127.1": the outbound connector
+            # takes an all-digit host as an address literal and never asks
+            # the resolver, and the C library reads it as 127.0.0.1
+            raise ForwardDenied("destination address is not in canonical form")
         if ip is not None and not self.allowed(ip):
             raise ForwardDenied("destination address not allowed")
-        return url.with_path(url.path.rstrip("/") + "/forwarded")
+        return url.with_path(url.path.rstrip("/") + "/" + endpoint)
 
 
 class _PolicyResolver(AbstractResolver):
@@ -199,7 +241,9 @@ def load_relay_key(data_dir: Path) -> bytes:
     """This relay's forwarding private key, created (mode 0600) on first use."""
     path = data_dir / KEY_FILE
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            data = fh.read()
     except FileNotFoundError:
         data_dir.mkdir(parents=True, exist_ok=True)
         private, _ = relay_key_pair(os.urandom)
@@ -214,6 +258,10 @@ def load_relay_key(data_dir: Path) -> bytes:
         return private
     if len(data) != 32:
         raise ValueError(f"{path} is not a forwarding key (32 bytes)")
+    if mode & 0o077:
+        # it opens every post forwarded to this relay: other local users
+        # must not read it (refused as ssh refuses such private keys)
+        raise ValueError(f"{path} is readable by other users (mode {mode & 0o777:o}): chmod 600 it")
     return data
 
 
@@ -234,11 +282,14 @@ class ForwardHandlers:
         lim = cfg.limits
         self.policy = DestinationPolicy(cfg.forward_allow, cfg.forward_deny)
         self.requests = PerIpLimiter(lim.forward_rate, lim.forward_burst)
+        # key fetches (rare: once per destination) spend their own tokens
+        self.key_requests = PerIpLimiter(lim.forward_rate, lim.forward_burst)
         self.bytes = PerIpLimiter(lim.forward_bytes_rate, lim.forward_bytes_burst)
         self.forwarded_ip = PerIpLimiter(lim.forwarded_ip_rate, lim.forwarded_ip_burst)
         self.per_mailbox = PerIpLimiter(lim.forwarded_rate, lim.forwarded_burst)
         self.max_body = lim.max_envelope_size + _OVERHEAD
         self.outbound = 0
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._private: bytes | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -282,6 +333,19 @@ class ForwardHandlers:
             return error_response(BadSeal("request not sealed to this relay's key"))
         post = inner.post
         ctx.metrics.inc("samizdat_relay_forwarded_total")
+        if self._replayed(body[:ENC_LEN]):
+            # The client seals every attempt afresh (a new HPKE enc), so the
+            # same enc again is someone replaying what it carried or saw: it
+            # must not spend the mailbox's budget (per_mailbox below), which
+            # every forwarder's users share.  Sealed, like any answer.
+            exc = BadRequest("replayed forwarded request")
+            ctx.metrics.inc_label("samizdat_relay_errors_total", str(exc.code))
+            return web.Response(
+                body=seal_answer(
+                    inner.answer_key, Error.from_exception(post.req_id, exc), os.urandom
+                ),
+                content_type="application/octet-stream",
+            )
         if ctx.config.debug_log:
             log.debug(
                 "forwarded post to %s from %s", post.mailbox_id.hex(), peer_address(ctx, request)
@@ -293,8 +357,20 @@ class ForwardHandlers:
             answer = Error.from_exception(post.req_id, exc)
         # 200 whatever the outcome: only the client can read which it was
         return web.Response(
-            body=seal_answer(inner.answer_key, answer), content_type="application/octet-stream"
+            body=seal_answer(inner.answer_key, answer, os.urandom),
+            content_type="application/octet-stream",
         )
+
+    def _replayed(self, enc: bytes) -> bool:
+        """Was this encapsulation seen lately?  (Records it if not.)  Only
+        requests that opened are recorded; flushing the memory takes
+        ``_SEEN_SEALS`` of them, each spending the sender's address budget."""
+        if enc in self._seen:
+            return True
+        self._seen[enc] = None
+        if len(self._seen) > _SEEN_SEALS:
+            self._seen.popitem(last=False)
+        return False
 
     async def _store(self, f: PostSigned) -> Posted:
         """A ``PostSigned`` as the WebSocket takes it (SPEC.md §7.7, "Post")."""
@@ -357,13 +433,7 @@ class ForwardHandlers:
         except DecodeError as exc:
             raise BadRequest(f"malformed forward request: {exc}") from None
         target = self.policy.check_url(req.destination)
-        if self.outbound >= self.ctx.config.limits.max_forwards:
-            raise Unavailable("forwarder busy")
-        self.outbound += 1
-        try:
-            status, answer = await self._post(target, req.sealed)
-        finally:
-            self.outbound -= 1
+        status, answer = await self._outbound(target, req.sealed)
         self.ctx.metrics.inc("samizdat_relay_forwards_total")
         if status == 200 and len(answer) == _ANSWER_LEN:
             return web.Response(body=answer, content_type="application/octet-stream")
@@ -374,6 +444,48 @@ class ForwardHandlers:
         if isinstance(frame, Error):  # the destination's own typed refusal (BadSeal...)
             return error_response(frame.to_exception(), 502)
         raise ForwardFailed(f"destination answered HTTP {status}")
+
+    # -- POST P/forward-key: a destination's key, fetched for the client -----------------
+
+    async def forward_key(self, request: web.Request) -> web.StreamResponse:
+        """``GET destination/relay-key`` on the client's behalf, so that D
+        sees this relay's address on key fetches, never the client's: a
+        destination that saw who fetched its key could hand each fetcher
+        its own key and name the poster of every forwarded post."""
+        try:
+            ip = self.ctx.client_ip(request)
+            if not self.key_requests.take(ip):
+                raise RateLimited("too many key requests from this address")
+            body = await _read_capped(request.content, MAX_DESTINATION_LEN)
+            if not body:
+                raise BadRequest(
+                    f"the body must be a destination URL of 1..{MAX_DESTINATION_LEN} bytes"
+                )
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("the destination URL is not UTF-8") from None
+            target = self.policy.check_url(text, "relay-key")
+            status, key = await self._outbound(target, None)
+            if status != 200 or len(key) != RELAY_KEY_LEN:
+                raise ForwardFailed(f"destination offers no forwarding key (HTTP {status})")
+            return web.Response(body=key, content_type="application/octet-stream")
+        except RelayError as exc:
+            self.ctx.metrics.inc_label("samizdat_relay_errors_total", str(exc.code))
+            if isinstance(exc, RateLimited):
+                self.ctx.metrics.inc("samizdat_relay_rate_limited_total")
+            return error_response(exc)
+
+    async def _outbound(self, target: URL, sealed: bytes | None) -> tuple[int, bytes]:
+        """One outbound request (POST of ``sealed``, or GET when None),
+        within ``max_forwards`` at once."""
+        if self.outbound >= self.ctx.config.limits.max_forwards:
+            raise Unavailable("forwarder busy")
+        self.outbound += 1
+        try:
+            return await self._post(target, sealed)
+        finally:
+            self.outbound -= 1
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -393,13 +505,14 @@ class ForwardHandlers:
             )
         return self._session
 
-    async def _post(self, target: URL, sealed: bytes) -> tuple[int, bytes]:
+    async def _post(self, target: URL, sealed: bytes | None) -> tuple[int, bytes]:
         try:
-            async with self._client().post(
+            async with self._client().request(
+                "GET" if sealed is None else "POST",
                 target,
                 data=sealed,
                 allow_redirects=False,  # a redirect could point anywhere
-                headers={"Content-Type": "application/octet-stream"},
+                headers={} if sealed is None else {"Content-Type": "application/octet-stream"},
             ) as resp:
                 body = await _read_capped(resp.content, max(_ANSWER_LEN, _MAX_ERROR_BODY))
                 if body is None:

@@ -10,6 +10,7 @@ import pytest
 from protocol.errors import CryptoError, DecodeError, LocalError
 from protocol.forward import (
     ANSWER_SIZE,
+    SEALED_ANSWER_LEN,
     ForwardedPost,
     ForwardRequest,
     open_answer,
@@ -84,9 +85,9 @@ def test_request_codec_is_strict() -> None:
 
 def test_answers_have_one_size_and_resist_tampering() -> None:
     key = os.urandom(16)
-    posted = seal_answer(key, Posted(9, 1 << 40, True))
-    refused = seal_answer(key, Error(9, 104, "x" * 300))  # reason cut to 256 bytes
-    assert len(posted) == len(refused) == ANSWER_SIZE + 16
+    posted = seal_answer(key, Posted(9, 1 << 40, True), os.urandom)
+    refused = seal_answer(key, Error(9, 104, "x" * 300), os.urandom)  # reason cut to 256 bytes
+    assert len(posted) == len(refused) == SEALED_ANSWER_LEN == ANSWER_SIZE + 12 + 16
     assert open_answer(key, posted) == Posted(9, 1 << 40, True)
     got = open_answer(key, refused)
     assert isinstance(got, Error) and got.code == 104 and len(got.reason) == 256
