@@ -130,6 +130,9 @@ class RelayConfig:
     forwarding: bool = False
     forward_allow: list[str] = field(default_factory=list)
     forward_deny: list[str] = field(default_factory=list)
+    # forward_ports: the ports a public destination may listen on (an address
+    # in forward_allow may use any port)
+    forward_ports: list[int] = field(default_factory=lambda: [80, 443, 8080, 8443])
     forward_source: str = ""
     limits: Limits = field(default_factory=Limits)
 
@@ -227,6 +230,11 @@ def _forward_problems(cfg: RelayConfig) -> list[str]:
                         "an address or network" if name == "forward_allow" else "a network or host"
                     )
                     out.append(f"{name}: {entry!r} is not {what}")
+    ports = cfg.forward_ports
+    if not isinstance(ports, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
+    ):
+        out.append("forward_ports must be a list of port numbers (1-65535)")
     if cfg.forward_source:
         try:
             ipaddress.ip_address(cfg.forward_source)

@@ -149,6 +149,7 @@ def _embedded_ipv4(
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+DEFAULT_PORTS = (80, 443, 8080, 8443)
 # local-use translation (RFC 8215), not globally reachable (IANA), though
 # older Pythons' is_global says it is
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
@@ -157,8 +158,13 @@ _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 class DestinationPolicy:
     """Where a forwarder may connect: public addresses only, unless allowed."""
 
-    def __init__(self, allow: list[str], deny: list[str]) -> None:
+    def __init__(self, allow: list[str], deny: list[str], ports: list[int] | None = None) -> None:
         self.allow = [ipaddress.ip_network(a.strip(), strict=False) for a in allow]
+        # Ports a public destination may have: a relay is a web server, and
+        # a forwarder that POSTs an attacker's bytes to any port of any host
+        # is a cross-protocol attack tool (SMTP, Redis, ...).  An address the
+        # operator allowed explicitly may use any port.
+        self.ports = frozenset(DEFAULT_PORTS if ports is None else ports)
         self.deny: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.deny_hosts: set[str] = set()
         for entry in deny:
@@ -213,6 +219,9 @@ class DestinationPolicy:
             raise ForwardDenied("destination address is not in canonical form")
         if ip is not None and not self.allowed(ip):
             raise ForwardDenied("destination address not allowed")
+        explicitly_allowed = ip is not None and any(ip in net for net in self.allow)
+        if url.port not in self.ports and not explicitly_allowed:
+            raise ForwardDenied("destination port not allowed: a relay listens on a web port")
         return url.with_path(url.path.rstrip("/") + "/" + endpoint)
 
 
@@ -280,7 +289,7 @@ class ForwardHandlers:
         self.ctx = ctx
         cfg = ctx.config
         lim = cfg.limits
-        self.policy = DestinationPolicy(cfg.forward_allow, cfg.forward_deny)
+        self.policy = DestinationPolicy(cfg.forward_allow, cfg.forward_deny, cfg.forward_ports)
         self.requests = PerIpLimiter(lim.forward_rate, lim.forward_burst)
         # key fetches (rare: once per destination) spend their own tokens
         self.key_requests = PerIpLimiter(lim.forward_rate, lim.forward_burst)

@@ -35,6 +35,7 @@ from protocol.forward import (
     seal_request,
 )
 from protocol.relay_frames import BadSeal, Error, ForwardDenied, Posted, PostSigned, post_message
+from relay.config import ConfigError, load_config
 from relay.forward import DestinationPolicy, load_relay_key
 from tests.test_private_routing import (
     FORWARDER_ADDRESS,
@@ -79,6 +80,26 @@ def test_ipv6_forms_embedding_a_forbidden_ipv4_address_are_refused() -> None:
     # global addresses in the same forms stay allowed
     assert policy.allowed(ipaddress.ip_address("64:ff9b::808:808"))  # NAT64 of 8.8.8.8
     assert policy.allowed(ipaddress.ip_address("2606:4700::1111"))
+
+
+def test_a_public_destination_on_a_non_web_port_is_refused() -> None:
+    """Cross-protocol attack: without a port rule a forwarder POSTs an
+    attacker's bytes to any port of any public host (SMTP, Redis, ...)."""
+    policy = DestinationPolicy([], [])
+    for port in (25, 6379, 11211, 22):
+        with pytest.raises(ForwardDenied, match="port"):
+            policy.check_url(f"http://8.8.8.8:{port}/p")
+    for url in ("https://8.8.8.8/p", "http://8.8.8.8/p", "https://relay.example:8443/p"):
+        assert policy.check_url(url).path.endswith("/forwarded")
+    # an address the operator allowed explicitly may use any port
+    allowed = DestinationPolicy(["10.1.0.0/16"], [])
+    assert allowed.check_url("http://10.1.2.3:7000/p").port == 7000
+    assert DestinationPolicy([], [], [7000]).check_url("http://8.8.8.8:7000/p").port == 7000
+
+
+def test_forward_ports_are_checked_by_check_config() -> None:
+    with pytest.raises(ConfigError, match="forward_ports"):
+        load_config(None, forwarding=True, forward_ports=[0, 70000])
 
 
 def _answers_alike(one: bytes, two: bytes) -> int:
