@@ -135,3 +135,11 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     if not hasattr(config, "workerinput") and whole_suite(config):
         config.stash[_LINES] = check(session)
     return result
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(_LINES, [])
+    if lines:
+        terminalreporter.write_sep("=", "coverage floors")
+        for line in lines:
+            terminalreporter.write_line(line, red=line.startswith("FAIL"))
