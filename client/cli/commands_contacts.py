@@ -16,6 +16,7 @@ from client.cli.common import (
     ts,
 )
 from client.engine import Engine, EngineError
+from client.suites import chosen_suite
 
 
 def invite_json(engine: Engine, record: Any) -> dict[str, Any]:
@@ -61,9 +62,10 @@ def cmd_invite(args: argparse.Namespace) -> int:
         raise EngineError(f"unknown invite action {args.id!r}: use list or revoke ID")
     uses = 1 if args.uses is None else args.uses
     lifetime = parse_duration(args.expires)
+    suite = chosen_suite(args.pq, args.suite)
 
     async def work(engine: Engine) -> int:
-        record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime)
+        record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime, suite=suite)
         if args.json:
             print_json({"link": link, **invite_json(engine, record)})
         else:

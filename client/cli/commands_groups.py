@@ -7,14 +7,18 @@ import argparse
 from client.cli.commands_chats import conv_json
 from client.cli.common import print_json, run_offline, run_online
 from client.engine import Engine
+from client.suites import DEFAULT_SUITE, chosen_suite, describe_suite
 
 
 def cmd_group(args: argparse.Namespace) -> int:
     if args.group_cmd == "create":
 
         async def create(engine: Engine) -> int:
-            conv = await engine.create_group(args.name)
+            suite = chosen_suite(args.pq, args.suite)
+            conv = await engine.create_group(args.name, suite)
             print(f"group {args.name!r} created ({conv.group_id.hex()[:8]})")
+            if suite != DEFAULT_SUITE:
+                print(f"cipher suite {describe_suite(suite)}")
             return 0
 
         return run_online(args, create)
@@ -25,6 +29,7 @@ def cmd_group(args: argparse.Namespace) -> int:
             data = conv_json(engine, conv)
             data["relays"] = list(engine._meta(conv.group_id).relay_urls)
             data["epoch"] = engine.groups[conv.group_id].epoch
+            data["suite"] = f"{engine.conversation_suite(conv.group_id):#06x}"
             if args.json:
                 print_json(data)
             else:
@@ -32,6 +37,7 @@ def cmd_group(args: argparse.Namespace) -> int:
                 print("members: " + ", ".join(data["members"]))
                 print("admins:  " + ", ".join(data["admins"]))
                 print("relays:  " + ", ".join(data["relays"]))
+                print("suite:   " + describe_suite(int(data["suite"], 16)))
                 for w in data["warnings"]:
                     print(f"  note: {w}")
             return 0

@@ -3,7 +3,7 @@ the real relay, logging everything its process sees.
 
 This is what an operator compelled to log would bolt on: nothing in
 ``relay/`` changes and the relay has no logging mode of its own.  Before
-``relay.cli.main`` runs, three hooks are installed in this process only:
+``relay.cli.main`` runs, these hooks are installed in this process only:
 
 * every WebSocket connection is a :class:`SpyConnection` (a subclass of the
   relay's own ``Connection``) that records its opening and closing with the
@@ -14,6 +14,10 @@ This is what an operator compelled to log would bolt on: nothing in
   the connection created while it runs;
 * the storage's ``blob_put_chunk`` records the SHA-256 of every stored
   chunk, the bytes two relays could compare.
+* a forwarded post (private routing, SPEC.md §7.14) is recorded as
+  ``forwarded`` once the relay has opened it: the peer is the forwarding
+  relay's address, and the mailbox, msg id, size and hash are what the
+  destination necessarily reads.
 
 Each record is one JSON line (``time`` is wall-clock seconds, so logs of
 two relays on one machine can be compared), written line-buffered so a
@@ -127,6 +131,7 @@ def install(log: SpyLog) -> None:
     import relay.app
     import relay.cli
     from relay.connection import Connection
+    from relay.forward import ForwardHandlers
 
     class SpyConnection(Connection):
         """The relay's connection, recording what it handles."""
@@ -203,6 +208,13 @@ def install(log: SpyLog) -> None:
         store.blob_put_chunk = blob_put_chunk  # type: ignore[method-assign]
         return app
 
+    original_store = ForwardHandlers._store
+
+    async def store_forwarded(self: ForwardHandlers, f: PostSigned) -> Any:
+        log.write("forwarded", peer=_PEER.get(), **describe_frame(f.encode()))
+        return await original_store(self, f)
+
+    ForwardHandlers._store = store_forwarded  # type: ignore[method-assign]
     relay.app.Connection = SpyConnection  # type: ignore[attr-defined]
     relay.cli.create_app = create_app  # type: ignore[attr-defined]
 
