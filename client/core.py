@@ -336,9 +336,9 @@ class EngineCore(ABC):
                 (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed, b"")
                 for i in contact.my_inboxes
             )
-        now = now_ms()
+        wall_ms = now_ms()
         for invite in self.invites():
-            if invite.current_state(now) == "active":
+            if invite.current_state(wall_ms) == "active":
                 entries.extend(
                     (None, i.relay_url, i.mailbox_id, i.read_seed, i.write_seed, invite.invite_id)
                     for i in invite.mailboxes

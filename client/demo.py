@@ -92,6 +92,11 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = WAIT) ->
         await asyncio.sleep(0.05)
 
 
+def _joined(engine: Engine, group_id: bytes) -> Callable[[], bool]:
+    """A check for ``_until``: ``engine`` has joined the group ``group_id``."""
+    return lambda: group_id in engine.groups
+
+
 class Demo:
     """The demo's relays, identities and bot, all on the app's event loop."""
 
@@ -152,7 +157,7 @@ class Demo:
         )
         for other in (bob, carol):
             await _until(
-                lambda o=other: group.group_id in o.groups,
+                _joined(other, group.group_id),
                 f"{other.identity.name} to join the group",
             )
         step(f"Alice created the group {GROUP_NAME!r} with Bob and Carol")

@@ -286,10 +286,10 @@ def _apply(cfg: RelayConfig, data: dict[str, Any]) -> list[str]:
                         problems.append(str(exc))
             elif key in top:
                 if key in _PATH_KEYS:
-                    setattr(cfg, key, Path(value).expanduser() if value not in ("", None) else None)
-                    if key == "data_dir" and cfg.data_dir is None:
-                        cfg.data_dir = RelayConfig().data_dir
-                        raise ConfigError("data_dir may not be empty")
+                    path = Path(value).expanduser() if value not in ("", None) else None
+                    if key == "data_dir" and path is None:
+                        raise ConfigError("data_dir may not be empty")  # and stays as it was
+                    setattr(cfg, key, path)
                 else:
                     setattr(cfg, key, _coerce(key, value, top[key].type))
             else:

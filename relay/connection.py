@@ -255,9 +255,18 @@ class Connection:
                 self._flush()  # corked frames before the close frame
                 await self.ws.close(code=self.close_code, message=self.close_reason.encode())
 
+    def _winding_down(self) -> bool:
+        """Closing or stopping.  A call rather than an inline test because other
+        tasks set these flags while we await (an inline test stays narrowed)."""
+        return self.closing or self.stopping
+
+    def _pump_stopped(self) -> bool:
+        """run() has ended the pump (a call after an await, as _winding_down)."""
+        return not self._pumping
+
     async def _reader(self) -> None:
         async for msg in self.ws:
-            if self.closing or self.stopping:
+            if self._winding_down():
                 break
             if msg.type == WSMsgType.BINARY:
                 await self._handle(msg.data)
@@ -265,7 +274,7 @@ class Connection:
                 self.fail(0, BadFrame("text frames are not part of the protocol"))
             else:
                 break
-            if self.closing or self.stopping:
+            if self._winding_down():
                 break
 
     async def _writer(self) -> None:
@@ -658,7 +667,7 @@ class Connection:
             try:
                 await self._turn(sub)
             except Unavailable as exc:
-                if not self._pumping:
+                if self._pump_stopped():
                     return
                 # storage stayed down through the retries: say so, try again later
                 self.send_error(0, exc)

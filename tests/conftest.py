@@ -17,6 +17,9 @@ import pytest
 
 from harness.conformance.registry import case_id, detect_kind
 
+# the coverage floors of a whole-suite run (tests/coverage_floor.py): hooks, so imported here
+from tests.coverage_floor import pytest_runtestloop, pytest_terminal_summary  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_DIR = Path(os.environ.get("MLS_TEST_VECTORS", ROOT.parent / "shared" / "mls-vectors"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

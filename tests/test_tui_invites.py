@@ -30,7 +30,8 @@ async def test_invite_for_two_list_and_revoke(people: dict[str, Engine]) -> None
     async with app.run_test(size=SIZE) as pilot:
         await type_line(pilot, "/invite 2")
         await wait_for(pilot, lambda: isinstance(app.screen, InviteDialog), what="the dialog")
-        assert "for 2 people" in screen_text(app)
+        # the dialog is pushed before it is drawn: wait for its text (a loaded machine)
+        await wait_for(pilot, lambda: "for 2 people" in screen_text(app), what="'for 2 people'")
         dialog = app.screen
         assert isinstance(dialog, InviteDialog)
         link = dialog.link

@@ -10,13 +10,13 @@ import json
 import os
 import sys
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from client.engine import Engine, EngineError
 from client.store import Store
+from client.urls import check_relay_url
 
 EXIT_ERROR = 1
 EXIT_QUEUED = 3
@@ -69,21 +69,12 @@ def backup_passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
     )
 
 
-RELAY_SCHEMES = ("http", "https", "ws", "wss")
-
-
 def relay_url(text: str) -> str:
-    """argparse type of ``--relay``: an http(s) or ws(s) URL with a host."""
-    parts = urllib.parse.urlsplit(text.strip())
-    if parts.scheme not in RELAY_SCHEMES or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a relay URL (expected https://HOST[:PORT][/PREFIX])"
-        )
+    """argparse type of ``--relay``: client/urls.py's check (the app uses it too)."""
     try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a relay URL (bad port)") from None
-    return text.strip()
+        return check_relay_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def print_json(value: Any) -> None:

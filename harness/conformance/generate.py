@@ -39,7 +39,12 @@ from protocol.mls.messages import (
 )
 from protocol.mls.ratchet_tree import RatchetTree
 from protocol.mls.secret_tree import RatchetType, SecretTree, sender_data_key_nonce
-from protocol.mls.tree_structs import LeafNode, LeafNodeSource, decode_ratchet_tree
+from protocol.mls.tree_structs import (
+    LeafNode,
+    LeafNodeSource,
+    ProtocolVersion,
+    decode_ratchet_tree,
+)
 from protocol.mls.treekem import create_path, decrypt_path
 
 NOW = 1_790_000_000  # the clock of every generated group (KeyPackage lifetimes)
@@ -117,7 +122,9 @@ def key_schedule(suite: CipherSuite, rng: Rng, n_epochs: int = 3) -> dict[str, A
     for epoch in range(n_epochs):
         tree_hash, commit_secret, cth = rng(n), rng(n), rng(n)
         psk_secret = rng(n) if epoch % 2 else bytes(n)
-        context = GroupContext(1, suite.suite_id, group_id, epoch, tree_hash, cth, ()).to_bytes()
+        context = GroupContext(
+            ProtocolVersion.MLS10, suite.suite_id, group_id, epoch, tree_hash, cth, ()
+        ).to_bytes()
         s = derive_epoch(suite, init_secret, commit_secret, context, psk_secret)
         exporter_context = rng(8)
         case["epochs"].append(
@@ -196,7 +203,7 @@ def secret_tree(suite: CipherSuite, rng: Rng, n_leaves: int = 5) -> dict[str, An
 def message_protection(suite: CipherSuite, rng: Rng) -> dict[str, Any]:
     n = suite.hash_len
     group_id = rng(16)
-    context = GroupContext(1, suite.suite_id, group_id, 7, rng(n), rng(n), ())
+    context = GroupContext(ProtocolVersion.MLS10, suite.suite_id, group_id, 7, rng(n), rng(n), ())
     sig_priv, sig_pub = suite.signature_key_pair(rng)
     enc_secret, sd_secret, membership_key = rng(n), rng(n), rng(n)
     tree = SecretTree(suite, enc_secret, 2)
@@ -338,7 +345,9 @@ def treekem(suite: CipherSuite, rng: Rng, n: int = 6) -> dict[str, Any]:
     group_id = group.group_id
 
     def context_for(tree_hash: bytes) -> bytes:
-        return GroupContext(1, suite.suite_id, group_id, epoch, tree_hash, cth, ()).to_bytes()
+        return GroupContext(
+            ProtocolVersion.MLS10, suite.suite_id, group_id, epoch, tree_hash, cth, ()
+        ).to_bytes()
 
     update_paths = []
     for sender in (0, 3, n - 1):

@@ -8,6 +8,7 @@ from harness.conformance import expect_equal, h
 from protocol.mls.crypto import get_suite
 from protocol.mls.key_schedule import derive_epoch, mls_exporter
 from protocol.mls.messages import GroupContext
+from protocol.mls.tree_structs import ProtocolVersion
 
 KIND = "key-schedule"
 
@@ -31,7 +32,7 @@ def run(case: dict[str, Any]) -> None:
     init_secret = h(case["initial_init_secret"])
     for n, epoch in enumerate(case["epochs"]):
         context = GroupContext(
-            version=1,
+            version=ProtocolVersion.MLS10,
             cipher_suite=case["cipher_suite"],
             group_id=h(case["group_id"]),
             epoch=n,

@@ -28,6 +28,7 @@ from protocol.mls.messages import (
     WireFormat,
 )
 from protocol.mls.secret_tree import SecretTree
+from protocol.mls.tree_structs import ProtocolVersion
 
 KIND = "message-protection"
 SENDER = 1
@@ -97,7 +98,7 @@ def _check(
 def run(case: dict[str, Any]) -> None:
     suite = get_suite(case["cipher_suite"])
     context = GroupContext(
-        version=1,
+        version=ProtocolVersion.MLS10,
         cipher_suite=case["cipher_suite"],
         group_id=h(case["group_id"]),
         epoch=case["epoch"],

@@ -9,7 +9,13 @@ from harness.conformance import VectorFailure, expect_equal, h, seeded_rng
 from protocol.mls.crypto import CipherSuite, get_suite
 from protocol.mls.messages import GroupContext
 from protocol.mls.ratchet_tree import RatchetTree, verify_leaf_node_signature
-from protocol.mls.tree_structs import LeafNode, LeafNodeSource, UpdatePath, decode_ratchet_tree
+from protocol.mls.tree_structs import (
+    LeafNode,
+    LeafNodeSource,
+    ProtocolVersion,
+    UpdatePath,
+    decode_ratchet_tree,
+)
 from protocol.mls.treekem import create_path, decrypt_path, merge_path, node_key_pair
 
 KIND = "treekem"
@@ -37,7 +43,7 @@ def run(case: dict[str, Any]) -> None:
 
     def context_for(tree_hash: bytes) -> bytes:
         return GroupContext(
-            1,
+            ProtocolVersion.MLS10,
             case["cipher_suite"],
             group_id,
             case["epoch"],
@@ -86,7 +92,7 @@ def run(case: dict[str, Any]) -> None:
             return dataclasses.replace(unsigned, signature=sig)
 
         mine = base.copy()
-        new_path, keys = create_path(
+        new_path, path_keys = create_path(
             suite,
             mine,
             sender,
@@ -105,4 +111,6 @@ def run(case: dict[str, Any]) -> None:
             got = decrypt_path(
                 suite, theirs, sender, new_path, j, their_keys, context, NO_NEW_LEAVES
             )
-            expect_equal(f"new commit secret at leaf {j}", got.commit_secret, keys.commit_secret)
+            expect_equal(
+                f"new commit secret at leaf {j}", got.commit_secret, path_keys.commit_secret
+            )

@@ -37,6 +37,7 @@ from protocol.errors import SamizdatError
 from protocol.mls import group as group_module
 from protocol.mls.group import Group
 from protocol.mls.key_package import SigningIdentity, sign_leaf_node
+from protocol.mls.key_schedule import confirmation_tag as real_confirmation_tag
 from protocol.mls.messages import (
     PreSharedKey,
     PreSharedKeyID,
@@ -407,7 +408,7 @@ class HostileMember:
         ea, ev = self.engine(attacker), self.engine(victim)
         group = self._copy(attacker, rec.conv_id)
         history_before = len(ev.history(rec.conv_id))
-        real = group_module.confirmation_tag
+        real = real_confirmation_tag
 
         def forged(*args: Any) -> bytes:
             tag = real(*args)

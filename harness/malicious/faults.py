@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -171,7 +172,7 @@ class FaultEvent:
 class FaultLog:
     """Every fault injected, in order (the run report's ``faults`` list)."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.start = clock()
         self.events: list[FaultEvent] = []

@@ -379,7 +379,9 @@ class MaliciousRelay:
 
     # -- WebSocket ------------------------------------------------------------------------
 
-    async def _websocket(self, request: web.Request, ws: web.WebSocketResponse) -> Any:
+    async def _websocket(
+        self, request: web.Request, ws: web.WebSocketResponse
+    ) -> web.WebSocketResponse:
         assert self._session is not None
         self._next_conn += 1
         info = ConnInfo(self._next_conn, self.log.elapsed())

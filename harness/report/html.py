@@ -155,10 +155,10 @@ def timeline_svg(report: dict[str, Any], max_rows: int = 40) -> str:
             f"{escape(label)}</text>"
         )
     for t in tl:
-        i = index.get(("member", t["member"]))
-        if i is None:
+        row = index.get(("member", t["member"]))
+        if row is None:
             continue
-        y = top + i * row_h + row_h / 2
+        y = top + row * row_h + row_h / 2
         parts.append(
             f'<circle cx="{x(t["t"]):.1f}" cy="{y:.1f}" r="3.2" fill="{colours[t["sender"]]}">'
             f"<title>{escape(t['sender'])} → {escape(t['member'])}: "

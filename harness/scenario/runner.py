@@ -300,7 +300,9 @@ def epoch_changes(world: World) -> list[dict[str, Any]]:
     ]
 
 
-def fault_summary(relays: dict[str, dict[str, Any]], results: list[C.CheckResult]) -> dict:
+def fault_summary(
+    relays: dict[str, dict[str, Any]], results: list[C.CheckResult]
+) -> dict[str, Any]:
     injected: dict[str, int] = {}
     for r in relays.values():
         for ev in r["faults_log"]:

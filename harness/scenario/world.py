@@ -492,7 +492,7 @@ class World(HostileMember):
     def expected(self) -> list[tuple[Sent, str]]:
         """(message, reader) pairs that should be delivered: readers that were
         members when it was sent and still are."""
-        out = []
+        out: list[tuple[Sent, str]] = []
         for s in self.sent:
             current = self.groups[s.group].members
             out.extend((s, r) for r in s.recipients if r in current)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -10,12 +11,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
 from client.files import safe_file_name
 from client.model import HistoryEntry
 from client.tui.format import human_size, is_image, photo_image
 
+# The widget class differs by terminal (textual_image picks it at import), so only
+# "something that builds a widget from a photo" is promised; None: no preview.
+PhotoImage: Callable[..., Widget] | None
 try:
     from textual_image.widget import Image as PhotoImage
 except Exception:  # pragma: no cover

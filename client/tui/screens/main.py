@@ -487,7 +487,8 @@ class MainScreen(Screen[None]):
 
     def _member_key(self, conv_id: bytes, query: str) -> bytes | None:
         q = query.strip().lower()
-        for key in self.engine.members(conv_id):
+        members: list[bytes] = self.engine.members(conv_id)
+        for key in members:
             if self.engine.display_name(key).lower() == q or (
                 len(q) >= 4 and key.hex().startswith(q)
             ):

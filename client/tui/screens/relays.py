@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label
 
 from client.tui.format import conversation_relays
+from client.urls import check_relay_url
 from protocol.errors import SamizdatError
 
 STATE_LABEL = {
@@ -91,10 +92,14 @@ class RelaysScreen(Screen[None]):
 
     def _url(self) -> str | None:
         url = self.query_one("#relay-url", Input).value.strip()
-        if not url.startswith(("http://", "https://")):
+        if not url:
             self.notify("type a relay URL (https://...) first", severity="warning")
             return None
-        return url
+        try:  # the check of `samizdat relay add`
+            return check_relay_url(url)
+        except ValueError as exc:
+            self.notify(str(exc), severity="warning", markup=False)  # it quotes the input
+            return None
 
     def action_focus_url(self) -> None:
         self.query_one("#relay-url", Input).focus()

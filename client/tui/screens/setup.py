@@ -9,6 +9,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label
 
+from client.urls import check_relay_url
+
 
 class SetupScreen(Screen[None]):
     """Posts :class:`SetupScreen.Completed`; the app creates the engine."""
@@ -41,7 +43,8 @@ class SetupScreen(Screen[None]):
             yield Input(password=True, id="pass2")
             yield Label("Relays (URLs, separated by spaces; two or three is best)")
             yield Input(self.default_relays, placeholder="https://relay.example", id="relays")
-            yield Label("", id="setup-error", classes="error")
+            # plain text: errors quote what was typed ("[" is not markup here)
+            yield Label("", id="setup-error", classes="error", markup=False)
             yield Button("Create my identity", variant="primary", id="create")
         yield Footer()
 
@@ -73,9 +76,13 @@ class SetupScreen(Screen[None]):
             self.query_one("#pass2", Input).focus()
         elif not relays:
             self.error("At least one relay URL is needed.")
-        elif not all(r.startswith(("http://", "https://")) for r in relays):
-            self.error("Relay URLs start with https:// (or http://).")
         else:
+            try:  # the check of `samizdat init --relay`: a scheme and a host at least
+                relays = [check_relay_url(r) for r in relays]
+            except ValueError as exc:
+                self.error(str(exc))
+                self.query_one("#relays", Input).focus()
+                return
             self.error("Creating your keys...")
             self.query_one("#create", Button).disabled = True
             self.post_message(self.Completed(name, p1, relays))

@@ -19,6 +19,7 @@ independent of the conversation's length.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -26,6 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.events import Click
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Static
 
 from client.model import HistoryEntry
@@ -39,6 +41,9 @@ from client.tui.format import (
     photo_image,
 )
 
+# The widget class differs by terminal (textual_image picks it at import), so only
+# "something that builds a widget from a photo" is promised; None: no inline photos.
+InlineImage: Callable[..., Widget] | None
 try:  # photos inline where the terminal supports images; imported before the app starts
     from textual_image.widget import Image as InlineImage
 except Exception:  # pragma: no cover - optional rendering back-end
