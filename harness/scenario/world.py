@@ -22,6 +22,7 @@ from client.engine import Engine, EngineError
 from client.store import Store
 from harness.hostile import AttackRecord, HostileMember
 from harness.malicious import MaliciousRelay
+from harness.scenario.checks import FORK_WORDS
 from harness.scenario.format import RelaySpec, Scenario, ScenarioError
 from harness.scenario.relays import LocalRelay, ProcessRelay
 
@@ -498,6 +499,14 @@ class World(HostileMember):
             out.extend((s, r) for r in s.recipients if r in current)
         return out
 
+    def fork_reported(self) -> bool:
+        """Whether a client has told its user that a group forked."""
+        return any(
+            any(w in n.text.lower() for w in FORK_WORDS)
+            for m in self.members.values()
+            for n in m.engine.notices
+        )
+
     async def settle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
@@ -512,6 +521,11 @@ class World(HostileMember):
                     missing += 1
             if not missing:
                 return True
+            if self.fork_reported():
+                # a forked group never delivers everything: once a client has
+                # said so, waiting out the timeout adds nothing (and a short
+                # timeout would end the run before a loaded machine said it)
+                return False
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.5)
