@@ -262,11 +262,17 @@ class Invites(Inbound):
         KeyPackage goes on to the locked path that may open a contact.
         Everything else spends the invite's junk budget (SPEC.md §8.5), so
         junk never waits for, nor holds up, a contact's messages."""
-        self._ack_later(url, mb.mailbox_id, seq)  # inboxes are ours alone
-        welcome = self._triage_invite_envelope(mb, sealed)
-        if welcome is None:
+        try:
+            await self._judge_invite_envelope(mb, url, seq, sealed)
+        finally:
+            self._ack_later(url, mb.mailbox_id, seq)  # inboxes are ours alone
+
+    async def _judge_invite_envelope(self, mb: _Mailbox, url: str, seq: int, sealed: bytes) -> None:
+        triaged = self._triage_invite_envelope(mb, sealed)
+        if triaged is None:
             await self._spend_junk(mb, url, seq)
             return
+        welcome, pieces = triaged
         raw = self.store.get(NS_INVITES, mb.invite_id)
         uses = InviteRecord.from_json(raw).uses if raw is not None else 0
         async with self._lock:
@@ -280,12 +286,16 @@ class Invites(Inbound):
         raw = self.store.get(NS_INVITES, mb.invite_id)
         if raw is None or InviteRecord.from_json(raw).uses == uses:
             await self._spend_junk(mb, url, seq)  # a replay, or not a request we take
+        elif pieces > 1 and mb.invite_id in self._invite_junk:
+            # its earlier fragments were counted as junk until it was complete
+            junk = self._invite_junk[mb.invite_id]
+            self._invite_junk[mb.invite_id] = max(0, junk - (pieces - 1))
 
-    def _triage_invite_envelope(self, mb: _Mailbox, sealed: bytes) -> bytes | None:
-        """The Welcome an invite mailbox's envelope completes, if it opens,
-        decodes and names the invite's KeyPackage (RFC 9420 §12.4.3.1: a
-        Welcome's secrets are listed by the KeyPackageRef of each new
-        member); None for anything else."""
+    def _triage_invite_envelope(self, mb: _Mailbox, sealed: bytes) -> tuple[bytes, int] | None:
+        """The Welcome an invite mailbox's envelope completes, and the number
+        of envelopes it came in, if it opens, decodes and names the invite's
+        KeyPackage (RFC 9420 §12.4.3.1: a Welcome's secrets are listed by the
+        KeyPackageRef of each new member); None for anything else."""
         raw = self.store.get(NS_INVITES, mb.invite_id)
         if raw is None:
             return None
@@ -305,7 +315,7 @@ class Invites(Inbound):
             return None
         if welcome is None or not any(e.new_member == ref for e in welcome.secrets):
             return None
-        return complete[1]
+        return complete[1], envelope.fragment.count if envelope.fragment is not None else 1
 
     async def _spend_junk(self, mb: _Mailbox, url: str, seq: int) -> None:
         """Count one junk envelope against its invite; past the budget the
