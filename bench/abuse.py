@@ -38,8 +38,9 @@ figures are printed.
 For each scenario: the number of texts, how many never arrived (``lost``,
 counted as infinite latency), p50 and p99, p99 over the baseline's p99, and
 the relay's open descriptors (``/proc/PID/fd``) and RSS before, at the peak
-and after the abuse ended (``after`` is read once descriptors are back
-within 8 of ``before``, or after ``--settle`` s).  Notes under the table
+and after the abuse ended (``after`` is read 6 s after descriptors are back
+within 8 of ``before``, or after ``--settle`` s: the relay returns memory
+within a few seconds of a burst of sockets closing).  Notes under the table
 give the attacker's counters, the relay's /metrics counters that moved and
 the longest stall of the bench's event loop (Alice's and the victim's
 engines share it: a victim busy with a large message delays every text).
@@ -90,6 +91,7 @@ class Params:
     backlog_cap: float = 45.0
     grace: float = 10.0  # after a window, for texts still on their way
     settle: float = 30.0
+    rss_wait: float = 6.0  # after descriptors are back, before RSS "after" is read
     interval: float = 0.1  # 150 texts in a window: p99 is the second worst
     backlog_mb: float = 9.0
     idle: int = 2_000
@@ -106,6 +108,7 @@ class Params:
             backlog_cap=10.0,
             grace=3.0,
             settle=4.0,
+            rss_wait=0.5,
             interval=0.2,
             backlog_mb=1.0,
             idle=100,
@@ -167,14 +170,18 @@ class RelayWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def settle(self, fds_before: int, timeout: float) -> tuple[int, int, float]:
-        """Wait (bounded) for descriptors to come back; (fds, rss, seconds)."""
+    async def settle(
+        self, fds_before: int, timeout: float, rss_wait: float
+    ) -> tuple[int, int, float]:
+        """Wait (bounded) for descriptors to come back, then ``rss_wait`` s
+        more (the relay trims its heap every 2 s after a burst of sockets
+        closed, relay/memory.py); (fds, rss, seconds)."""
         start = time.monotonic()
         fds, rss = self.now()
         while fds > fds_before + SETTLE_SLACK and time.monotonic() - start < timeout:
             await asyncio.sleep(0.25)
             fds, rss = self.now()
-        await asyncio.sleep(0.5)  # memory is returned (or not) a little later
+        await asyncio.sleep(rss_wait)  # memory is returned (or not) a little later
         fds, rss = self.now()
         return fds, rss, time.monotonic() - start
 
@@ -474,7 +481,7 @@ class Bench:
         if after is not None:
             await after()
         peak = (self.watch.peak_fds, self.watch.peak_rss)
-        fds1, rss1, took = await self.watch.settle(fds0, self.p.settle)
+        fds1, rss1, took = await self.watch.settle(fds0, self.p.settle, self.p.rss_wait)
         result.fds = (fds0, peak[0], fds1)
         result.rss = (rss0, peak[1], rss1)
         result.settle_s = round(took, 1)
