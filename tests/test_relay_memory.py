@@ -123,9 +123,9 @@ def test_trimmer_trims_after_a_drop_and_for_a_few_looks_more() -> None:
         return True
 
     t = Trimmer(lambda: level[0], drop=100, after=2, trim=trim)
-    for value in (10, 500, 450):  # rising, then a small drop: nothing
+    for value in (10, 500, 450, 300):  # rising, a small drop, a wobble above half
         level[0] = value
         assert not t.check()
-    level[0] = 300  # 200 below the peak: trim now and at the next 2 looks
+    level[0] = 200  # the burst ended: trim now and at the next 2 looks
     assert [t.check() for _ in range(4)] == [True, True, True, False]
-    assert t.trims == 3 and calls == [300, 300, 300]
+    assert t.trims == 3 and calls == [200, 200, 200]
