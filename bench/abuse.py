@@ -281,6 +281,17 @@ class Pings:
     def latencies(self) -> list[float]:
         return [self.got.get(t, math.inf) - s for t, s in self.sent.items()]
 
+    def worst(self, n: int = 5) -> list[tuple[float, float]]:
+        """The ``n`` latest texts: (seconds into the window it was sent, ms)."""
+        if not self.sent:
+            return []
+        start = min(self.sent.values())
+        late = sorted(self.sent.items(), key=lambda kv: self.got.get(kv[0], math.inf) - kv[1])
+        return [
+            (round(s - start, 1), round((self.got.get(t, math.inf) - s) * 1000))
+            for t, s in late[-n:][::-1]
+        ]
+
 
 class LoopLag:
     """The longest stall of this process's event loop (0.02 s ticks)."""
@@ -489,6 +500,8 @@ class Bench:
         result.texts = len(lat)
         result.lost = sum(1 for x in lat if math.isinf(x))
         result.p50, result.p99 = percentile(lat, 50), percentile(lat, 99)
+        # when the slowest texts were sent: a burst of relay work shows as a cluster
+        result.notes["worst texts (s into window, ms)"] = pings.worst()
         if pings.send_errors:
             result.notes["send errors"] = pings.send_errors
         result.notes["relay"] = metric_changes(metrics_before, await scrape_metrics(self.relay.url))
