@@ -81,7 +81,9 @@ async def flood(link: str, *, posts: int, size: int, batch: int = 16) -> dict[st
                     EnvelopeType.WELCOME, os.urandom(size), os.urandom,
                     max_size=MAX_SEALED_PLAINTEXT,
                 )[0]  # fmt: skip
-                envelopes.append(seal(key, inbox.mailbox_id, piece, os.urandom, full=True))
+                # a large one fills the 64 KiB bucket, a small one takes the smallest
+                sealed = seal(key, inbox.mailbox_id, piece, os.urandom, full=size >= BIG)
+                envelopes.append(sealed)
             sent += len(envelopes)
             results = await asyncio.gather(
                 *(
