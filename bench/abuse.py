@@ -293,6 +293,39 @@ class Pings:
         ]
 
 
+class RelayLag:
+    """How long the relay takes to answer ``GET /metrics`` (every 0.1 s): a
+    stall of its event loop shows here; (worst s, seconds into the window)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.worst = (0.0, 0.0)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        start = time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            while True:
+                t = time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(
+                        self.url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)
+                    ) as resp:
+                        await resp.read()
+                took = time.monotonic() - t
+                if took > self.worst[0]:
+                    self.worst = (took, t - start)
+                await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._probe())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 class LoopLag:
     """The longest stall of this process's event loop (0.02 s ticks)."""
 
@@ -477,8 +510,13 @@ class Bench:
         side = asyncio.create_task(during()) if during is not None else None
         lag = LoopLag()
         lag.start()
+        relay_lag = RelayLag(self.relay.url)
+        relay_lag.start()
         sending = await pings.run(window or self.p.window, self.p.grace, until)
         await lag.stop()
+        await relay_lag.stop()
+        worst, when = relay_lag.worst
+        result.notes["relay answer max ms (s into window)"] = (round(worst * 1000), round(when, 1))
         # the engines share this process's event loop: a long stall (e.g. the
         # victim's engine handling a large message) delays every text
         result.notes["bench loop stall max ms"] = round(lag.worst * 1000)
