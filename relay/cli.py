@@ -21,7 +21,7 @@ from aiohttp import web
 
 from relay.app import CONTEXT, create_app
 from relay.config import ConfigError, RelayConfig, load_config
-from relay.memory import malloc_trim
+from relay.memory import malloc_trim, tune_gc
 from relay.sockets import BACKLOG, fit_descriptor_limit, listen, quiet_accept_errors
 
 log = logging.getLogger("relay")
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv is None:
         _serve_on_the_c_allocator()
+    tune_gc()
     logging.basicConfig(
         level=logging.DEBUG if config.debug_log else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
