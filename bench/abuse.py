@@ -38,8 +38,9 @@ figures are printed.
 For each scenario: the number of texts, how many never arrived (``lost``,
 counted as infinite latency), p50 and p99, p99 over the baseline's p99, and
 the relay's open descriptors (``/proc/PID/fd``) and RSS before, at the peak
-and after the abuse ended (``after`` is read once descriptors are back
-within 8 of ``before``, or after ``--settle`` s).  Notes under the table
+and after the abuse ended (``after`` is read 6 s after descriptors are back
+within 8 of ``before``, or after ``--settle`` s: the relay returns memory
+within a few seconds of a burst of sockets closing).  Notes under the table
 give the attacker's counters, the relay's /metrics counters that moved and
 the longest stall of the bench's event loop (Alice's and the victim's
 engines share it: a victim busy with a large message delays every text).
@@ -90,6 +91,7 @@ class Params:
     backlog_cap: float = 45.0
     grace: float = 10.0  # after a window, for texts still on their way
     settle: float = 30.0
+    rss_wait: float = 6.0  # after descriptors are back, before RSS "after" is read
     interval: float = 0.1  # 150 texts in a window: p99 is the second worst
     backlog_mb: float = 9.0
     idle: int = 2_000
@@ -106,6 +108,7 @@ class Params:
             backlog_cap=10.0,
             grace=3.0,
             settle=4.0,
+            rss_wait=0.5,
             interval=0.2,
             backlog_mb=1.0,
             idle=100,
@@ -167,14 +170,18 @@ class RelayWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def settle(self, fds_before: int, timeout: float) -> tuple[int, int, float]:
-        """Wait (bounded) for descriptors to come back; (fds, rss, seconds)."""
+    async def settle(
+        self, fds_before: int, timeout: float, rss_wait: float
+    ) -> tuple[int, int, float]:
+        """Wait (bounded) for descriptors to come back, then ``rss_wait`` s
+        more (the relay trims its heap every 2 s after a burst of sockets
+        closed, relay/memory.py); (fds, rss, seconds)."""
         start = time.monotonic()
         fds, rss = self.now()
         while fds > fds_before + SETTLE_SLACK and time.monotonic() - start < timeout:
             await asyncio.sleep(0.25)
             fds, rss = self.now()
-        await asyncio.sleep(0.5)  # memory is returned (or not) a little later
+        await asyncio.sleep(rss_wait)  # memory is returned (or not) a little later
         fds, rss = self.now()
         return fds, rss, time.monotonic() - start
 
@@ -273,6 +280,50 @@ class Pings:
 
     def latencies(self) -> list[float]:
         return [self.got.get(t, math.inf) - s for t, s in self.sent.items()]
+
+    def worst(self, n: int = 5) -> list[tuple[float, float]]:
+        """The ``n`` latest texts: (seconds into the window it was sent, ms)."""
+        if not self.sent:
+            return []
+        start = min(self.sent.values())
+        late = sorted(self.sent.items(), key=lambda kv: self.got.get(kv[0], math.inf) - kv[1])
+        return [
+            (round(s - start, 1), round((self.got.get(t, math.inf) - s) * 1000))
+            for t, s in late[-n:][::-1]
+        ]
+
+
+class RelayLag:
+    """How long the relay takes to answer ``GET /metrics`` (every 0.1 s): a
+    stall of its event loop shows here; (worst s, seconds into the window)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.worst = (0.0, 0.0)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        start = time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            while True:
+                t = time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(
+                        self.url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)
+                    ) as resp:
+                        await resp.read()
+                took = time.monotonic() - t
+                if took > self.worst[0]:
+                    self.worst = (took, t - start)
+                await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._probe())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class LoopLag:
@@ -459,8 +510,13 @@ class Bench:
         side = asyncio.create_task(during()) if during is not None else None
         lag = LoopLag()
         lag.start()
+        relay_lag = RelayLag(self.relay.url)
+        relay_lag.start()
         sending = await pings.run(window or self.p.window, self.p.grace, until)
         await lag.stop()
+        await relay_lag.stop()
+        worst, when = relay_lag.worst
+        result.notes["relay answer max ms (s into window)"] = (round(worst * 1000), round(when, 1))
         # the engines share this process's event loop: a long stall (e.g. the
         # victim's engine handling a large message) delays every text
         result.notes["bench loop stall max ms"] = round(lag.worst * 1000)
@@ -474,7 +530,7 @@ class Bench:
         if after is not None:
             await after()
         peak = (self.watch.peak_fds, self.watch.peak_rss)
-        fds1, rss1, took = await self.watch.settle(fds0, self.p.settle)
+        fds1, rss1, took = await self.watch.settle(fds0, self.p.settle, self.p.rss_wait)
         result.fds = (fds0, peak[0], fds1)
         result.rss = (rss0, peak[1], rss1)
         result.settle_s = round(took, 1)
@@ -482,6 +538,8 @@ class Bench:
         result.texts = len(lat)
         result.lost = sum(1 for x in lat if math.isinf(x))
         result.p50, result.p99 = percentile(lat, 50), percentile(lat, 99)
+        # when the slowest texts were sent: a burst of relay work shows as a cluster
+        result.notes["worst texts (s into window, ms)"] = pings.worst()
         if pings.send_errors:
             result.notes["send errors"] = pings.send_errors
         result.notes["relay"] = metric_changes(metrics_before, await scrape_metrics(self.relay.url))

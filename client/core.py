@@ -169,6 +169,7 @@ class EngineCore(ABC):
         self._acks: dict[tuple[str, bytes], int] = {}  # inbox acks not yet sent
         self._ack_task: asyncio.Task[None] | None = None
         self._invite_task: asyncio.Task[None] | None = None
+        self._invite_junk: dict[bytes, int] = {}  # invite id -> junk items read (§8.5)
         self._hold_task: asyncio.Task[None] | None = None
         self.hold_timeout = HOLD_TIMEOUT
         self._forks: dict[bytes, set[int]] = {}  # conv -> epochs with a detected fork

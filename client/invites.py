@@ -29,19 +29,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 
 from client.core import INVITE_LIFETIME_MS, EngineError, _Mailbox, now_ms, rng
-from client.inbound import Inbound
+from client.inbound import Inbound, _unseal_any
 from client.model import (
     NS_CURSORS,
     NS_INVITES,
     NS_KEY_PACKAGES,
+    NS_SEEN,
     Contact,
     Inbox,
     InviteRecord,
 )
 from client.relay_client import RelayClient, RelayUnavailable
 from client.suites import DEFAULT_SUITE, check_suite
+from protocol.app.envelope import Envelope, EnvelopeType, Reassembler
 from protocol.app.invite import (
     LINK_SECRET_LEN,
     InboxAddress,
@@ -56,7 +59,7 @@ from protocol.app.invite import (
     short_invite_link,
 )
 from protocol.app.messages import Profile
-from protocol.errors import DecodeError, RemoteError
+from protocol.errors import CryptoError, DecodeError, RemoteError
 from protocol.mls.crypto import get_suite
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
@@ -74,6 +77,14 @@ from protocol.relay_frames import (
 RELAY_MAX_TTL_S = 90 * 24 * 3600
 LEGACY = "legacy"
 MAX_INVITE_USES = 1000
+#: Envelopes an invite's mailboxes may deliver that open no contact request
+#: for it (at most 64 KiB each: 2 MiB in all) before the owner revokes the
+#: invite: a link holder cannot push more through the owner's client than
+#: this, however fast the owner drains the mailbox (SPEC.md §8.5).
+INVITE_JUNK_BUDGET = 32
+#: The junk count is saved every this many items (not on each: a flood must
+#: not cost a store write per envelope); a restart forgets at most this many.
+JUNK_SAVE_EVERY = 8
 #: How long the relay of a short link gets to deliver the stored invite, and
 #: how many connections it gets to do so (a lossy relay may drop a delivery).
 INVITE_FETCH_TIMEOUT = 6.0
@@ -242,6 +253,119 @@ class Invites(Inbound):
         return [i.relay_url for i in self.identity.inboxes]
 
     # -- receiving --------------------------------------------------------------------------
+
+    async def _on_deliver(self, url: str, mailbox_id: bytes, seq: int, sealed: bytes) -> None:
+        mb = self._mailboxes.get(mailbox_id)
+        if mb is None or not mb.invite_id:
+            await super()._on_deliver(url, mailbox_id, seq, sealed)
+            return
+        await self._on_invite_deliver(mb, url, seq, sealed)
+
+    async def _on_invite_deliver(self, mb: _Mailbox, url: str, seq: int, sealed: bytes) -> None:
+        """An envelope from one of our invites' mailboxes: anyone holding the
+        link may have posted it, so it is judged cheaply first (no engine lock,
+        no store write): only a complete Welcome naming the invite's
+        KeyPackage goes on to the locked path that may open a contact.
+        Everything else spends the invite's junk budget (SPEC.md §8.5), so
+        junk never waits for, nor holds up, a contact's messages."""
+        try:
+            await self._judge_invite_envelope(mb, url, seq, sealed)
+        finally:
+            self._ack_later(url, mb.mailbox_id, seq)  # inboxes are ours alone
+
+    async def _judge_invite_envelope(self, mb: _Mailbox, url: str, seq: int, sealed: bytes) -> None:
+        triaged = self._triage_invite_envelope(mb, sealed)
+        if triaged is None:
+            await self._spend_junk(mb, url, seq)
+            return
+        welcome, pieces = triaged
+        raw = self.store.get(NS_INVITES, mb.invite_id)
+        uses = InviteRecord.from_json(raw).uses if raw is not None else 0
+        async with self._lock:
+            try:
+                digest = hashlib.sha256(bytes([EnvelopeType.WELCOME]) + welcome).digest()[:16]
+                if self.store.get(NS_SEEN, digest) is None:
+                    self.store.put(NS_SEEN, digest, b"")
+                    await self._on_inbox_welcome(mb, welcome)
+            finally:
+                self.store.put(NS_CURSORS, mb.mailbox_id, str(seq + 1).encode())
+        raw = self.store.get(NS_INVITES, mb.invite_id)
+        if raw is None or InviteRecord.from_json(raw).uses == uses:
+            await self._spend_junk(mb, url, seq)  # a replay, or not a request we take
+        elif pieces > 1 and mb.invite_id in self._invite_junk:
+            # its earlier fragments were counted as junk until it was complete
+            junk = self._invite_junk[mb.invite_id]
+            self._invite_junk[mb.invite_id] = max(0, junk - (pieces - 1))
+
+    def _triage_invite_envelope(self, mb: _Mailbox, sealed: bytes) -> tuple[bytes, int] | None:
+        """The Welcome an invite mailbox's envelope completes, and the number
+        of envelopes it came in, if it opens, decodes and names the invite's
+        KeyPackage (RFC 9420 §12.4.3.1: a Welcome's secrets are listed by the
+        KeyPackageRef of each new member); None for anything else."""
+        raw = self.store.get(NS_INVITES, mb.invite_id)
+        if raw is None:
+            return None
+        ref = InviteRecord.from_json(raw).key_package_ref
+        try:
+            envelope = Envelope.from_bytes(_unseal_any(mb, sealed))
+            complete = self._reassemblers.setdefault(mb.mailbox_id, Reassembler()).add(
+                envelope, now_ms()
+            )
+        except (CryptoError, DecodeError, RemoteError):
+            return None
+        if complete is None or complete[0] != EnvelopeType.WELCOME:
+            return None  # a fragment counts as junk until its Welcome is taken
+        try:
+            welcome = MLSMessage.from_bytes(complete[1]).welcome
+        except DecodeError:
+            return None
+        if welcome is None or not any(e.new_member == ref for e in welcome.secrets):
+            return None
+        return complete[1], envelope.fragment.count if envelope.fragment is not None else 1
+
+    async def _spend_junk(self, mb: _Mailbox, url: str, seq: int) -> None:
+        """Count one junk envelope against its invite; past the budget the
+        invite is revoked: its mailboxes are deleted on the relays, so the
+        link's capability is dead and the flood stops at the relay."""
+        junk = self._invite_junk.get(mb.invite_id)
+        raw = self.store.get(NS_INVITES, mb.invite_id)
+        if raw is None:
+            return
+        record = InviteRecord.from_json(raw)
+        if junk is None:
+            junk = record.junk  # what was saved before a restart
+        junk += 1
+        self._invite_junk[mb.invite_id] = junk
+        over = junk >= INVITE_JUNK_BUDGET and record.current_state(now_ms()) == "active"
+        if not over and junk % JUNK_SAVE_EVERY:
+            return
+        record.junk = max(record.junk, junk)
+        if over:
+            record.state = "revoked"
+            record.flooded = True
+        self._save_invite(record)
+        self.store.put(NS_CURSORS, mb.mailbox_id, str(seq + 1).encode())
+        if not over:
+            return
+        self._invite_junk.pop(mb.invite_id, None)
+        self._index_mailboxes()  # nothing more is read from it, from now on
+        self._notice(
+            None,
+            f"invite {record.invite_id.hex()[:8]} received {junk} items of junk that were no "
+            "contact request: someone holding its link is flooding it, so it was revoked. "
+            "Make a new invite for whoever still needs one.",
+            True,
+        )
+
+        async def retire() -> None:
+            with contextlib.suppress(RelayUnavailable, RemoteError):
+                await self._retire(record)
+            self._emit("invites", None)
+
+        # in the background: the relay round trips must not hold up deliveries
+        task = asyncio.get_running_loop().create_task(retire())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _on_inbox_welcome(self, mb: _Mailbox, welcome: bytes) -> None:
         if not mb.invite_id:

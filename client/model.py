@@ -172,6 +172,10 @@ class InviteRecord(Record):
     # the mailbox holding the encrypted invite a short link names (0 or 1 of
     # them; never read by us, deleted with the others): SPEC.md §8.5
     blob: list[Inbox] = field(default_factory=list)
+    # deliveries from its mailboxes that were no contact request for it; past
+    # INVITE_JUNK_BUDGET the owner revokes it (SPEC.md §8.5, "junk budget")
+    junk: int = 0
+    flooded: bool = False  # revoked for spending its junk budget
 
     @classmethod
     def from_json(cls, data: bytes) -> InviteRecord:

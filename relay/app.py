@@ -35,6 +35,7 @@ from relay.config import RelayConfig
 from relay.connection import Connection
 from relay.forward import ForwardHandlers, peer_address
 from relay.limits import ConnectionCounter, PerIpLimiter, Slots
+from relay.memory import SOCKETS_GAUGE, Trimmer
 from relay.metrics import Metrics
 from relay.static import Decoy, install, set_server_header
 from relay.storage.base import Storage
@@ -200,6 +201,8 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     await ctx.storage.start()
     expiry = asyncio.create_task(_expiry_loop(ctx))
+    # memory freed by a burst of connections goes back to the system (relay/memory.py)
+    trimmer = asyncio.create_task(Trimmer(lambda: ctx.metrics.values[SOCKETS_GAUGE]).run())
     if ctx.config.debug_log:
         log.warning("debug log ON: client addresses and mailbox ids will be logged")
     cfg = ctx.config
@@ -214,9 +217,10 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
             "(or blobs_public = true)"
         )
     yield
-    expiry.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await expiry
+    for task in (expiry, trimmer):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await ctx.storage.close()
 
 

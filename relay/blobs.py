@@ -12,6 +12,17 @@ into a spool file in 64 KiB pieces, fsyncs it and hands it to storage; a
 download streams the stored chunk back in 64 KiB pieces.  No request ever
 holds more than one piece in memory.  Refusals carry an ``Error`` frame body
 with the same typed codes as the WebSocket protocol.
+
+Slow uploads (SPEC.md §7.9, §7.11): every 64 KiB piece of a body must
+arrive within ``body_timeout`` (bytes are counted, so trickling a few bytes
+per read does not reset the clock) and the whole chunk within
+``upload_timeout``.  The upload pool is shared fairly between addresses:
+when it is full, a newcomer holding less than its share (the pool divided
+by the addresses in it) takes the slot of the slowest upload of the address
+holding the most slots, if that is more than its share; the evicted upload
+is answered ``Unavailable`` and its connection closed.  So a few addresses
+holding the pool with slow uploads cannot refuse anyone else, and a fast
+uploader is evicted only from an address that holds more than its share.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import hmac
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -90,9 +102,30 @@ def _hash(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
 
 
+class _Evicted(TimeoutError):
+    """Set on an evicted upload's body stream.  A TimeoutError, so that
+    aiohttp's lingering read of the rest of the body ends quietly too."""
+
+
+@dataclass(eq=False, slots=True)
+class _Upload:
+    """One chunk upload holding a slot of the pool."""
+
+    ip: str
+    blob_id: bytes
+    request: web.Request
+    started: float
+    received: int = 0
+    evicted: bool = False
+
+    def rate(self, now: float) -> float:
+        return self.received / max(now - self.started, 1e-3)
+
+
 class BlobHandlers:
     def __init__(self, ctx: RelayContext) -> None:
         self.ctx = ctx
+        self._uploads: set[_Upload] = set()  # every upload holding a slot
 
     def _limit(self, request: web.Request) -> None:
         if not self.ctx.blob_limiter.take(self.ctx.client_ip(request)):
@@ -148,40 +181,72 @@ class BlobHandlers:
             return await self.ctx.decoy.handle(request)
         blob_id, index = parsed[0], parsed[1]
         ip = self.ctx.client_ip(request)
-        held = False
+        upload: _Upload | None = None
         try:
             self._limit(request)
             if index >= self.ctx.config.limits.blob_max_chunks:
                 raise QuotaExceeded("chunk index beyond the blob limit")
             if request.content_length not in (None, BLOB_CHUNK_SIZE):
                 raise BadSize(f"a chunk is exactly {BLOB_CHUNK_SIZE} bytes")
-            self._take_upload_slot(ip, blob_id)
-            held = True
+            upload = self._take_upload_slot(request, ip, blob_id)
             err = await self._authorize(request, blob_id, upload=True)
             if err is not None:
                 raise err
-            spool = await self._spool(request)
+            spool = await self._spool(request, upload)
             created = await self.ctx.storage.blob_put_chunk(blob_id, index, spool)
         except RelayError as exc:
             return error_response(exc)
         finally:
-            if held:
-                self.ctx.uploads.release(ip, blob_id)
+            if upload is not None:
+                self._release(upload)
         if created:
             self.ctx.metrics.inc("samizdat_relay_blob_chunks_uploaded_total")
         return web.Response(status=201 if created else 200)
 
-    def _take_upload_slot(self, ip: str, blob_id: bytes) -> None:
-        """One concurrent upload slot, in total, for ``ip`` and for this blob."""
+    def _take_upload_slot(self, request: web.Request, ip: str, blob_id: bytes) -> _Upload:
+        """One concurrent upload slot, in total, for ``ip`` and for this blob;
+        a full pool first gives up a slot of the address over its share."""
         refused = self.ctx.uploads.acquire(ip, blob_id)
+        if refused == "total" and self._evict_for(ip):
+            refused = self.ctx.uploads.acquire(ip, blob_id)
         if refused is None:
-            return
+            upload = _Upload(ip, blob_id, request, time.monotonic())
+            self._uploads.add(upload)
+            return upload
         self.ctx.metrics.inc("samizdat_relay_requests_refused_total")
         if refused == "total":
             raise Unavailable("too many uploads in progress")
         raise RateLimited(f"too many concurrent uploads for this {refused}")
 
-    async def _spool(self, request: web.Request) -> Path:
+    def _release(self, upload: _Upload) -> None:
+        if upload in self._uploads:
+            self._uploads.discard(upload)
+            self.ctx.uploads.release(upload.ip, upload.blob_id)
+
+    def _evict_for(self, ip: str) -> bool:
+        """Fair share of a full pool: the pool divided by the addresses in it
+        (the newcomer included).  If ``ip`` holds less than that share and
+        the address holding the most slots holds more, that address's
+        slowest upload is evicted.  Addresses at their share never evict
+        each other, so equals do not churn.  True if a slot was freed."""
+        held: dict[str, list[_Upload]] = {}
+        for u in self._uploads:
+            held.setdefault(u.ip, []).append(u)
+        if not held:
+            return False
+        share = self.ctx.uploads.max_total // (len(held) + (ip not in held))
+        top = max(held, key=lambda a: len(held[a]))
+        if len(held.get(ip, ())) >= share or len(held[top]) <= share:
+            return False
+        now = time.monotonic()
+        victim = min(held[top], key=lambda u: u.rate(now))
+        victim.evicted = True
+        self._release(victim)  # the slot is the newcomer's from now on
+        victim.request.content.set_exception(_Evicted())
+        self.ctx.metrics.inc("samizdat_relay_uploads_evicted_total")
+        return True
+
+    async def _spool(self, request: web.Request, upload: _Upload) -> Path:
         spool_dir = self.ctx.storage.spool_dir
         path = spool_dir / os.urandom(12).hex()
         try:
@@ -189,22 +254,37 @@ class BlobHandlers:
         except OSError as exc:  # e.g. out of descriptors: refuse, do not crash
             raise Unavailable("cannot store uploads right now") from exc
         lim = self.ctx.config.limits
-        deadline = time.monotonic() + lim.upload_timeout
+        now = time.monotonic()
+        deadline = now + lim.upload_timeout
+        piece_deadline = now + lim.body_timeout
         total = 0
         try:
             while True:
                 # A slow body holds a socket, a spool file and a slot: each
-                # piece must come within body_timeout, the chunk within
-                # upload_timeout (SPEC.md §7.11).
-                wait = min(lim.body_timeout, deadline - time.monotonic())
+                # 64 KiB piece must be complete within body_timeout, the chunk
+                # within upload_timeout (SPEC.md §7.11).  The clock restarts
+                # per piece, not per read: a read returns whatever arrived,
+                # so a body trickled a few bytes at a time would never time out.
+                wait = min(piece_deadline, deadline) - time.monotonic()
                 try:
                     piece = await asyncio.wait_for(request.content.read(PIECE), max(wait, 0.001))
                 except TimeoutError:
+                    if upload.evicted:
+                        raise Unavailable(
+                            "upload evicted: its address holds more than its share of a "
+                            "full upload pool"
+                        ) from None
                     self.ctx.metrics.inc("samizdat_relay_timeouts_total")
                     raise BadRequest("upload too slow") from None
+                except ConnectionError:
+                    # the uploader went away: nothing to answer, nothing to log
+                    raise BadRequest("upload interrupted") from None
                 if not piece:
                     break
+                if (total + len(piece)) // PIECE > total // PIECE:
+                    piece_deadline = time.monotonic() + lim.body_timeout
                 total += len(piece)
+                upload.received = total
                 if total > BLOB_CHUNK_SIZE:
                     raise TooLarge(f"a chunk is exactly {BLOB_CHUNK_SIZE} bytes")
                 await asyncio.to_thread(fh.write, piece)

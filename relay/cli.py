@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from relay.app import CONTEXT, create_app
 from relay.config import ConfigError, RelayConfig, load_config
+from relay.memory import malloc_trim, tune_gc
 from relay.sockets import BACKLOG, fit_descriptor_limit, listen, quiet_accept_errors
 
 log = logging.getLogger("relay")
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(config.describe(), indent=2, sort_keys=True))
         print("configuration OK", file=sys.stderr)
         return 0
+    if argv is None:
+        _serve_on_the_c_allocator()
+    tune_gc()
     logging.basicConfig(
         level=logging.DEBUG if config.debug_log else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -164,6 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("samizdat-relay stopped")
     return 0
+
+
+def _serve_on_the_c_allocator() -> None:
+    """Run the server with ``PYTHONMALLOC=malloc`` (re-executing this
+    process once, same PID, same arguments) where glibc's ``malloc_trim``
+    exists, unless the environment already chose an allocator.
+
+    Why (relay/memory.py, SPEC.md §7.11): Python's small-object allocator
+    keeps a 1 MiB arena mapped while one object in it lives, so after a burst
+    of thousands of connections a few surviving objects pinned ~60 MB for
+    good; on the C allocator the trimmer gives those pages back.  Set
+    ``PYTHONMALLOC=pymalloc`` to keep Python's allocator."""
+    if os.environ.get("PYTHONMALLOC") or not malloc_trim():
+        return
+    env = dict(os.environ, PYTHONMALLOC="malloc")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "relay.cli", *sys.argv[1:]], env)
 
 
 def _stopped_early(signum: int, frame: object) -> None:

@@ -22,6 +22,10 @@ _HELP = {
         "HTTP requests and uploads refused by concurrency caps.",
     ),
     "samizdat_relay_timeouts_total": ("counter", "Requests closed for sending too slowly."),
+    "samizdat_relay_uploads_evicted_total": (
+        "counter",
+        "Uploads evicted from a full pool by an address holding fewer slots.",
+    ),
     "samizdat_relay_frames_total": ("counter", "Client frames received, by type."),
     "samizdat_relay_errors_total": ("counter", "Error frames sent, by code."),
     "samizdat_relay_posts_total": ("counter", "Envelopes stored."),

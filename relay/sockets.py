@@ -30,6 +30,7 @@ event loop calls it for every pending connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -52,6 +53,11 @@ FD_RESERVE = 32
 BACKLOG = 128
 # A refused connection is closed inside accept(); at most this many per call.
 REFUSE_BATCH = 64
+# New connections admitted per turn of the event loop: asyncio accepts up to
+# BACKLOG in one turn and runs every handshake's first steps before anything
+# else, so a connection flood (2,000 WebSockets) stalled established readers
+# for a second and more; a smaller batch lets their frames run in between.
+ACCEPT_PER_TURN = 16
 OUT_OF_FDS_LOG_INTERVAL = 60.0
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -133,14 +139,20 @@ class _ClientSocket(socket.socket):
 class GuardedListener(socket.socket):
     """A listening socket whose ``accept()`` enforces the socket budget."""
 
-    __slots__ = ("slots", "metrics", "spare", "out_of_fds")
+    __slots__ = ("slots", "metrics", "spare", "out_of_fds", "turn_accepts")
 
     slots: Slots
     metrics: Metrics | None
     spare: int | None
     out_of_fds: _OutOfFds
+    turn_accepts: int  # admitted in this turn of the event loop
 
     def accept(self) -> tuple[socket.socket, Any]:
+        if self.turn_accepts >= ACCEPT_PER_TURN:
+            # asyncio stops this turn's accept loop; the listener stays
+            # readable, so the rest are accepted next turn, after the
+            # callbacks already waiting (established connections' frames)
+            raise BlockingIOError(errno.EAGAIN, "accept paced: next turn")
         for _ in range(REFUSE_BATCH):
             try:
                 fd, addr = self._accept()  # type: ignore[attr-defined]
@@ -150,6 +162,12 @@ class GuardedListener(socket.socket):
                 raise
             ip = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
             if self.slots.acquire(ip) is None:
+                if not self.turn_accepts:
+                    with contextlib.suppress(RuntimeError):  # no loop: not paced
+                        asyncio.get_running_loop().call_soon(self._next_turn)
+                        self.turn_accepts = 1
+                else:
+                    self.turn_accepts += 1
                 sock = _ClientSocket(self.family, self.type, self.proto, fileno=fd)
                 sock._on_close = _releaser(self.slots, ip, self.metrics)
                 if self.metrics is not None:
@@ -159,6 +177,9 @@ class GuardedListener(socket.socket):
             if self.metrics is not None:
                 self.metrics.inc("samizdat_relay_sockets_refused_total")
         raise ConnectionAbortedError(errno.ECONNABORTED, "refused: over the socket budget")
+
+    def _next_turn(self) -> None:
+        self.turn_accepts = 0
 
     def _shed(self, exc: OSError) -> None:
         """Out of descriptors: refuse one pending connection using the spare.
@@ -231,6 +252,7 @@ def listen(
     sock.metrics = metrics
     sock.spare = _open_spare()
     sock.out_of_fds = _OutOfFds()
+    sock.turn_accepts = 0
     return sock
 
 
