@@ -286,9 +286,15 @@ class RelayClient:
 
     async def _run_connection(self) -> None:
         assert self._session is not None
-        async with self._session.ws_connect(
-            websocket_url(self.url), heartbeat=20.0, max_msg_size=4 * 1024 * 1024
-        ) as ws:
+        # The upgrade's answer is bounded too: a relay (or a censor's middlebox)
+        # that accepts the TCP connection and then says nothing is "down".
+        ws = await asyncio.wait_for(
+            self._session.ws_connect(
+                websocket_url(self.url), heartbeat=20.0, max_msg_size=4 * 1024 * 1024
+            ),
+            self._connect_timeout,
+        )
+        async with ws:
             self._ws = ws
             self._conn = ClientConnection()
             self._generation += 1

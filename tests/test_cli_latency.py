@@ -46,14 +46,19 @@ def run(home: Path, *args: str, ok: bool = True) -> tuple[float, subprocess.Comp
 
 class ConnectionRecorder:
     """A TCP listener standing in for a relay: it counts the connections it
-    is offered and closes each at once (to a client, a relay that is down)."""
+    is offered and closes each at once (to a client, a relay that is down),
+    or, ``silent``, holds each open and never says a word (a relay, or a
+    censor's middlebox, that swallows the traffic)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, *, silent: bool = False) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
         self.sock.settimeout(0.2)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.silent = silent
+        self.held: list[socket.socket] = []
         self.count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -66,11 +71,16 @@ class ConnectionRecorder:
             except OSError:
                 continue
             self.count += 1
-            conn.close()
+            if self.silent:
+                self.held.append(conn)
+            else:
+                conn.close()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        for conn in self.held:
+            conn.close()
         self.sock.close()
 
 
@@ -140,17 +150,30 @@ def test_relays_down_commands_return_promptly_and_the_queue_is_sent_later(
         assert "not reachable" in fresh.stderr
         assert took < DOWN_BOUND, f"init took {took:.1f} s with the relay down"
 
+        # the relay's address now takes connections and never answers
+        silent = ConnectionRecorder(relay.port, silent=True)
+        try:
+            took, queued = run(bob, "send", "Alice", "written to a silent relay", ok=False)
+            assert queued.returncode == 3 and "queued" in queued.stderr, queued.stderr
+            assert took < DOWN_BOUND, f"send took {took:.1f} s with the relay silent"
+            took, synced = run(bob, "sync", "--wait", "0", ok=False)
+            assert synced.returncode == 3
+            assert took < DOWN_BOUND, f"sync took {took:.1f} s with the relay silent"
+            assert silent.count >= 1
+        finally:
+            silent.close()
+
         # the relay comes back: Bob's next command (another send, not a sync)
-        # delivers the queued message first, then its own
+        # delivers the queued messages first, then its own
         relay = RelayProcess(relay.data_dir, port=relay.port).start()
         run(bob, "send", "Alice", "back online")
         history = json.loads(run(bob, "history", "Alice", "--json")[1].stdout)["messages"]
-        assert [m["relays_stored"] for m in history] == [1, 1], history
+        assert [m["relays_stored"] for m in history] == [1, 1, 1], history
         run(alice, "sync", "--wait", "2")
         texts = [
             m["text"]
             for m in json.loads(run(alice, "history", "Bob", "--json")[1].stdout)["messages"]
         ]
-        assert texts == ["written offline", "back online"]
+        assert texts == ["written offline", "written to a silent relay", "back online"]
     finally:
         relay.stop()

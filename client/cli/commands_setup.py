@@ -13,6 +13,7 @@ from client.cli.common import (
     UsageError,
     Work,
     backup_passphrase,
+    cli_relay_timeouts,
     print_json,
     read_passphrase,
     run_offline,
@@ -32,6 +33,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from client.engine import Engine
 
     engine = Engine.create(home, passphrase, args.name, args.relay or [], proxy=args.proxy)
+    engine.relay_timeouts = cli_relay_timeouts(engine.proxy)
 
     async def setup() -> dict[str, str]:
         try:

@@ -139,7 +139,21 @@ def _open(args: argparse.Namespace) -> Engine:
         loader.join()
     from client.engine import Engine
 
-    return Engine.from_store(store, home, proxy=args.proxy)
+    engine = Engine.from_store(store, home, proxy=args.proxy)
+    engine.relay_timeouts = cli_relay_timeouts(engine.proxy)
+    return engine
+
+
+#: A direct connection to a relay that answers takes well under a second;
+#: one that is silent (a censor dropping packets) is given up after this long
+#: and what was to be posted stays queued.  Through a proxy (Tor circuits)
+#: the engine's longer defaults apply.
+CLI_CONNECT_TIMEOUT = 3.0
+CLI_REQUEST_TIMEOUT = 10.0
+
+
+def cli_relay_timeouts(proxy: str | None) -> tuple[float, float] | None:
+    return None if proxy else (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
 
 
 Work = Callable[[], Awaitable[int]]
