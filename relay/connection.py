@@ -473,6 +473,8 @@ class Connection:
             ):
                 raise BadSignature("post signature does not verify")
             write_key = info.write_key
+        if self.ctx.config.debug_log:
+            log.debug("post to %s on connection %d", f.mailbox_id.hex(), self.token)
         await self.inflight.acquire()
         fut = self.ctx.storage.post_nowait(
             key, dedup_key(f.mailbox_id, f.msg_id), f.envelope, int(time.time()), write_key

@@ -81,13 +81,16 @@ def cmd_invite(args: argparse.Namespace) -> int:
     lifetime = parse_duration(args.expires)
     if not 1 <= uses <= MAX_INVITE_USES:
         raise UsageError(f"an invite is good for 1 to {MAX_INVITE_USES} uses")
+    from client.suites import chosen_suite
+
+    suite = chosen_suite(args.pq, args.suite)  # a bad suite name fails before connecting
 
     def plan(engine: Engine) -> Work:
         if not engine.identity.relays:
             raise UsageError("no relays configured")
 
         async def work() -> int:
-            record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime)
+            record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime, suite=suite)
             if args.json:
                 print_json({"link": link, **invite_json(engine, record)})
             else:

@@ -14,23 +14,30 @@ if TYPE_CHECKING:
 
 def cmd_group(args: argparse.Namespace) -> int:
     if args.group_cmd == "create":
+        from client.suites import DEFAULT_SUITE, chosen_suite, describe_suite
+
+        suite = chosen_suite(args.pq, args.suite)  # a bad suite name fails before connecting
 
         def plan_create(engine: Engine) -> Work:
             async def create() -> int:
-                conv = await engine.create_group(args.name)
+                conv = await engine.create_group(args.name, suite)
                 print(f"group {args.name!r} created ({conv.group_id.hex()[:8]})")
+                if suite != DEFAULT_SUITE:
+                    print(f"cipher suite {describe_suite(suite)}")
                 return 0
 
             return create
 
         return run_online(args, plan_create)
     if args.group_cmd == "info":
+        from client.suites import describe_suite
 
         def info(engine: Engine) -> int:
             conv = engine.find_conversation(args.group)
             data = conv_json(engine, conv)
             data["relays"] = list(engine._meta(conv.group_id).relay_urls)
             data["epoch"] = engine.groups[conv.group_id].epoch
+            data["suite"] = f"{engine.conversation_suite(conv.group_id):#06x}"
             if args.json:
                 print_json(data)
             else:
@@ -38,6 +45,7 @@ def cmd_group(args: argparse.Namespace) -> int:
                 print("members: " + ", ".join(data["members"]))
                 print("admins:  " + ", ".join(data["admins"]))
                 print("relays:  " + ", ".join(data["relays"]))
+                print("suite:   " + describe_suite(int(data["suite"], 16)))
                 for w in data["warnings"]:
                     print(f"  note: {w}")
             return 0

@@ -60,6 +60,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_relays(args: argparse.Namespace) -> int:
+    if args.relays_cmd == "forward":
+        return run_offline(args, lambda engine: _relays_forward(args, engine))
     if args.relays_cmd in (None, "list", "proxy"):
 
         def offline(engine: Engine) -> int:
@@ -71,13 +73,15 @@ def cmd_relays(args: argparse.Namespace) -> int:
                 print_json(
                     {"proxy": proxy}
                     if args.relays_cmd == "proxy"
-                    else {"relays": relays, "proxy": proxy}
+                    else {"relays": relays, "proxy": proxy, **_forward_json(engine)}
                 )
                 return 0
             for url in relays:
                 print(url)
             if proxy or args.relays_cmd == "proxy":
                 print(f"proxy: {proxy or 'none (direct connections)'}")
+            if args.relays_cmd != "proxy" and engine.identity.forwarder:
+                print(_forward_line(engine))
             return 0
 
         return run_offline(args, offline)
@@ -107,6 +111,35 @@ def cmd_relays(args: argparse.Namespace) -> int:
         return change
 
     return run_online(args, plan)
+
+
+def _forward_json(engine: Engine) -> dict[str, object]:
+    return {
+        "forwarder": engine.identity.forwarder,
+        "forward_fallback": engine.identity.forward_fallback,
+    }
+
+
+def _forward_line(engine: Engine) -> str:
+    ident = engine.identity
+    if not ident.forwarder:
+        return "forward: off (posts go directly to each relay)"
+    then = "post directly" if ident.forward_fallback else "wait (no direct post)"
+    return f"forward: posts to other relays go through {ident.forwarder}; if it fails: {then}"
+
+
+def _relays_forward(args: argparse.Namespace, engine: Engine) -> int:
+    """``relays forward [URL|off] [--fallback|--no-fallback]`` (SPEC.md §7.14)."""
+    if args.setting is not None or args.fallback is not None:
+        engine.set_forwarder(
+            args.setting if args.setting is not None else engine.identity.forwarder or "off",
+            args.fallback,
+        )
+    if args.json:
+        print_json(_forward_json(engine))
+    else:
+        print(_forward_line(engine))
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from client.cli.commands_setup import (
     cmd_relays,
 )
 from client.cli.common import default_home, relay_url
+from client.suites import SUITE_HELP
 
 JSON_HELP = "print one JSON document (shapes: SPEC.md §8.6)"
 CHAT_HELP = "a conversation: a group's name or a contact's name"
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     uses.add_argument("--uses", type=int, metavar="N", help="up to N people")
     p.add_argument("--expires", default="30d", metavar="DURATION", help="e.g. 1h, 7d (default 30d)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
+    _suite_args(p, "the 1:1 conversation it opens")
     p.set_defaults(func=cmd_invite)
 
     p = sub.add_parser("accept", help="accept an invite link: start a 1:1 conversation")
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = p.add_subparsers(dest="group_cmd", required=True)
     g = gsub.add_parser("create", help="create a group (you are its first member)")
     g.add_argument("name", help="the group's name (only members see it)")
+    _suite_args(g, "the group")
     g = gsub.add_parser("add", help="add contacts to a group")
     g.add_argument("group", help=GROUP_HELP)
     g.add_argument("contact", nargs="+", help=CONTACT_HELP)
@@ -177,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SOCKS5 proxy every connection goes through, or off; none: show it",
     )
     r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    r = rsub.add_parser(
+        "forward", help="post to your relays through one of them (private routing); none: show"
+    )
+    r.add_argument(
+        "setting",
+        nargs="?",
+        metavar="URL|off",
+        help="one of your relays: posts to the others go through it, so they never see "
+        "your address; off: post directly",
+    )
+    r.add_argument(
+        "--fallback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="if the forwarding relay fails, post directly (shows your address); default: wait",
+    )
+    r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     p.set_defaults(func=cmd_relays)
 
     p = sub.add_parser(
@@ -200,3 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     return parser
+
+
+def _suite_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--pq`` / ``--suite NAME``: the cipher suite of a new conversation (SPEC §4.1.1)."""
+    suite = p.add_mutually_exclusive_group()
+    suite.add_argument(
+        "--pq", action="store_true", help=f"make {what} post-quantum (ML-KEM-768 + X25519)"
+    )
+    suite.add_argument("--suite", metavar="NAME", help=SUITE_HELP)
