@@ -151,6 +151,9 @@ class EngineCore(ABC):
         self.identity = identity
         self.proxy = proxy
         self.relays: dict[str, RelayClient] = {}
+        # (connect, request) seconds for relay clients made from now on;
+        # None: RelayClient's defaults.  The CLI shortens them (client.cli.common).
+        self.relay_timeouts: tuple[float, float] | None = None
         self.groups: dict[bytes, Group] = {}
         self.notices: list[Notice] = []
         self.listeners: list[Callable[[str, bytes | None], None]] = []
@@ -278,9 +281,20 @@ class EngineCore(ABC):
             raise RelayUnavailable("the client is shutting down")
         client = self.relays.get(url)
         if client is None:
-            client = RelayClient(
-                url, self._on_deliver, on_state=self._on_relay_state, proxy=self.proxy
-            )
+            if self.relay_timeouts is None:
+                client = RelayClient(
+                    url, self._on_deliver, on_state=self._on_relay_state, proxy=self.proxy
+                )
+            else:
+                connect, request = self.relay_timeouts
+                client = RelayClient(
+                    url,
+                    self._on_deliver,
+                    on_state=self._on_relay_state,
+                    proxy=self.proxy,
+                    connect_timeout=connect,
+                    request_timeout=request,
+                )
             self.relays[url] = client
         client.start()
         return client

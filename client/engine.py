@@ -121,7 +121,12 @@ class Engine(Invites):
         """Open the store.  ``proxy`` (``--proxy``), if given, replaces the
         saved proxy setting (``"none"`` clears it); if not, the saved one is
         used, so a command that omits ``--proxy`` still goes through it."""
-        store = Store.open(home, passphrase)
+        return cls.from_store(Store.open(home, passphrase), home, proxy=proxy)
+
+    @classmethod
+    def from_store(cls, store: Store, home: Path, *, proxy: str | None = None) -> Engine:
+        """:meth:`open` of a store already opened (the CLI opens it while
+        the engine's modules load); the engine owns it from here."""
         raw = store.get(NS_CONFIG, b"identity")
         if raw is None:
             store.close()
@@ -167,6 +172,19 @@ class Engine(Invites):
         task = asyncio.get_running_loop().create_task(self._after_connect_invites())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def reach(self, urls: list[str]) -> None:
+        """Connect to ``urls`` only, subscribing to no mailbox, and post what
+        the outbox holds for them: all a command that only writes needs
+        (``samizdat send``), instead of :meth:`connect`'s every relay and
+        mailbox.  Returns once each relay is connected or has failed its
+        first attempt (a refused connection fails at once)."""
+        self._index_mailboxes()  # the outbox's write seeds come from here
+        urls = _unique(urls)
+        clients = [self._relay(url) for url in urls]
+        await asyncio.gather(*(c.wait_connected() for c in clients), return_exceptions=True)
+        for url in urls:  # queued envelopes first: a relay keeps our order
+            await self.flush_outbox(url)
 
     async def accept(self, link: str) -> Conversation:
         """Accept an invite: a 1:1 conversation (an MLS group of two)."""

@@ -190,6 +190,7 @@ class RelayClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._connected = asyncio.Event()
+        self._down = asyncio.Event()  # set while the last connection attempt has failed
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # (frame, its encoded length, the connection generation it came on)
@@ -251,6 +252,10 @@ class RelayClient:
         self._fail_pending("client closed")
 
     def _set_state(self, state: str) -> None:
+        if state == "down":
+            self._down.set()
+        else:
+            self._down.clear()
         if state != self.state:
             self.state = state
             if self._on_state is not None:
@@ -281,9 +286,15 @@ class RelayClient:
 
     async def _run_connection(self) -> None:
         assert self._session is not None
-        async with self._session.ws_connect(
-            websocket_url(self.url), heartbeat=20.0, max_msg_size=4 * 1024 * 1024
-        ) as ws:
+        # The upgrade's answer is bounded too: a relay (or a censor's middlebox)
+        # that accepts the TCP connection and then says nothing is "down".
+        ws = await asyncio.wait_for(
+            self._session.ws_connect(
+                websocket_url(self.url), heartbeat=20.0, max_msg_size=4 * 1024 * 1024
+            ),
+            self._connect_timeout,
+        )
+        async with ws:
             self._ws = ws
             self._conn = ClientConnection()
             self._generation += 1
@@ -381,10 +392,7 @@ class RelayClient:
         if self.state == "down" and not self._connected.is_set():
             # between reconnection attempts: fail fast, the caller retries later
             raise RelayUnavailable(f"relay {self.url} is down")
-        try:
-            await asyncio.wait_for(self._connected.wait(), self._request_timeout)
-        except TimeoutError:
-            raise RelayUnavailable(f"relay {self.url} is not reachable") from None
+        await self.wait_connected()
         ws = self._ws
         if ws is None:
             raise RelayUnavailable("connection to the relay was lost")
@@ -408,11 +416,26 @@ class RelayClient:
         return reply
 
     async def wait_connected(self) -> None:
-        """Wait (up to ``request_timeout``) for the connection, or RelayUnavailable."""
+        """Wait (up to ``request_timeout``) for the connection, or RelayUnavailable.
+
+        A connection attempt that fails (refused, reset, no challenge) ends
+        the wait at once: the caller queues and retries later, as between
+        attempts, instead of waiting out the timeout for a relay that is down."""
+        if self._connected.is_set():
+            return
+        connected = asyncio.ensure_future(self._connected.wait())
+        down = asyncio.ensure_future(self._down.wait())
         try:
-            await asyncio.wait_for(self._connected.wait(), self._request_timeout)
-        except TimeoutError:
-            raise RelayUnavailable(f"relay {self.url} is not reachable") from None
+            await asyncio.wait(
+                (connected, down),
+                timeout=self._request_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            connected.cancel()
+            down.cancel()
+        if not self._connected.is_set():
+            raise RelayUnavailable(f"relay {self.url} is not reachable")
 
     async def create_mailbox(
         self,

@@ -6,19 +6,21 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client.cli.common import (
     EXIT_QUEUED,
+    UsageError,
+    Work,
     _open,
     print_json,
     run_offline,
     run_online,
     ts,
 )
-from client.engine import Engine, EngineError
-from client.files import DestinationExists, OutsideRelay, safe_file_name
-from protocol.app.messages import File
+
+if TYPE_CHECKING:
+    from client.engine import Engine
 
 
 def conv_json(engine: Engine, conv: Any) -> dict[str, Any]:
@@ -64,41 +66,66 @@ def cmd_chats(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    async def work(engine: Engine) -> int:
+    def plan(engine: Engine) -> Work:
         conv = engine.find_conversation(args.chat)
         if args.file:
+            path = Path(args.file)
+            if not path.is_file():
+                raise UsageError(f"{path} is not a readable file")
+            path.open("rb").close()  # unreadable: the OSError is the one-line error
 
             def progress(done: int, total: int) -> None:
                 if sys.stderr.isatty():
                     print(f"\ruploading {done}/{total} chunks", end="", file=sys.stderr)
 
-            mid = await engine.send_file(conv.group_id, Path(args.file), progress)
-            if sys.stderr.isatty():
-                print(file=sys.stderr)
+            async def send() -> bytes:
+                mid = await engine.send_file(conv.group_id, path, progress)
+                if sys.stderr.isatty():
+                    print(file=sys.stderr)
+                return mid
         elif args.article:
             path = Path(args.article)
             text = path.read_text(encoding="utf-8")
             title = args.title or _article_title(text, path)
-            mid = await engine.send_article(conv.group_id, title, text)
+
+            async def send() -> bytes:
+                return await engine.send_article(conv.group_id, title, text)
         else:
             if not args.text:
-                raise EngineError("nothing to send: give TEXT, --file or --article")
-            mid = await engine.send_text(conv.group_id, " ".join(args.text))
-        status = engine.status(mid)
-        stored = len(status.relays_stored) if status else 0
-        if args.json:
-            print_json({"message_id": mid.hex(), "relays_stored": stored})
-        elif stored:
-            print(f"sent (stored on {stored} relay{'s' if stored > 1 else ''})")
-        if not stored:
-            print(
-                "queued: no relay reachable now; it will be sent by the next 'samizdat sync'",
-                file=sys.stderr,
-            )
-            return EXIT_QUEUED
-        return 0
+                raise UsageError("nothing to send: give TEXT, --file or --article")
 
-    return run_online(args, work, settle=0.3)
+            async def send() -> bytes:
+                return await engine.send_text(conv.group_id, " ".join(args.text))
+
+        async def work() -> int:
+            mid = await send()
+            status = engine.status(mid)
+            stored = len(status.relays_stored) if status else 0
+            if args.json:
+                print_json({"message_id": mid.hex(), "relays_stored": stored})
+            elif stored:
+                print(f"sent (stored on {stored} relay{'s' if stored > 1 else ''})")
+            if not stored:
+                print(
+                    "queued: no relay reachable now; the message is kept and goes out with "
+                    "the next command that reaches a relay (e.g. 'samizdat sync') or the app",
+                    file=sys.stderr,
+                )
+                return EXIT_QUEUED
+            return 0
+
+        return work
+
+    # Only the conversation's relays, no subscriptions: sending needs nothing
+    # else, and 'sync' (or the app) is what receives.
+    return run_online(
+        args,
+        plan,
+        settle=0,
+        only_relays=lambda engine: engine.conversation_relays(
+            engine.find_conversation(args.chat).group_id
+        ),
+    )
 
 
 def _article_title(text: str, path: Path) -> str:
@@ -180,6 +207,8 @@ def save_path(output: str | None, received_name: str) -> Path:
     """Where ``save`` writes: ``-o`` as given if it names a file, else the
     received name made safe (:func:`safe_file_name`) inside ``-o`` or the
     current directory.  A received name never chooses the directory."""
+    from client.files import safe_file_name
+
     name = safe_file_name(received_name)
     if output is None:
         return Path.cwd() / name
@@ -193,41 +222,51 @@ def pick_file(entries: list[Any], which: str) -> Any:
     file of that name)."""
     files = [e for e in entries if e.kind == "file"]
     if not files:
-        raise EngineError("no file in this conversation")
+        raise UsageError("no file in this conversation")
     if which == "last":
         return files[-1]
     query = which.lower()
     by_id = [e for e in files if len(query) >= 4 and e.message_id.hex().startswith(query)]
     if len(by_id) > 1:
-        raise EngineError(f"{which!r} matches {len(by_id)} files: give more of the id")
+        raise UsageError(f"{which!r} matches {len(by_id)} files: give more of the id")
     if by_id:
         return by_id[0]
     by_name = [e for e in files if e.file.get("name") == which]
     if by_name:
         return by_name[-1]
-    raise EngineError(f"no file {which!r} here: see the ids in 'samizdat history'")
+    raise UsageError(f"no file {which!r} here: see the ids in 'samizdat history'")
 
 
 def cmd_save(args: argparse.Namespace) -> int:
-    async def work(engine: Engine) -> int:
+    from client.files import DestinationExists, OutsideRelay
+    from protocol.app.messages import File
+
+    def plan(engine: Engine) -> Work:
         conv = engine.find_conversation(args.chat)
         entry = pick_file(engine.history(conv.group_id), args.message)
         body = File.from_bytes(bytes.fromhex(entry.file["descriptor"]))
         dest = save_path(args.output, body.name)
-        try:
-            await engine.fetch_file(
-                conv.group_id,
-                body,
-                dest,
-                allow_relays=args.allow_relay or (),
-                overwrite=args.force,
-            )
-        except DestinationExists as exc:
-            raise EngineError(f"{exc.path} already exists; use --force to replace it") from None
-        except OutsideRelay as exc:
-            flags = " ".join(f"--allow-relay {url}" for url in exc.urls)
-            raise EngineError(f"{exc}; to download anyway, add {flags}") from None
-        print(f"saved {dest}")
-        return 0
+        if not args.force and (dest.exists() or dest.is_symlink()):
+            raise UsageError(f"{dest} already exists; use --force to replace it")
 
-    return run_online(args, work, settle=0)
+        async def work() -> int:
+            try:
+                await engine.fetch_file(
+                    conv.group_id,
+                    body,
+                    dest,
+                    allow_relays=args.allow_relay or (),
+                    overwrite=args.force,
+                )
+            except DestinationExists as exc:
+                raise UsageError(f"{exc.path} already exists; use --force to replace it") from None
+            except OutsideRelay as exc:
+                flags = " ".join(f"--allow-relay {url}" for url in exc.urls)
+                raise UsageError(f"{exc}; to download anyway, add {flags}") from None
+            print(f"saved {dest}")
+            return 0
+
+        return work
+
+    # downloads open their own connections; no mailbox needs reading
+    return run_online(args, plan, settle=0, only_relays=lambda engine: [])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client.cli.common import (
+    UsageError,
+    Work,
     parse_duration,
     print_json,
     print_qr,
@@ -15,8 +17,10 @@ from client.cli.common import (
     run_online,
     ts,
 )
-from client.engine import Engine, EngineError
-from client.suites import chosen_suite
+from protocol.errors import DecodeError
+
+if TYPE_CHECKING:
+    from client.engine import Engine
 
 
 def invite_json(engine: Engine, record: Any) -> dict[str, Any]:
@@ -34,52 +38,77 @@ def invite_json(engine: Engine, record: Any) -> dict[str, Any]:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
+    from client.invites import LEGACY, MAX_INVITE_USES
+
     if args.action == "list":
         return run_offline(args, lambda engine: _invite_list(engine, args))
     if args.action == "revoke":
         if not args.id:
-            raise EngineError("which invite? 'samizdat invite revoke ID' (see 'invite list')")
+            raise UsageError("which invite? 'samizdat invite revoke ID' (see 'invite list')")
 
-        async def revoke(engine: Engine) -> int:
-            record = await engine.revoke_invite(args.id)
-            if record is None:
-                out = {"id": "legacy", "state": "revoked", "deleted_on_relays": True}
+        def plan_revoke(engine: Engine) -> Work:
+            if args.id.strip().lower() == LEGACY:
+                if not engine.legacy_inbox_relays():
+                    raise UsageError(
+                        "there is no legacy inbox to revoke: no link of yours carries it"
+                    )
             else:
-                out = invite_json(engine, record)
-            if args.json:
-                print_json(out)
-            else:
-                where = (
-                    "deleted on the relays"
-                    if out["deleted_on_relays"]
-                    else ("its relays get the deletion on the next connection")
-                )
-                print(f"invite {out['id']} is {out['state']}; {where}")
-            return 0
+                engine.find_invite(args.id)  # an unknown id fails before connecting
 
-        return run_online(args, revoke)
+            async def revoke() -> int:
+                record = await engine.revoke_invite(args.id)
+                if record is None:
+                    out = {"id": "legacy", "state": "revoked", "deleted_on_relays": True}
+                else:
+                    out = invite_json(engine, record)
+                if args.json:
+                    print_json(out)
+                else:
+                    where = (
+                        "deleted on the relays"
+                        if out["deleted_on_relays"]
+                        else ("its relays get the deletion on the next connection")
+                    )
+                    print(f"invite {out['id']} is {out['state']}; {where}")
+                return 0
+
+            return revoke
+
+        return run_online(args, plan_revoke)
     if args.id:
-        raise EngineError(f"unknown invite action {args.id!r}: use list or revoke ID")
+        raise UsageError(f"unknown invite action {args.id!r}: use list or revoke ID")
     uses = 1 if args.uses is None else args.uses
     lifetime = parse_duration(args.expires)
-    suite = chosen_suite(args.pq, args.suite)
+    if not 1 <= uses <= MAX_INVITE_USES:
+        raise UsageError(f"an invite is good for 1 to {MAX_INVITE_USES} uses")
+    from client.suites import chosen_suite
 
-    async def work(engine: Engine) -> int:
-        record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime, suite=suite)
-        if args.json:
-            print_json({"link": link, **invite_json(engine, record)})
-        else:
-            print(link)
-            print_qr(link)
-            n = "once" if uses == 1 else f"{uses} times"
-            print(
-                f"invite {record.invite_id.hex()}: works {n}, until {ts(record.expires_at_ms)}; "
-                f"'samizdat invite revoke {record.invite_id.hex()}' cancels it",
-                file=sys.stderr,
-            )
-        return 0
+    suite = chosen_suite(args.pq, args.suite)  # a bad suite name fails before connecting
 
-    return run_online(args, work)
+    def plan(engine: Engine) -> Work:
+        if not engine.identity.relays:
+            raise UsageError("no relays configured")
+
+        async def work() -> int:
+            record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime, suite=suite)
+            if args.json:
+                print_json({"link": link, **invite_json(engine, record)})
+            else:
+                print(link)
+                print_qr(link)
+                n = "once" if uses == 1 else f"{uses} times"
+                print(
+                    f"invite {record.invite_id.hex()}: works {n}, until "
+                    f"{ts(record.expires_at_ms)}; "
+                    f"'samizdat invite revoke {record.invite_id.hex()}' cancels it",
+                    file=sys.stderr,
+                )
+            return 0
+
+        return work
+
+    # the invite's mailboxes go on our own relays; nothing needs reading
+    return run_online(args, plan, settle=0, only_relays=lambda engine: engine.identity.relays)
 
 
 def _invite_list(engine: Engine, args: argparse.Namespace) -> int:
@@ -104,13 +133,32 @@ def _invite_list(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_accept(args: argparse.Namespace) -> int:
-    async def work(engine: Engine) -> int:
-        conv = await engine.accept(args.link)
-        print(f"contact request sent; conversation {conv.group_id.hex()[:8]}")
-        return 0
+def check_invite_link(link: str) -> None:
+    """A link that cannot be an invite fails here, before any connection:
+    a short link's form, or a long link's whole content (signature, expiry)."""
+    from protocol.app.invite import is_short_invite_link, parse_invite_link, parse_short_invite_link
 
-    return run_online(args, work)
+    try:
+        if is_short_invite_link(link):
+            parse_short_invite_link(link)
+        else:
+            parse_invite_link(link, int(time.time() * 1000))
+    except DecodeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    check_invite_link(args.link)
+
+    def plan(engine: Engine) -> Work:
+        async def work() -> int:
+            conv = await engine.accept(args.link)
+            print(f"contact request sent; conversation {conv.group_id.hex()[:8]}")
+            return 0
+
+        return work
+
+    return run_online(args, plan)
 
 
 def contact_json(engine: Engine, c: Any) -> dict[str, Any]:

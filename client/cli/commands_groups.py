@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from client.cli.commands_chats import conv_json
-from client.cli.common import print_json, run_offline, run_online
-from client.engine import Engine
-from client.suites import DEFAULT_SUITE, chosen_suite, describe_suite
+from client.cli.common import Work, print_json, run_offline, run_online
+
+if TYPE_CHECKING:
+    from client.engine import Engine
 
 
 def cmd_group(args: argparse.Namespace) -> int:
     if args.group_cmd == "create":
+        from client.suites import DEFAULT_SUITE, chosen_suite, describe_suite
 
-        async def create(engine: Engine) -> int:
-            suite = chosen_suite(args.pq, args.suite)
-            conv = await engine.create_group(args.name, suite)
-            print(f"group {args.name!r} created ({conv.group_id.hex()[:8]})")
-            if suite != DEFAULT_SUITE:
-                print(f"cipher suite {describe_suite(suite)}")
-            return 0
+        suite = chosen_suite(args.pq, args.suite)  # a bad suite name fails before connecting
 
-        return run_online(args, create)
+        def plan_create(engine: Engine) -> Work:
+            async def create() -> int:
+                conv = await engine.create_group(args.name, suite)
+                print(f"group {args.name!r} created ({conv.group_id.hex()[:8]})")
+                if suite != DEFAULT_SUITE:
+                    print(f"cipher suite {describe_suite(suite)}")
+                return 0
+
+            return create
+
+        return run_online(args, plan_create)
     if args.group_cmd == "info":
+        from client.suites import describe_suite
 
         def info(engine: Engine) -> int:
             conv = engine.find_conversation(args.group)
@@ -44,28 +52,34 @@ def cmd_group(args: argparse.Namespace) -> int:
 
         return run_offline(args, info)
 
-    async def change(engine: Engine) -> int:
+    def plan(engine: Engine) -> Work:
+        # names resolve before any connection: a typo never reaches a relay
         conv = engine.find_conversation(args.group)
         if args.group_cmd == "add":
             contacts = [engine.find_contact(c) for c in args.contact]
-            await engine.add_members(conv.group_id, contacts)
-            print(f"added {', '.join(c.name for c in contacts)} to {args.group}")
-        elif args.group_cmd == "remove":
+        elif args.group_cmd in ("remove", "admin"):
             contact = engine.find_contact(args.contact)
-            await engine.remove_member(conv.group_id, contact.identity_key)
-            print(f"removed {contact.name} from {args.group}")
-        elif args.group_cmd == "leave":
-            await engine.leave(conv.group_id)
-            print(f"you left {args.group}")
-        elif args.group_cmd == "admin":
-            contact = engine.find_contact(args.contact)
-            await engine.set_admin(conv.group_id, contact.identity_key, not args.revoke)
-            state = "is no longer" if args.revoke else "is now"
-            print(f"{contact.name or 'they'} {state} an admin of {args.group}")
-        elif args.group_cmd == "disappear":
-            await engine.set_disappearing(conv.group_id, int(args.seconds) * 1000)
-            after = f"after {args.seconds} s" if int(args.seconds) else "off"
-            print(f"disappearing messages in {args.group}: {after}")
-        return 0
 
-    return run_online(args, change)
+        async def change() -> int:
+            if args.group_cmd == "add":
+                await engine.add_members(conv.group_id, contacts)
+                print(f"added {', '.join(c.name for c in contacts)} to {args.group}")
+            elif args.group_cmd == "remove":
+                await engine.remove_member(conv.group_id, contact.identity_key)
+                print(f"removed {contact.name} from {args.group}")
+            elif args.group_cmd == "leave":
+                await engine.leave(conv.group_id)
+                print(f"you left {args.group}")
+            elif args.group_cmd == "admin":
+                await engine.set_admin(conv.group_id, contact.identity_key, not args.revoke)
+                state = "is no longer" if args.revoke else "is now"
+                print(f"{contact.name or 'they'} {state} an admin of {args.group}")
+            elif args.group_cmd == "disappear":
+                await engine.set_disappearing(conv.group_id, int(args.seconds) * 1000)
+                after = f"after {args.seconds} s" if int(args.seconds) else "off"
+                print(f"disappearing messages in {args.group}: {after}")
+            return 0
+
+        return change
+
+    return run_online(args, plan)

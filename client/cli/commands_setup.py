@@ -7,29 +7,40 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from client.cli.common import (
+    UsageError,
+    Work,
     backup_passphrase,
+    cli_relay_timeouts,
     print_json,
     read_passphrase,
     run_offline,
     run_online,
 )
-from client.engine import Engine, EngineError
 from client.store import Store
+
+if TYPE_CHECKING:
+    from client.engine import Engine
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     home = Path(args.home)
     if Store.exists(home):
-        raise EngineError(f"{home} already holds an identity")
+        raise UsageError(f"{home} already holds an identity")
     passphrase = read_passphrase(args, confirm=True)
+    from client.engine import Engine
+
     engine = Engine.create(home, passphrase, args.name, args.relay or [], proxy=args.proxy)
+    engine.relay_timeouts = cli_relay_timeouts(engine.proxy)
 
     async def setup() -> dict[str, str]:
         try:
             await engine.connect()
-            await asyncio.sleep(0.5)
+            # until each relay is connected or has failed its first attempt
+            # (a refused connection fails at once): the states are then settled
+            await engine.reach(engine.identity.relays)
             return engine.relay_states()
         finally:
             await engine.close()
@@ -75,17 +86,31 @@ def cmd_relays(args: argparse.Namespace) -> int:
 
         return run_offline(args, offline)
 
-    async def change(engine: Engine) -> int:
-        if args.relays_cmd == "add":
-            await engine.add_relay(args.url)
-        elif args.relays_cmd == "remove":
-            await engine.remove_relay(args.url)
-        elif args.relays_cmd == "move":
-            await engine.move_relay(args.old, args.new)
-        print("relays: " + ", ".join(engine.identity.relays))
-        return 0
+    def plan(engine: Engine) -> Work:
+        # what the engine would refuse is refused here, before any connection
+        ours = engine.identity.relays
+        if args.relays_cmd == "add" and args.url.rstrip("/") in ours:
+            raise UsageError(f"{args.url.rstrip('/')} is already one of your relays")
+        if args.relays_cmd in ("remove", "move"):
+            old = (args.url if args.relays_cmd == "remove" else args.old).rstrip("/")
+            if old not in ours:
+                raise UsageError(f"{old} is not one of your relays")
+            if args.relays_cmd == "remove" and ours == [old]:
+                raise UsageError("you would have no relay left; add one first")
 
-    return run_online(args, change)
+        async def change() -> int:
+            if args.relays_cmd == "add":
+                await engine.add_relay(args.url)
+            elif args.relays_cmd == "remove":
+                await engine.remove_relay(args.url)
+            elif args.relays_cmd == "move":
+                await engine.move_relay(args.old, args.new)
+            print("relays: " + ", ".join(engine.identity.relays))
+            return 0
+
+        return change
+
+    return run_online(args, plan)
 
 
 def _forward_json(engine: Engine) -> dict[str, object]:
@@ -129,7 +154,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     home = Path(args.home)
     if Store.exists(home):
-        raise EngineError(f"{home} already holds an identity; import into an empty --home")
+        raise UsageError(f"{home} already holds an identity; import into an empty --home")
     secret = backup_passphrase(args, confirm=False)
     passphrase = read_passphrase(args, confirm=True)
     store = Store.import_backup(Path(args.file), secret, home, passphrase)
@@ -142,7 +167,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     try:
         from client.tui.app import run_app
     except ImportError as exc:
-        raise EngineError(f"the terminal app is unavailable: {exc}") from None
+        raise UsageError(f"the terminal app is unavailable: {exc}") from None
     return int(run_app(args))
 
 

@@ -9,17 +9,28 @@ import getpass
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from client.engine import Engine, EngineError
 from client.store import Store
 from client.urls import check_relay_url
+from protocol.errors import LocalError
+
+if TYPE_CHECKING:  # imported when a store is opened (see _open): it is most of the start-up
+    from client.engine import Engine
 
 EXIT_ERROR = 1
 EXIT_QUEUED = 3
+
+
+class UsageError(LocalError):
+    """A request the CLI refuses before doing anything with it (bad input,
+    no identity...): one line on stderr, exit status 1."""
+
+    code = 50
 
 
 def default_home() -> Path:
@@ -48,13 +59,13 @@ def read_passphrase(
         return env.encode()
     if not sys.stdin.isatty():
         label = (what or "passphrase").lower()
-        raise EngineError(f"no {label}: use a terminal, {env_name} or {flag}")
+        raise UsageError(f"no {label}: use a terminal, {env_name} or {flag}")
     prompt = f"{what or 'Passphrase'} for {args.home}: "
     first = getpass.getpass(prompt)
     if confirm and getpass.getpass("Repeat it: ") != first:
-        raise EngineError("the passphrases do not match")
+        raise UsageError("the passphrases do not match")
     if not first:
-        raise EngineError("an empty passphrase is not allowed")
+        raise UsageError("an empty passphrase is not allowed")
     return first.encode()
 
 
@@ -98,24 +109,81 @@ def ts(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
 
 
+def _import_engine() -> None:
+    import client.engine  # noqa: F401
+
+
 def _open(args: argparse.Namespace) -> Engine:
+    """The engine of ``--home``.  The store's key derivation (Argon2id at
+    its full cost, in C without the GIL) runs while another thread imports
+    the engine's modules, so a command pays about the larger of the two
+    rather than their sum where a second core is free."""
     home = Path(args.home)
     if not Store.exists(home):
-        raise EngineError(f"no identity in {home}: run 'samizdat init --name NAME --relay URL'")
-    return Engine.open(home, read_passphrase(args), proxy=args.proxy)
+        raise UsageError(f"no identity in {home}: run 'samizdat init --name NAME --relay URL'")
+    passphrase = read_passphrase(args)
+    loader = threading.Thread(target=_import_engine, name="import engine", daemon=True)
+    loader.start()
+    try:
+        store = Store.open(home, passphrase)
+    finally:
+        loader.join()
+    from client.engine import Engine
+
+    engine = Engine.from_store(store, home, proxy=args.proxy)
+    engine.relay_timeouts = cli_relay_timeouts(engine.proxy)
+    return engine
+
+
+#: A direct connection to a relay that answers takes well under a second;
+#: one that is silent (a censor dropping packets) is given up after this long
+#: and what was to be posted stays queued.  Through a proxy (Tor circuits)
+#: the engine's longer defaults apply.
+CLI_CONNECT_TIMEOUT = 3.0
+CLI_REQUEST_TIMEOUT = 10.0
+
+
+def cli_relay_timeouts(proxy: str | None) -> tuple[float, float] | None:
+    return None if proxy else (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
+
+
+Work = Callable[[], Awaitable[int]]
 
 
 def run_online(
-    args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]], *, settle: float = 1.0
+    args: argparse.Namespace,
+    plan: Callable[[Engine], Work],
+    *,
+    settle: float = 1.0,
+    only_relays: Callable[[Engine], list[str]] | None = None,
 ) -> int:
-    """Open, connect, run ``work``, give replies ``settle`` seconds, close."""
+    """Open the store, check the request offline, connect, run it, give
+    replies ``settle`` seconds, post what is still queued, close.
+
+    ``plan`` runs before any connection: it resolves names and checks the
+    input (bad input fails there, and no relay ever sees the attempt), and
+    returns the work to do once connected.  ``only_relays`` names the relays
+    of a command that only posts or downloads (``send``, ``save``): only
+    those are connected, and no mailbox is subscribed, instead of connecting to every relay and
+    subscribing to every mailbox.  A relay that refuses the connection fails
+    at once: what was to be posted stays queued in the store's outbox and
+    goes out with the next command that connects (or the app)."""
     engine = _open(args)
+    try:
+        work = plan(engine)
+    except BaseException:
+        asyncio.run(engine.close())
+        raise
 
     async def main() -> int:
         try:
-            await engine.connect()
-            code = await work(engine)
-            await asyncio.sleep(settle)
+            if only_relays is None:
+                await engine.connect()
+            else:
+                await engine.reach(only_relays(engine))
+            code = await work()
+            if settle:
+                await asyncio.sleep(settle)
             await engine.flush_outbox()
             return code
         finally:
@@ -141,5 +209,5 @@ def parse_duration(text: str) -> int:
     unit = _UNITS.get(t[-1:], 0)
     number = t[:-1] if unit else t
     if not number.isdigit() or int(number) == 0:
-        raise EngineError(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 7d or 2w")
+        raise UsageError(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 7d or 2w")
     return int(number) * (unit or 1) * 1000
