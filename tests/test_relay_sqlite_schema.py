@@ -12,6 +12,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from protocol.padding import BLOB_CHUNK_SIZE
 from protocol.relay_frames import MODE_QUEUE
 from relay.config import Limits
@@ -114,7 +116,7 @@ async def test_schema_1_database_opens_and_keeps_its_messages(tmp_path: Path) ->
     try:
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"mailboxes", "messages", "blobs"}
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)  # the log schema
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)  # keyed by mailbox
     finally:
         db.close()
     # and the migrated database opens again as it is
@@ -123,5 +125,113 @@ async def test_schema_1_database_opens_and_keeps_its_messages(tmp_path: Path) ->
     try:
         got = await again.fetch(key, 1, 100)
         assert [s for s, _ in got] == [kept[1][0], kept[2][0], kept[2][0] + 1, kept[2][0] + 2]
+    finally:
+        await again.close()
+
+
+# Schema 2, exactly as the relayperf branch (on main, never released) wrote
+# it: the messages table was a rowid log whose id grew with every post.
+SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS mailboxes (
+    key BLOB PRIMARY KEY, read_key BLOB NOT NULL, write_key BLOB NOT NULL,
+    ttl INTEGER NOT NULL, expires INTEGER NOT NULL, head_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL, bytes INTEGER NOT NULL, mode INTEGER NOT NULL DEFAULT 0)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, mbox BLOB NOT NULL, seq INTEGER NOT NULL,
+    dkey BLOB NOT NULL, expires INTEGER NOT NULL, envelope BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_seq ON messages (mbox, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_dkey ON messages (mbox, dkey);
+CREATE INDEX IF NOT EXISTS messages_expires ON messages (expires);
+CREATE TABLE IF NOT EXISTS blobs (
+    key BLOB PRIMARY KEY, upload_hash BLOB NOT NULL, read_hash BLOB NOT NULL,
+    expires INTEGER NOT NULL, chunks INTEGER NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = 2;
+"""
+
+
+def _log_database(path: Path, now: int) -> list[tuple[bytes, list[bytes], list[tuple[int, bytes]]]]:
+    """A schema-2 database with two queues of three messages each, posted
+    interleaved (so the log's ids alternate between the mailboxes)."""
+    expires = (now // HOUR + 24) * HOUR
+    base = (now // HOUR) << 32
+    boxes = []
+    for _ in range(2):
+        mid = os.urandom(32)
+        rows = [(base + i + 1, envelope(b"log %d" % i)) for i in range(3)]
+        boxes.append((mid, [os.urandom(16) for _ in rows], rows))
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA_2)
+        for mid, _, rows in boxes:
+            db.execute(
+                "INSERT INTO mailboxes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    mailbox_key(mid),
+                    b"r" * 32,
+                    b"w" * 32,
+                    86400,
+                    expires,
+                    rows[-1][0],
+                    len(rows),
+                    sum(len(e) for _, e in rows),
+                    MODE_QUEUE,
+                ),
+            )
+        for i in range(3):
+            for mid, msg_ids, rows in boxes:
+                seq, env = rows[i]
+                db.execute(
+                    "INSERT INTO messages (mbox, seq, dkey, expires, envelope) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (mailbox_key(mid), seq, dedup_key(mid, msg_ids[i]), expires, env),
+                )
+    finally:
+        db.close()
+    return boxes
+
+
+async def test_schema_2_log_database_migrates_and_drops_its_order(tmp_path: Path) -> None:
+    """A database main wrote with the rowid log (schema 2) opens, keeps every
+    message and dedup key, and loses the ids that ordered mailboxes."""
+    now = 1_800_000_000
+    boxes = _log_database(tmp_path / "relay.sqlite3", now)
+    store = SqliteStorage(tmp_path, Limits())
+    await store.start()
+    try:
+        for mid, msg_ids, rows in boxes:
+            key = mailbox_key(mid)
+            assert await store.fetch(key, 1, 100) == rows
+            # a retry of a message stored before the migration is a duplicate
+            assert await store.post(key, dedup_key(mid, msg_ids[1]), envelope(b"x"), now) == (
+                rows[1][0],
+                True,
+            )
+            seq, dup = await store.post(key, dedup_key(mid, os.urandom(16)), envelope(b"n"), now)
+            assert not dup and seq == rows[-1][0] + 1
+        stored = sum(len(e) for _, _, rows in boxes for _, e in rows)
+        assert store.total == stored + 2 * (len(envelope(b"n")) + MAILBOX_ROW_COST)
+    finally:
+        await store.close()
+    db = sqlite3.connect(tmp_path / "relay.sqlite3")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert tables == {"mailboxes", "messages", "blobs"}
+        indexes = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "messages_seq" not in indexes
+        columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+        assert columns == ["mbox", "seq", "dkey", "expires", "envelope"]
+        with pytest.raises(sqlite3.OperationalError):
+            db.execute("SELECT rowid FROM messages").fetchall()
+    finally:
+        db.close()
+    again = SqliteStorage(tmp_path, Limits())
+    await again.start()
+    try:
+        for mid, _, rows in boxes:
+            got = await again.fetch(mailbox_key(mid), 1, 100)
+            assert [s for s, _ in got] == [s for s, _ in rows] + [rows[-1][0] + 1]
     finally:
         await again.close()

@@ -241,3 +241,80 @@ async def test_tls_errors_log_no_address(tmp_path: Path, relays: list) -> None:
     for data in MALFORMED[:3]:
         await asyncio.to_thread(inside_tls, data)
     assert_log_has_no_address(stop(relay))
+
+
+INTERLEAVED = 6  # posts per mailbox, alternating A1, B1, A2, B2, ...
+
+
+def _recovers_interleaving(values: list[Any], arrival: list[int]) -> bool:
+    """Whether ``values`` (one per stored message) order every pair of
+    messages from *different* mailboxes strictly, and the same way (or the
+    reverse way) as they arrived.  Equal values (two mailboxes' seqs in the
+    same hour) leave the pair unordered, so they do not count as recovery."""
+    if any(not isinstance(v, int) for v in values):
+        return False
+    n = len(values)
+    pairs = [(i, j) for i in range(n) for j in range(n) if arrival[i] % 2 != arrival[j] % 2]
+    for sign in (1, -1):
+        if all((values[i] - values[j]) * sign * (arrival[i] - arrival[j]) > 0 for i, j in pairs):
+            return True
+    return False
+
+
+async def test_seized_database_does_not_order_mailboxes(tmp_path: Path, relays: list) -> None:
+    """A seized relay database must not tell which of two mailboxes got its
+    still-unread message first (SPEC §7.10.1, §7.12 "Stored less").
+
+    Posts go to two mailboxes strictly interleaved (A1, B1, A2, B2, ...),
+    each acknowledged before the next is sent, so each commits on its own.
+    The attacker reads the whole messages table: every column, the order
+    SQLite returns the rows in, and any rowid (a rowid table's ``rowid``
+    grows with every insert, which is the arrival order across mailboxes).
+    """
+    from relay.storage.base import mailbox_key
+
+    relay = RelayProcess(tmp_path, "--host", "127.0.0.1").start()
+    relays.append(relay)
+    a, b = Mailbox(), Mailbox()
+    async with aiohttp.ClientSession() as s:
+        w = await Client.connect(s, relay.url())
+        for mb in (a, b):
+            await w.create(mb)
+            await w.auth_write(mb)
+        for i in range(INTERLEAVED):
+            for mb in (a, b):
+                p = await w.post(mb, envelope(b"m%d" % i), os.urandom(16))
+                assert isinstance(p, Posted)
+        await w.close()
+    stop(relay)
+
+    # the arrival rank of each stored message: A_i -> 2i, B_i -> 2i + 1
+    rank = {mailbox_key(a.id): 0, mailbox_key(b.id): 1}
+    db = sqlite3.connect(tmp_path / "relay.sqlite3")
+    try:
+        # no rowid at all: WITHOUT ROWID tables have none to ORDER BY
+        for hidden in ("rowid", "_rowid_", "oid"):
+            with pytest.raises(sqlite3.OperationalError):
+                db.execute(f"SELECT {hidden} FROM messages").fetchall()
+        cursor = db.execute("SELECT * FROM messages")
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        assert len(rows) == 2 * INTERLEAVED
+        mbox = columns.index("mbox")
+        seq = columns.index("seq")
+        # arrival rank from what the test knows (the seq's place within its
+        # own mailbox), never from the database's order
+        per_box: dict[bytes, list[int]] = {}
+        for row in rows:
+            per_box.setdefault(row[mbox], []).append(row[seq])
+        arrival = [2 * sorted(per_box[row[mbox]]).index(row[seq]) + rank[row[mbox]] for row in rows]
+        # the order the rows come back in (the table's physical order) ...
+        returned = [arrival[i] % 2 for i in range(len(rows))]
+        assert returned != [r % 2 for r in sorted(arrival)], "rows come back in arrival order"
+        assert not _recovers_interleaving(list(range(len(rows))), arrival), columns
+        # ... and no column orders A's messages against B's by arrival
+        for c, name in enumerate(columns):
+            values = [row[c] for row in rows]
+            assert not _recovers_interleaving(values, arrival), f"column {name} orders mailboxes"
+    finally:
+        db.close()

@@ -15,9 +15,9 @@ Theory of operation
 * The thread caches mailbox rows (TTL, head seq, count, bytes, expiry, write
   key) and writes the changed ones back once per batch.  A run of posts
   costs three statements whatever its length (:meth:`_run_posts`).
-* Messages are an append-ordered log (schema 2, below): a batch appends
-  rows to the table's last pages and updates two small key indexes, about
-  1.5 page writes per 256-byte post where a post touched five B-trees.
+* Messages are keyed by mailbox (schema 3, below), with no rowid: nothing
+  in the table orders one mailbox's messages against another's, and the
+  dedup key is a column of the message row (no second table to write).
   A second thread checkpoints the WAL into the database with its own
   connection (PASSIVE, never blocking the writer), so a COMMIT writes and
   fsyncs only the WAL.
@@ -78,19 +78,21 @@ CACHE_KIB = 32 * 1024  # SQLite page cache: the indexes' hot pages stay in memor
 CHECKPOINT_INTERVAL = 0.25  # seconds between the checkpointer's passes
 BACKSTOP_PAGES = 16_384  # WAL pages (64 MiB) past which the writer checkpoints itself
 
-# Schema 2: the messages table is an append-ordered log.  Its rowid grows
-# with every post, so a batch of posts fills the table's last pages instead
-# of touching one page per mailbox; the two indexes hold only keys and
-# integers (about 50 bytes an entry): (mbox, seq) pages backfill,
-# UNIQUE (mbox, dkey) is the de-duplication key, folded into the message row
-# so it goes with the message (SPEC §7.12); the expiry index grows at its
-# end too, since expiry times are whole hours.
-SCHEMA_VERSION = 2
+# Schema 3: messages WITHOUT ROWID, keyed (mbox, seq).  A table with a rowid
+# (schema 2, an append-ordered log) numbered every post in arrival order
+# across mailboxes, so a seized database told which of two mailboxes got its
+# unread message first and linked mailboxes by timing (SPEC §7.12).  Keyed by
+# mailbox, rows carry no relay-wide order: the table, the UNIQUE (mbox, dkey)
+# de-duplication index (its entries hold the key (mbox, seq), never a rowid)
+# and the expiry index (whole hours, then the key) order nothing across
+# mailboxes beyond the hour.  The dedup key stays a column of its message's
+# row, so it goes with the message (SPEC §7.12).
+SCHEMA_VERSION = 3
 MESSAGES = """
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY, mbox BLOB NOT NULL, seq INTEGER NOT NULL,
-    dkey BLOB NOT NULL, expires INTEGER NOT NULL, envelope BLOB NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_seq ON messages (mbox, seq);
+    mbox BLOB NOT NULL, seq INTEGER NOT NULL, dkey BLOB NOT NULL,
+    expires INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (mbox, seq))
+    WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dkey ON messages (mbox, dkey);
 CREATE INDEX IF NOT EXISTS messages_expires ON messages (expires);
 """
@@ -109,10 +111,14 @@ CREATE TABLE IF NOT EXISTS blobs (
     expires INTEGER NOT NULL, chunks INTEGER NOT NULL) WITHOUT ROWID;
 """
 )
-# Schema 1 (before the log): messages WITHOUT ROWID keyed (mbox, seq) with a
-# size column, and a separate dedup table.  Migrated in one transaction: a
-# crash midway leaves schema 1 whole, and the next start migrates again.
-MIGRATE_1_TO_2 = (
+# Each migration runs in one transaction: a crash midway leaves the old
+# schema whole, and the next start migrates again.  Rows are copied in key
+# order, so the new table's pages say nothing of the old order; the old
+# table's pages are zeroed as they are freed (secure_delete).
+#
+# Schema 1: messages WITHOUT ROWID keyed (mbox, seq) with a size column, and
+# a separate dedup table whose key each message takes along.
+MIGRATE_1_TO_3 = (
     """
 BEGIN IMMEDIATE;
 ALTER TABLE messages RENAME TO messages_v1;
@@ -129,10 +135,30 @@ INSERT INTO messages (mbox, seq, dkey, expires, envelope)
     SELECT m.mbox, m.seq, COALESCE(
         (SELECT d.dkey FROM dedup d WHERE d.mbox = m.mbox AND d.seq = m.seq LIMIT 1),
         randomblob(16)), m.expires, m.envelope
-    FROM messages_v1 m ORDER BY m.expires, m.mbox, m.seq;
+    FROM messages_v1 m ORDER BY m.mbox, m.seq;
 DROP TABLE messages_v1;
 DROP TABLE dedup;
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
+COMMIT;
+"""
+)
+# Schema 2 (never released; main ran it): the log, `id INTEGER PRIMARY KEY`
+# with UNIQUE indexes messages_seq (mbox, seq) and messages_dkey (mbox, dkey)
+# and messages_expires.  The ids are dropped with the table.
+MIGRATE_2_TO_3 = (
+    """
+BEGIN IMMEDIATE;
+ALTER TABLE messages RENAME TO messages_v2;
+DROP INDEX IF EXISTS messages_seq;
+DROP INDEX IF EXISTS messages_dkey;
+DROP INDEX IF EXISTS messages_expires;
+"""
+    + MESSAGES
+    + """
+INSERT INTO messages (mbox, seq, dkey, expires, envelope)
+    SELECT mbox, seq, dkey, expires, envelope FROM messages_v2 ORDER BY mbox, seq;
+DROP TABLE messages_v2;
+PRAGMA user_version = 3;
 COMMIT;
 """
 )
@@ -452,8 +478,8 @@ class SqliteStorage(Storage):
 
         Each statement releases the GIL and may wait to get it back, so the
         per-post work stays in Python: one dedup lookup for the run, then
-        the messages appended to the log with one ``executemany`` (each row
-        carries its dedup key: there is no second table to write).
+        the messages inserted with one ``executemany`` (each row carries its
+        dedup key: there is no second table to write).
         """
         lim = self.limits
         for op, _, _ in run:
@@ -691,9 +717,14 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute("ALTER TABLE mailboxes ADD COLUMN mode INTEGER NOT NULL DEFAULT 0")
     if "messages" in tables:
         columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+        script = None
         if "dkey" not in columns:  # schema 1
+            script = MIGRATE_1_TO_3
+        elif "id" in columns:  # schema 2: the rowid log
+            script = MIGRATE_2_TO_3
+        if script is not None:
             try:
-                db.executescript(MIGRATE_1_TO_2)
+                db.executescript(script)
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
