@@ -418,6 +418,9 @@ class Connection:
             if not verify(info.write_key, f.signature, msg):
                 raise BadSignature("write-key signature does not verify")
             self.write_grants[f.mailbox_id] = info.write_key
+        if self.ctx.config.debug_log:  # what a compelled relay sees (SPEC.md §2)
+            kind = "auth-read" if isinstance(f, AuthRead) else "auth-write"
+            log.debug("conn %d %s %s", self.token, kind, f.mailbox_id.hex())
         self.send(Ok(f.req_id))
 
     async def _rotate(self, f: RotateWrite) -> None:
@@ -473,6 +476,10 @@ class Connection:
             ):
                 raise BadSignature("post signature does not verify")
             write_key = info.write_key
+        if not self.ctx.post_limiter.take(key.hex()):
+            raise RateLimited("too many posts to this mailbox")
+        if self.ctx.config.debug_log:
+            log.debug("conn %d post %s", self.token, f.mailbox_id.hex())
         await self.inflight.acquire()
         fut = self.ctx.storage.post_nowait(
             key, dedup_key(f.mailbox_id, f.msg_id), f.envelope, int(time.time()), write_key
