@@ -32,7 +32,8 @@ from client.model import (
     Identity,
     InviteRecord,
 )
-from client.relay_client import CLOSE_TIMEOUT, RelayClient, RelayUnavailable, cancel_and_wait
+from client.relay_client import CLOSE_TIMEOUT, RelayUnavailable, cancel_and_wait
+from client.sessions import RelaySessions, SessionPolicy
 from client.store import Store
 from protocol.app.envelope import Reassembler
 from protocol.app.group_meta import (
@@ -148,7 +149,10 @@ class EngineCore(ABC):
         self.store = store
         self.identity = identity
         self.proxy = proxy
-        self.relays: dict[str, RelayClient] = {}
+        # one per relay: its isolated connections (SPEC.md §7.1 "Connection roles")
+        self.relays: dict[str, RelaySessions] = {}
+        self.session_policy = SessionPolicy()
+        self.local_addr: str | None = None  # source address of direct connections (tests)
         self.groups: dict[bytes, Group] = {}
         self.notices: list[Notice] = []
         self.listeners: list[Callable[[str, bytes | None], None]] = []
@@ -269,14 +273,19 @@ class EngineCore(ABC):
             log.warning("%d engine task(s) did not stop", len(stuck))
         self.store.close()
 
-    def _relay(self, url: str) -> RelayClient:
-        """The (started) client of one relay."""
+    def _relay(self, url: str) -> RelaySessions:
+        """The (started) sessions of one relay."""
         if self._closing:
             raise RelayUnavailable("the client is shutting down")
         client = self.relays.get(url)
         if client is None:
-            client = RelayClient(
-                url, self._on_deliver, on_state=self._on_relay_state, proxy=self.proxy
+            client = RelaySessions(
+                url,
+                self._on_deliver,
+                on_state=self._on_relay_state,
+                proxy=self.proxy,
+                policy=self.session_policy,
+                local_addr=self.local_addr,
             )
             self.relays[url] = client
         client.start()
