@@ -35,7 +35,8 @@ from client.sessions import RelaySessions, SessionPolicy
 from harness.relay_process import RelayProcess
 from protocol.padding import pad
 
-_LINE = re.compile(r"conn (\d+) (auth-read|auth-write|post) ([0-9a-f]{64})")
+# the relay's debug log: "auth-read of MAILBOX on connection N", "post to MAILBOX on connection N"
+_LINE = re.compile(r"(auth-read|auth-write|post) (?:of|to) ([0-9a-f]{64}) on connection (\d+)")
 
 
 def fds(pid: int | str = "self") -> int:
@@ -109,10 +110,10 @@ async def run(n: int, policy: SessionPolicy, workdir: Path, timeout: float) -> d
     reads: dict[int, set[str]] = defaultdict(set)
     posts: list[int] = []
     for match in _LINE.finditer(relay.log_path.read_text(errors="replace")):
-        if match[2] == "auth-read":
-            reads[int(match[1])].add(match[3])
-        elif match[2] == "post":
-            posts.append(int(match[1]))
+        if match[1] == "auth-read":
+            reads[int(match[3])].add(match[2])
+        elif match[1] == "post":
+            posts.append(int(match[3]))
     out["relay_conns_reading_2+_mailboxes"] = sum(1 for b in reads.values() if len(b) > 1)
     out["relay_posts_on_reader_conns"] = sum(1 for c in posts if c in reads)
     return out

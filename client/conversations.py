@@ -15,7 +15,6 @@ from client.core import (
     COMMIT_TIMEOUT,
     MAX_CONVERSATION_RELAYS,
     REQUIRED,
-    SUITE_ID,
     EngineError,
     _PendingOp,
     now_ms,
@@ -30,6 +29,9 @@ from client.model import (
 )
 from client.outbound import Outbound
 from client.relay_client import RelayUnavailable
+from client.suites import DEFAULT_SUITE, check_suite, describe_suite, find_key_package
+from client.tree_welcome import TREE_BLOB_THRESHOLD, tree_blob_wanted, tree_welcomes, upload_tree
+from protocol.app.envelope import EnvelopeType
 from protocol.app.group_meta import (
     ConversationKind,
     GroupMeta,
@@ -52,11 +54,17 @@ from protocol.mls.group import CommitResult, Group
 class Conversations(Outbound):
     """Conversations and relays: creating groups, membership and relay changes, commits."""
 
+    #: repeated tree bytes above which an add posts the tree once (client.tree_welcome)
+    tree_blob_threshold = TREE_BLOB_THRESHOLD
+
     # -- conversations ------------------------------------------------------------------
 
     async def _create_conversation(
-        self, name: str, kind: ConversationKind, relays: list[str]
+        self, name: str, kind: ConversationKind, relays: list[str], suite: int = DEFAULT_SUITE
     ) -> Conversation:
+        """A new conversation: an MLS group of ``suite`` (for its whole life,
+        SPEC.md §4.1.1) with us alone in it, on mailboxes on ``relays``."""
+        check_suite(suite)
         if not relays:
             raise EngineError("no relays configured")
         refs = tuple(new_mailbox_ref(url, rng) for url in relays)
@@ -67,7 +75,7 @@ class Conversations(Outbound):
         meta = GroupMeta(name, refs, 0, kind, admins)
         group_id = rng(16)
         group = Group.create(
-            SUITE_ID,
+            suite,
             group_id,
             self.signer,
             rng,
@@ -102,10 +110,18 @@ class Conversations(Outbound):
         for err in errors:
             self._notice(None, f"relay unavailable while creating a mailbox ({err})", True)
 
-    async def create_group(self, name: str) -> Conversation:
+    async def create_group(self, name: str, suite: int = DEFAULT_SUITE) -> Conversation:
+        """A new group in cipher suite ``suite`` (classic by default; a
+        post-quantum one with ``client.suites.PQ_DEFAULT_SUITE``)."""
         return await self._create_conversation(
-            name, ConversationKind.GROUP, self.identity.relays[:MAX_CONVERSATION_RELAYS]
+            name, ConversationKind.GROUP, self.identity.relays[:MAX_CONVERSATION_RELAYS], suite
         )
+
+    def conversation_suite(self, conv_id: bytes) -> int:
+        """The cipher suite of a conversation's group."""
+        if conv_id not in self.groups:
+            raise EngineError("unknown conversation")
+        return self.groups[conv_id].suite.suite_id
 
     async def add_members(self, conv_id: bytes, contacts: list[Contact]) -> None:
         self._require_admin(conv_id, "add members")
@@ -116,14 +132,26 @@ class Conversations(Outbound):
                     f"{contact.name or contact.identity_key.hex()[:8]} was a member of this "
                     "conversation before and cannot rejoin the same group; start a new one"
                 )
-        items = []
+        # Every joiner needs a KeyPackage of the group's suite (RFC 9420
+        # §12.1.1): all are found before any is taken, so a refusal consumes
+        # nothing; there is no silent downgrade to another suite.
+        suite = self.conversation_suite(conv_id)
+        picks = []
         for contact in contacts:
+            who = contact.name or contact.identity_key.hex()[:8]
             if not contact.key_packages:
+                raise EngineError(f"no KeyPackage of {who} yet: sync with them first")
+            index = find_key_package(contact.key_packages, suite)
+            if index is None:
                 raise EngineError(
-                    f"no KeyPackage of {contact.name or contact.identity_key.hex()[:8]} yet: "
-                    "sync with them first"
+                    f"{who} has no KeyPackage for this conversation's cipher suite "
+                    f"{describe_suite(suite)}: their client does not offer it or has not "
+                    "synced with you since; they cannot be added to this group"
                 )
-            items.append((contact.key_packages.pop(0), contact.inboxes))
+            picks.append(index)
+        items = []
+        for contact, index in zip(contacts, picks, strict=True):
+            items.append((contact.key_packages.pop(index), contact.inboxes))
             self._save_contact(contact)
         await self._add_members(conv_id, items)
 
@@ -131,10 +159,34 @@ class Conversations(Outbound):
         self, conv_id: bytes, items: list[tuple[bytes, list[ContactInbox]]]
     ) -> None:
         async def op() -> None:
-            result = self._commit(conv_id, add=[kp for kp, _ in items])
+            kps = [kp for kp, _ in items]
+            group = self.groups[conv_id]
+            lean = tree_blob_wanted(group, kps, self.tree_blob_threshold)
+            result = self._commit(conv_id, add=kps, welcome_tree=not lean)
             assert result.welcome is not None
             pending = self._pending.setdefault(conv_id, _PendingOp(None))
-            pending.welcomes = [(result.welcome, inboxes) for _, inboxes in items]
+            if not lean:
+                pending.welcomes = [(result.welcome, inboxes) for _, inboxes in items]
+                await self._send_commit(conv_id, result.commit)
+                return
+            # the tree goes once, as a blob, before the commit (SPEC §4.1.1)
+            try:
+                relays = ((url, self._relay(url)) for url in self.identity.relays)
+                refs, digest, errors = await upload_tree(group, result, relays)
+            except (EngineError, RelayUnavailable):
+                group.clear_pending_commit()
+                raise
+            for err in errors:
+                self._notice(conv_id, f"relay did not take the group's tree ({err})", True)
+            posts = tree_welcomes(group.suite, result, items, refs, digest)
+
+            async def post_welcomes() -> None:
+                for body, inboxes in posts:
+                    await self._post_to_inboxes(
+                        body, inboxes, conv_id, kind=EnvelopeType.TREE_WELCOME
+                    )
+
+            pending.after.append(post_welcomes)
             await self._send_commit(conv_id, result.commit)
 
         await self._run_commit(conv_id, op)

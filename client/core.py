@@ -35,6 +35,7 @@ from client.model import (
 from client.relay_client import CLOSE_TIMEOUT, RelayUnavailable, cancel_and_wait
 from client.sessions import RelaySessions, SessionPolicy
 from client.store import Store
+from client.suites import CLIENT_SUITES, check_suite
 from protocol.app.envelope import Reassembler
 from protocol.app.group_meta import (
     GROUP_META_EXTENSION,
@@ -78,8 +79,9 @@ log = logging.getLogger(__name__)
 SUITE_ID = 1
 SUITE = get_suite(SUITE_ID)
 # Our leaves support the GroupMeta extension, and every Samizdat group requires
-# it, so a client that cannot read the relay list cannot be added.
-CAPABILITIES = Capabilities((1,), (SUITE_ID,), (GROUP_META_EXTENSION,), (), (1,))
+# it, so a client that cannot read the relay list cannot be added.  They list
+# every suite we offer (RFC 9420 §7.2), post-quantum ones included (SPEC §4.1.1).
+CAPABILITIES = Capabilities((1,), CLIENT_SUITES, (GROUP_META_EXTENSION,), (), (1,))
 REQUIRED = Extension(
     ExtensionType.REQUIRED_CAPABILITIES,
     RequiredCapabilities((GROUP_META_EXTENSION,), (), ()).to_bytes(),
@@ -569,11 +571,13 @@ class EngineCore(ABC):
 
     # -- key packages -------------------------------------------------------------------
 
-    def _new_key_package(self) -> bytes:
+    def _new_key_package(self, suite_id: int = SUITE_ID) -> bytes:
+        """A new KeyPackage of ``suite_id`` (its private keys kept in the store)."""
+        suite = get_suite(check_suite(suite_id))
         bundle = create_key_package(
-            SUITE, self.signer, int(time.time()), rng, capabilities=CAPABILITIES
+            suite, self.signer, int(time.time()), rng, capabilities=CAPABILITIES
         )
-        ref = key_package_ref(SUITE, bundle.key_package)
+        ref = key_package_ref(suite, bundle.key_package)
         self.store.put(
             NS_KEY_PACKAGES,
             ref,

@@ -51,6 +51,7 @@ from client.core import (
     now_ms,
     rng,
 )
+from client.forwarding import forwarder_setting
 from client.invites import Invites, read_invite_link
 from client.model import (
     NS_CONFIG,
@@ -64,6 +65,7 @@ from client.model import (
 )
 from client.relay_client import RelayUnavailable, proxy_setting
 from client.store import Store
+from client.suites import CLIENT_SUITES
 from protocol.app.group_meta import (
     ConversationKind,
 )
@@ -146,6 +148,18 @@ class Engine(Invites):
         self.proxy = self.identity.proxy or None
         return self.identity.proxy
 
+    def set_forwarder(self, setting: str, fallback: bool | None = None) -> str:
+        """Save the forwarding relay (one of our relays, or ``off``) and, if
+        given, whether a post may go directly when it fails; returns it."""
+        try:
+            self.identity.forwarder = forwarder_setting(setting, self.identity.relays)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        if fallback is not None:
+            self.identity.forward_fallback = fallback
+        self.save_identity()
+        return self.identity.forwarder
+
     # -- invites and contacts ---------------------------------------------------------
 
     async def connect(self) -> None:
@@ -167,6 +181,12 @@ class Engine(Invites):
         kp = MLSMessage.from_bytes(invite.key_package).key_package
         if kp is None or kp.leaf_node.signature_key != invite.identity_key:
             raise EngineError("the invite's KeyPackage does not belong to its signer")
+        # the 1:1 conversation takes the suite the inviter chose (SPEC.md §4.1.1)
+        if kp.cipher_suite not in CLIENT_SUITES:
+            raise EngineError(
+                f"the invite asks for cipher suite {kp.cipher_suite:#06x}, which this client "
+                "does not offer; ask for an invite in another suite"
+            )
         await self._check_invite_open(invite)
         contact = existing or Contact(invite.identity_key)
         contact.inboxes = [
@@ -175,7 +195,7 @@ class Engine(Invites):
         self._save_contact(contact)
         relays = _unique(self.identity.relays + [i.relay_url for i in invite.inboxes])
         conv = await self._create_conversation(
-            "", ConversationKind.DIRECT, relays[:MAX_CONVERSATION_RELAYS]
+            "", ConversationKind.DIRECT, relays[:MAX_CONVERSATION_RELAYS], kp.cipher_suite
         )
         contact.conversation = conv.group_id
         self._save_contact(contact)
@@ -206,7 +226,13 @@ class Engine(Invites):
         await self._send_profile(conv_id)
         conv = self.conversation(conv_id)
         if conv is not None and conv.kind == "direct":
-            kps = tuple(self._new_key_package() for _ in range(KEY_PACKAGE_STOCK))
+            # a stock of every suite we offer, so the contact can add us to a
+            # group of any of them (SPEC.md §4.1.1)
+            kps = tuple(
+                self._new_key_package(suite)
+                for suite in CLIENT_SUITES
+                for _ in range(KEY_PACKAGE_STOCK)
+            )
             await self._send_app(conv_id, KeyPackages(kps), history=False)
 
     def conversation_relays(self, conv_id: bytes) -> list[str]:
@@ -258,15 +284,23 @@ class Engine(Invites):
         for contact in self.contacts():
             if not contact.conversation or contact.conversation not in self.groups:
                 continue
-            if contact.kps_published >= KEY_PACKAGE_STOCK:
+            wanted = {
+                suite: KEY_PACKAGE_STOCK - contact.published(suite)
+                for suite in CLIENT_SUITES
+                if contact.published(suite) < KEY_PACKAGE_STOCK
+            }
+            if not wanted:
                 continue
-            n = KEY_PACKAGE_STOCK - contact.kps_published
-            kps = tuple(self._new_key_package() for _ in range(n))
+            kps = tuple(
+                self._new_key_package(suite) for suite, n in wanted.items() for _ in range(n)
+            )
             try:
                 await self._send_app(contact.conversation, KeyPackages(kps), history=False)
             except EngineError:
                 continue
-            contact.kps_published += n
+            contact = self.contact(contact.identity_key) or contact
+            for suite, n in wanted.items():
+                contact.set_published(suite, contact.published(suite) + n)
             self._save_contact(contact)
 
     # -- backup --------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 
 from client.core import (
     KEY_PACKAGE_STOCK,
-    SUITE,
     EngineError,
     _history_entry,
     _kp_signed_by,
@@ -33,6 +32,8 @@ from client.model import (
     SenderTrack,
 )
 from client.relay_client import RelayUnavailable
+from client.suites import keep_per_suite
+from client.tree_welcome import fetch_tree
 from protocol.app.envelope import Envelope, EnvelopeType, Reassembler
 from protocol.app.group_meta import (
     ConversationKind,
@@ -54,7 +55,9 @@ from protocol.app.messages import (
 )
 from protocol.app.policy import SamizdatPolicy
 from protocol.app.sealed import unseal
-from protocol.errors import CryptoError, DecodeError, RemoteError, SamizdatError
+from protocol.app.tree_welcome import TreeWelcome
+from protocol.errors import CryptoError, DecodeError, LocalError, RemoteError, SamizdatError
+from protocol.mls.crypto import get_suite
 from protocol.mls.errors import ReplayedMessage, WrongEpoch
 from protocol.mls.events import (
     ApplicationMessageReceived,
@@ -139,6 +142,12 @@ class Inbound(Delivery):
             if mb.conv_id is None:
                 await self._on_inbox_welcome(mb, payload)
             return
+        if kind == EnvelopeType.TREE_WELCOME:
+            self.store.put(NS_SEEN, digest, b"")
+            # a group add from a contact (an invite's 1:1 Welcome is always whole)
+            if mb.conv_id is None and not mb.invite_id:
+                await self._on_tree_welcome(payload)
+            return
         if mb.conv_id is None:
             await self._on_inbox_mls(url, seq, payload, digest)
             return
@@ -161,7 +170,22 @@ class Inbound(Delivery):
             return
         await self._on_mls(pm.group_id, url, seq, payload, digest)
 
-    async def _on_welcome(self, welcome: bytes, *, invite_ref: bytes | None = None) -> bytes | None:
+    async def _on_tree_welcome(self, payload: bytes) -> None:
+        """A Welcome whose ratchet tree is a blob (:mod:`client.tree_welcome`)."""
+        try:
+            body = TreeWelcome.from_bytes(payload)
+        except (DecodeError, LocalError) as exc:
+            self._notice(None, f"an invitation could not be opened: {exc}", True)
+            return
+        await self._on_welcome(body.welcome, tree=body)
+
+    async def _on_welcome(
+        self,
+        welcome: bytes,
+        *,
+        invite_ref: bytes | None = None,
+        tree: TreeWelcome | None = None,
+    ) -> bytes | None:
         """Join the group a Welcome opens; returns its id, or None if ignored.
 
         With ``invite_ref`` (a Welcome from an invite's mailbox) only a
@@ -188,7 +212,16 @@ class Inbound(Delivery):
         if bundle is None:
             return None  # not for any KeyPackage of ours (or already used)
         try:
-            group = Group.join(msg.welcome, bundle)
+            ratchet_tree = None
+            if tree is not None:
+                # only from relays we use or know as a contact's (SPEC §4.1.1)
+                trusted = list(self.identity.relays) + [
+                    i.relay_url for c in self.contacts() for i in c.inboxes
+                ]
+                ratchet_tree = await fetch_tree(tree, bundle, trusted, self._relay)
+            # RFC 9420 §12.4.3.1: a tree given apart is checked against the
+            # GroupContext's tree hash and the GroupInfo signature in join
+            group = Group.join(msg.welcome, bundle, ratchet_tree=ratchet_tree)
         except SamizdatError as exc:
             if invite_ref is None:
                 self._notice(None, f"an invitation could not be opened: {exc}", True)
@@ -196,7 +229,10 @@ class Inbound(Delivery):
         if invite_ref is None:
             # the Welcome opened with this KeyPackage: it is used, adopted or
             # not (RFC 9420 §16.8: a KeyPackage is for one Welcome)
-            self.store.delete(NS_KEY_PACKAGES, key_package_ref(SUITE, bundle.key_package))
+            self.store.delete(
+                NS_KEY_PACKAGES,
+                key_package_ref(get_suite(bundle.key_package.cipher_suite), bundle.key_package),
+            )
         meta = find_group_meta(group.extensions)
         if meta is None:
             self._notice(None, "ignored an invitation to a conversation without relays", True)
@@ -237,7 +273,8 @@ class Inbound(Delivery):
         if kind == "direct" and len(others) == 1:
             contact = self.contact(others[0]) or Contact(others[0])
             contact.conversation = conv_id
-            contact.kps_published = max(0, contact.kps_published - 1)
+            used = group.suite.suite_id
+            contact.set_published(used, max(0, contact.published(used) - 1))
             self._save_contact(contact)
             self._notice(conv_id, "new contact accepted your invite")
         elif again:
@@ -604,7 +641,10 @@ class Inbound(Delivery):
             contact = self.contact(sender_key)
             if contact is not None:
                 valid = [kp for kp in body.key_packages if _kp_signed_by(kp, sender_key)]
-                contact.key_packages = (contact.key_packages + valid)[-2 * KEY_PACKAGE_STOCK :]
+                # kept by suite: a flood of one suite never evicts another's
+                contact.key_packages = keep_per_suite(
+                    contact.key_packages + valid, 2 * KEY_PACKAGE_STOCK
+                )
                 self._save_contact(contact)
         elif isinstance(body, Disappearing):
             conv.note(

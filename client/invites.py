@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from client.core import INVITE_LIFETIME_MS, SUITE, EngineError, _Mailbox, now_ms, rng
+from client.core import INVITE_LIFETIME_MS, EngineError, _Mailbox, now_ms, rng
 from client.inbound import Inbound
 from client.model import (
     NS_CURSORS,
@@ -41,6 +41,7 @@ from client.model import (
     InviteRecord,
 )
 from client.relay_client import RelayClient, RelayUnavailable
+from client.suites import DEFAULT_SUITE, check_suite
 from protocol.app.invite import (
     LINK_SECRET_LEN,
     InboxAddress,
@@ -56,6 +57,7 @@ from protocol.app.invite import (
 )
 from protocol.app.messages import Profile
 from protocol.errors import DecodeError, RemoteError
+from protocol.mls.crypto import get_suite
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
 from protocol.relay_frames import (
@@ -87,10 +89,12 @@ class Invites(Inbound):
     # -- creating and listing ------------------------------------------------------------
 
     async def create_invite(
-        self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS
+        self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS, suite: int = DEFAULT_SUITE
     ) -> tuple[InviteRecord, str]:
         """A new invite good for ``uses`` contact requests until ``lifetime_ms``
-        from now: its own mailboxes, created on our relays now."""
+        from now: its own mailboxes, created on our relays now.  Its KeyPackage
+        is of ``suite``, so the 1:1 conversation it opens is too (SPEC.md §4.1.1)."""
+        check_suite(suite)
         if not 1 <= uses <= MAX_INVITE_USES:
             raise EngineError(f"an invite is good for 1 to {MAX_INVITE_USES} uses")
         if lifetime_ms < 1000:
@@ -119,7 +123,7 @@ class Invites(Inbound):
                 errors.append(f"{box.relay_url}: {exc}")
         if not made:
             raise EngineError("no relay could create the invite's mailbox: " + "; ".join(errors))
-        kp = self._new_key_package()
+        kp = self._new_key_package(suite)
         parsed = MLSMessage.from_bytes(kp).key_package
         assert parsed is not None
         record = InviteRecord(
@@ -127,7 +131,7 @@ class Invites(Inbound):
             created,
             created + lifetime_ms,
             uses,
-            key_package_ref(SUITE, parsed),
+            key_package_ref(get_suite(suite), parsed),
             made,
         )
         for box in made:
@@ -186,9 +190,11 @@ class Invites(Inbound):
         """The invite a short link names (see :func:`fetch_short_invite`)."""
         return await fetch_short_invite(link, now_ms(), self.proxy)
 
-    async def invite(self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS) -> str:
+    async def invite(
+        self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS, suite: int = DEFAULT_SUITE
+    ) -> str:
         """An invite link (see :meth:`create_invite`)."""
-        return (await self.create_invite(uses=uses, lifetime_ms=lifetime_ms))[1]
+        return (await self.create_invite(uses=uses, lifetime_ms=lifetime_ms, suite=suite))[1]
 
     def find_invite(self, query: str) -> InviteRecord:
         """An invite by its id (hex, or a prefix of at least 4 digits)."""

@@ -93,6 +93,12 @@ class Identity(Record):
     # The SOCKS5 proxy every relay connection goes through ("" = none), a
     # setting of the profile, so no later command forgets it (SPEC.md §7.1).
     proxy: str = ""
+    # Private routing (SPEC.md §7.14): the relay of ``relays`` that posts to
+    # the others go through ("" = post directly), and whether a post may go
+    # directly when it fails (default: no, it waits: a direct post shows our
+    # address to the destination relay).
+    forwarder: str = ""
+    forward_fallback: bool = False
 
     @classmethod
     def from_json(cls, data: bytes) -> Identity:
@@ -120,7 +126,21 @@ class Contact(Record):
     # the inboxes we gave this contact alone (we read them): SPEC.md §8.5
     my_inboxes: list[Inbox] = field(default_factory=list)
     key_packages: list[bytes] = field(default_factory=list)  # MLSMessage(KeyPackage)s to add them
-    kps_published: int = 0  # our KeyPackages this contact holds and has not used
+    kps_published: int = 0  # our suite-1 KeyPackages this contact holds and has not used
+    # the same for each other suite (hex id -> count): SPEC.md §4.1.1
+    suite_kps_published: dict[str, int] = field(default_factory=dict)
+
+    def published(self, suite: int) -> int:
+        """How many of our KeyPackages of ``suite`` this contact holds."""
+        if suite == 1:
+            return self.kps_published
+        return self.suite_kps_published.get(f"{suite:#06x}", 0)
+
+    def set_published(self, suite: int, count: int) -> None:
+        if suite == 1:
+            self.kps_published = count
+        else:
+            self.suite_kps_published[f"{suite:#06x}"] = count
 
     @classmethod
     def from_json(cls, data: bytes) -> Contact:

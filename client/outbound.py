@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import mimetypes
 import random
 import tempfile
@@ -21,7 +22,9 @@ from client.core import (
     rng,
 )
 from client.files import Files
+from client.forwarding import ForwarderFailed, Forwarding, forwarder_for
 from client.model import (
+    NS_CONFIG,
     NS_OUTBOX,
     NS_SEEN,
     NS_STATUS,
@@ -52,6 +55,8 @@ from protocol.padding import BLOB_CHUNK_SIZE, ENVELOPE_BUCKETS
 
 class Outbound(Files):
     """Sending: application messages, files, sealing per mailbox, the outbox."""
+
+    _forwarding: Forwarding | None = None  # private routing, made on first use
 
     # -- sending ----------------------------------------------------------------------
 
@@ -291,14 +296,12 @@ class Outbound(Files):
                 self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
                 return False
             item = moved
-        client = self._relay(item.relay_url)
-        client.start()
         write_seed = self._write_seed_for(item)
         if write_seed is None:
             self.store.delete(NS_OUTBOX, item.msg_id + item.mailbox_id)
             return False
         try:
-            await client.post(item.mailbox_id, write_seed, item.msg_id, item.sealed)
+            await self._post_via(item, write_seed)
         except RelayUnavailable:
             return False
         except RemoteError as exc:
@@ -323,6 +326,82 @@ class Outbound(Files):
         if changed:
             self._emit("status", item.conversation)
         return True
+
+    async def _post_via(self, item: OutboxItem, write_seed: bytes) -> None:
+        """Post directly, or through our forwarding relay (SPEC.md §7.14,
+        :mod:`client.forwarding`).  A forwarder that fails is reported; the
+        post then goes directly only if the user allowed it, else it stays
+        queued (``RelayUnavailable``) and is retried with backoff."""
+        forwarder = forwarder_for(self.identity.forwarder, item.relay_url)
+        if forwarder:
+            try:
+                if forwarder not in [u.rstrip("/") for u in self.identity.relays]:
+                    raise ForwarderFailed(
+                        f"forwarding relay {forwarder} is no longer one of your relays "
+                        "(choose another: 'samizdat relays forward URL')"
+                    )
+                await self._forwarder().post(
+                    forwarder, item.relay_url, item.mailbox_id, write_seed, item.msg_id, item.sealed
+                )
+                return
+            except RelayUnavailable:
+                self._retry_later(item.relay_url)  # no connection of ours will flush it
+                raise
+            except ForwarderFailed as exc:
+                self._forwarder_failed(item, exc)
+                if not self.identity.forward_fallback:
+                    self._retry_later(item.relay_url)
+                    raise RelayUnavailable(str(exc)) from None
+        client = self._relay(item.relay_url)
+        client.start()
+        await client.post(item.mailbox_id, write_seed, item.msg_id, item.sealed)
+
+    def _forwarder_failed(self, item: OutboxItem, exc: ForwarderFailed) -> None:
+        """Tell the user, once a minute, that the forwarder failed and what
+        became of the post."""
+        key = (self.identity.forwarder, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._refusals.get(key, -1e9) < 60:
+            return
+        self._refusals[key] = now
+        if self.identity.forward_fallback:
+            then = f"posting directly to {item.relay_url} instead (fallback allowed)"
+        else:
+            then = (
+                "the message waits and is retried: posting directly would show your "
+                f"address to {item.relay_url} (allow it: 'samizdat relays forward URL --fallback')"
+            )
+        self._notice(item.conversation or None, f"{exc}; {then}", True)
+
+    def _forwarder(self) -> Forwarding:
+        """Private routing's HTTP client, with the relay keys saved in the store."""
+        if self._forwarding is None:
+            raw = self.store.get(NS_CONFIG, RELAY_KEYS)
+            saved = {u: bytes.fromhex(k) for u, k in json.loads(raw).items()} if raw else {}
+
+            def save(keys: dict[str, bytes]) -> None:
+                data = json.dumps({u: k.hex() for u, k in sorted(keys.items())}).encode()
+                self.store.put(NS_CONFIG, RELAY_KEYS, data)
+
+            self._forwarding = Forwarding(self.proxy, saved, save)
+        return self._forwarding
+
+    async def connect(self) -> None:
+        await super().connect()
+        forwarder = self.identity.forwarder
+        if forwarder:
+            urls = {mb.relay_url for mb in self._mailboxes.values()} | set(self.identity.relays)
+            urls |= {i.relay_url for c in self.contacts() for i in c.inboxes}
+            urls.discard(forwarder)
+            task = asyncio.get_running_loop().create_task(self._forwarder().prefetch(urls))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        await super().close()
+        forwarding, self._forwarding = self._forwarding, None
+        if forwarding is not None:
+            await forwarding.close()
 
     def _reseal_for_successor(self, item: OutboxItem, mb: _Mailbox) -> OutboxItem | None:
         """An envelope queued for a mailbox that GroupMeta has since replaced
@@ -416,6 +495,9 @@ class Outbound(Files):
         raw = self.store.get(NS_STATUS, message_id)
         return MessageStatus.from_json(raw) if raw else None
 
+
+# NS_CONFIG key of the relays' forwarding keys (JSON {url: hex}), SPEC.md §7.14
+RELAY_KEYS = b"relay-keys"
 
 # The most a post to one relay waits after a post of the same message to
 # another (bounded and small: it delays delivery by at most this much).

@@ -1,7 +1,7 @@
 """``samizdat-harness``: the protocol test harness's command line.
 
 Subcommands: ``vectors`` (MLS interop vectors), ``malicious-relay``,
-``scenario`` and ``relay-conformance`` (SPEC.md §10).
+``scenario``, ``relay-conformance`` and ``spy`` (SPEC.md §10).
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     vec.add_argument("-v", "--verbose", action="store_true", help="list every failure")
     vec.set_defaults(func=cmd_vectors)
     add_subcommands(sub, malicious_relay, scenario, relay_conformance)
+    from harness.spy.audit import add_parser as add_spy
+
+    add_spy(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from nacl.signing import SigningKey
 
+from harness import relay_conformance_forward as forward_checks
 from protocol.padding import BLOB_CHUNK_SIZE, ENVELOPE_BUCKETS
 from protocol.relay_frames import (
     INITIAL_CREDIT,
@@ -744,6 +745,10 @@ class Suite:
             ("ttl", self.check_ttl),
             ("blobs", self.check_blobs),
             ("probe-resistance", self.check_probe_resistance),
+            # private routing (SPEC.md §7.14)
+            ("relay-key", lambda: forward_checks.check_relay_key(self)),
+            ("forwarded", lambda: forward_checks.check_forwarded(self)),
+            ("forward", lambda: forward_checks.check_forward(self)),
         ]
 
 

@@ -37,10 +37,13 @@ class RelayProcess:
         settings: dict[str, str | int | float | bool] | None = None,
         host: str = "127.0.0.1",
         preexec_fn: Callable[[], None] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         """``limits`` go to ``[limits]``, ``settings`` are top-level relay.toml
         keys; ``host`` is the listen address (it is always reached on
-        127.0.0.1); ``preexec_fn`` runs in the child before exec (rlimits)."""
+        127.0.0.1); ``preexec_fn`` runs in the child before exec (rlimits);
+        ``command`` replaces ``python -m relay.cli`` (e.g. the spy relay of
+        ``harness.spy.relay``, which takes the same options)."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,6 +51,7 @@ class RelayProcess:
         self.settings = settings or {}
         self.host = host
         self.preexec_fn = preexec_fn
+        self.command = command or [sys.executable, "-m", "relay.cli"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,7 +65,7 @@ class RelayProcess:
     def start(self) -> RelayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            sys.executable, "-m", "relay.cli", "--host", self.host,
+            *self.command, "--host", self.host,
             "--port", str(self.port), "--data-dir", str(self.data_dir),
         ]  # fmt: skip
         if self.limits or self.settings:

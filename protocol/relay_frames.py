@@ -159,6 +159,25 @@ class TooManyConnections(RelayError):
     fatal = True
 
 
+class ForwardDenied(RelayError):
+    """Private routing (SPEC.md §7.14): the forwarder will not reach that
+    destination (a private or loopback address, a denied host, a bad URL)."""
+
+    code = 118
+
+
+class ForwardFailed(RelayError):
+    """The forwarder could not get an answer from the destination relay."""
+
+    code = 119
+
+
+class BadSeal(RelayError):
+    """A forwarded request does not open with this relay's forwarding key."""
+
+    code = 120
+
+
 ERROR_CLASSES: dict[int, type[RelayError]] = {
     cls.code: cls
     for cls in (
@@ -180,6 +199,9 @@ ERROR_CLASSES: dict[int, type[RelayError]] = {
         Unavailable,
         BadRequest,
         TooManyConnections,
+        ForwardDenied,
+        ForwardFailed,
+        BadSeal,
     )
 }
 

@@ -33,6 +33,7 @@ from protocol.relay_frames import (
 from relay.blobs import BlobHandlers, error_response
 from relay.config import RelayConfig
 from relay.connection import Connection
+from relay.forward import ForwardHandlers, peer_address
 from relay.limits import ConnectionCounter, PerIpLimiter, Slots, TokenBucket
 from relay.metrics import Metrics
 from relay.static import Decoy, install, set_server_header
@@ -134,6 +135,14 @@ def create_app(config: RelayConfig, storage: Storage | None = None) -> web.Appli
     app.router.add_delete(f"{p}/blob/{{blob_id}}", blobs.delete, name="blob-delete")
     if config.metrics:
         app.router.add_get(f"{p}/metrics", _metrics_handler)
+    # private routing (SPEC.md §7.14): P/forward only when the operator offers it
+    forward = ForwardHandlers(ctx)
+    app.router.add_get(f"{p}/relay-key", forward.relay_key, name="forward-key")
+    app.router.add_post(f"{p}/forwarded", forward.forwarded, name="forwarded")
+    if config.forwarding:
+        app.router.add_post(f"{p}/forward", forward.forward, name="forward")
+    app.on_startup.append(forward.start)
+    app.on_cleanup.append(forward.close)
     app.router.add_route("*", "/{tail:.*}", ctx.decoy.handle)
     return app
 
@@ -155,7 +164,7 @@ def _request_slots(ctx: RelayContext) -> Callable[..., Awaitable[web.StreamRespo
         refused = ctx.requests.acquire(ip)
         if refused is not None:
             ctx.metrics.inc("samizdat_relay_requests_refused_total")
-            if not route.startswith("blob"):
+            if not route.startswith(("blob", "forward")):
                 return ctx.decoy.error(request, 503)
             if refused == "ip":
                 return error_response(RateLimited("too many requests from this address"))
@@ -261,7 +270,7 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
     ctx.metrics.inc("samizdat_relay_connections")
     ctx.metrics.inc("samizdat_relay_connections_total")
     if ctx.config.debug_log:
-        log.debug("connection from %s", ip)
+        log.debug("connection from %s (connection %d)", peer_address(ctx, request), conn.token)
     try:
         await conn.run()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,20 @@ class Limits:
     # Granularity (seconds) of every time stored (SPEC.md §7.12): expiry
     # times are rounded up to it, so a row tells the hour a message came.
     time_bucket: int = 3600
+    # Private routing (SPEC.md §7.14).  As a forwarder: requests and bytes per
+    # client address (token buckets), concurrent outbound posts, and how long
+    # one may take.  As a destination: forwarded posts per mailbox (the write
+    # capability) and per forwarding address.
+    forward_rate: float = 2.0
+    forward_burst: int = 60
+    forward_bytes_rate: float = 64 * 1024.0
+    forward_bytes_burst: int = 4 * 1024 * 1024
+    max_forwards: int = 64
+    forward_timeout: float = 15.0
+    forwarded_rate: float = 20.0
+    forwarded_burst: int = 200
+    forwarded_ip_rate: float = 500.0
+    forwarded_ip_burst: int = 2_000
 
 
 @dataclass(slots=True)
@@ -114,6 +129,14 @@ class RelayConfig:
     forwarded_for: bool = False
     debug_log: bool = False
     sqlite_synchronous: str = "FULL"
+    # Private routing (SPEC.md §7.14): offer POST P/forward to clients.
+    # Destinations must resolve to public addresses only, except networks in
+    # forward_allow; forward_deny (networks or host names) always wins.
+    # forward_source: the local address forwarded posts leave from ("": any).
+    forwarding: bool = False
+    forward_allow: list[str] = field(default_factory=list)
+    forward_deny: list[str] = field(default_factory=list)
+    forward_source: str = ""
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> RelayConfig:
@@ -146,6 +169,7 @@ class RelayConfig:
             out.append("nats_shards must be in 1..64")
         if self.nats_replicas not in (1, 3, 5):
             out.append("nats_replicas must be 1, 3 or 5")
+        out += _forward_problems(self)
         if self.decoy_dir is not None and not self.decoy_dir.is_dir():
             out.append(f"decoy_dir {self.decoy_dir} is not a directory")
         lim = self.limits
@@ -191,6 +215,33 @@ class RelayConfig:
                 out[secret] = "<set>"
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
+
+def _forward_problems(cfg: RelayConfig) -> list[str]:
+    out: list[str] = []
+    for name in ("forward_allow", "forward_deny"):
+        entries = getattr(cfg, name)
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            out.append(f"{name} must be a list of strings")
+            continue
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                host = entry.strip().lower().rstrip(".")
+                if name == "forward_allow" or not _HOST.match(host):
+                    what = (
+                        "an address or network" if name == "forward_allow" else "a network or host"
+                    )
+                    out.append(f"{name}: {entry!r} is not {what}")
+    if cfg.forward_source:
+        try:
+            ipaddress.ip_address(cfg.forward_source)
+        except ValueError:
+            out.append(f"forward_source {cfg.forward_source!r} is not an IP address")
+    return out
+
+
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 _PATH_KEYS = {"data_dir", "tls_cert", "tls_key", "decoy_dir"}
 

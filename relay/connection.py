@@ -420,7 +420,7 @@ class Connection:
             self.write_grants[f.mailbox_id] = info.write_key
         if self.ctx.config.debug_log:  # what a compelled relay sees (SPEC.md §2)
             kind = "auth-read" if isinstance(f, AuthRead) else "auth-write"
-            log.debug("conn %d %s %s", self.token, kind, f.mailbox_id.hex())
+            log.debug("%s of %s on connection %d", kind, f.mailbox_id.hex(), self.token)
         self.send(Ok(f.req_id))
 
     async def _rotate(self, f: RotateWrite) -> None:
@@ -479,7 +479,7 @@ class Connection:
         if not self.ctx.post_limiter.take(key.hex()):
             raise RateLimited("too many posts to this mailbox")
         if self.ctx.config.debug_log:
-            log.debug("conn %d post %s", self.token, f.mailbox_id.hex())
+            log.debug("post to %s on connection %d", f.mailbox_id.hex(), self.token)
         await self.inflight.acquire()
         fut = self.ctx.storage.post_nowait(
             key, dedup_key(f.mailbox_id, f.msg_id), f.envelope, int(time.time()), write_key

@@ -33,6 +33,11 @@ _HELP = {
     "samizdat_relay_blob_chunks_uploaded_total": ("counter", "Blob chunks stored."),
     "samizdat_relay_blob_chunks_downloaded_total": ("counter", "Blob chunks served."),
     "samizdat_relay_expired_total": ("counter", "Messages and mailboxes removed by TTL."),
+    "samizdat_relay_forwards_total": (
+        "counter",
+        "Sealed posts this relay forwarded to another relay (private routing).",
+    ),
+    "samizdat_relay_forwarded_total": ("counter", "Sealed posts received from forwarding relays."),
 }
 
 

@@ -30,7 +30,8 @@ from tests.test_privacy_proxy import Socks5
 pytestmark = pytest.mark.timeout(300)
 
 NAMES = ("relay-a.only-via-proxy.test", "relay-b.only-via-proxy.test")
-_LINE = re.compile(r"conn (\d+) (auth-read|auth-write|post) ([0-9a-f]{64})")
+# the relay's debug log: "auth-read of MAILBOX on connection N", "post to MAILBOX on connection N"
+_LINE = re.compile(r"(auth-read|auth-write|post) (?:of|to) ([0-9a-f]{64}) on connection (\d+)")
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def what_the_relay_saw(relay: RelayProcess) -> tuple[dict[int, set[str]], list[t
     reads: dict[int, set[str]] = defaultdict(set)
     posts: list[tuple[int, str]] = []
     for match in _LINE.finditer(relay.log_path.read_text(errors="replace")):
-        conn, kind, mailbox = int(match[1]), match[2], match[3]
+        kind, mailbox, conn = match[1], match[2], int(match[3])
         if kind == "auth-read":
             reads[conn].add(mailbox)
         elif kind == "post":

@@ -208,10 +208,10 @@ class FakeEngine:
         self.calls.append(("send_text", conv_id, text))
         return b"x"
 
-    async def create_group(self, name: str):  # type: ignore[no-untyped-def]
+    async def create_group(self, name: str, suite: int = 1):  # type: ignore[no-untyped-def]
         from client.model import Conversation
 
-        self.calls.append(("create_group", name))
+        self.calls.append(("create_group", name) if suite == 1 else ("create_group", name, suite))
         group_id = bytes([20 + len(self._convs)]) * 16
         conv = Conversation(group_id, "group", name, T0 + 10 * len(self._convs))
         self._convs[group_id] = conv

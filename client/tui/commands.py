@@ -25,7 +25,7 @@ SLASH_COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("invite", "/invite", "show your invite link and QR code"),
     SlashCommand("accept", "/accept LINK", "accept someone's invite link"),
     SlashCommand("verify", "/verify NAME", "compare safety numbers with a contact"),
-    SlashCommand("group", "/group create NAME", "create a group"),
+    SlashCommand("group", "/group create [--pq] NAME", "create a group (--pq: post-quantum)"),
     SlashCommand("add", "/add NAME...", "add contacts to this group"),
     SlashCommand("remove", "/remove NAME", "remove a member from this group"),
     SlashCommand("members", "/members", "list the members of this conversation"),

@@ -63,6 +63,8 @@ class EnvelopeType(IntEnum):
     MLS = 1
     WELCOME = 2
     FRAGMENT = 3
+    #: a Welcome whose ratchet tree is a blob (SPEC §4.1.1, protocol.app.tree_welcome)
+    TREE_WELCOME = 4
 
 
 class FragmentRejected(RemoteError):
@@ -170,7 +172,7 @@ def split(
     a caller that encrypts envelopes per mailbox (``protocol.app.sealed``)
     passes its own ``max_size`` and pads inside its encryption.
     """
-    if envelope_type not in (EnvelopeType.MLS, EnvelopeType.WELCOME):
+    if envelope_type == EnvelopeType.FRAGMENT:
         raise LocalError("an mls or welcome payload is required")
     if not payload:
         raise LocalError("cannot send an empty payload")

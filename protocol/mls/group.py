@@ -489,6 +489,15 @@ class Group:
         """``MLS-Exporter(label, context, length)`` of the current epoch (§8.5)."""
         return mls_exporter(self.suite, self.state.exporter_secret, label, context, length)
 
+    def pending_export_secret(self, label: str, context: bytes, length: int) -> bytes:
+        """``MLS-Exporter`` of the epoch our pending commit creates (§8.5): for
+        what joiners of that commit need before it is merged, such as the key
+        of the ratchet tree posted apart from the Welcome (SPEC §4.1.1)."""
+        if self._pending is None:
+            raise StateError("no pending commit")
+        state = self._pending.state
+        return mls_exporter(self.suite, state.exporter_secret, label, context, length)
+
     def ratchet_tree(self) -> bytes:
         """The ``ratchet_tree`` extension data for the current epoch."""
         return encode_ratchet_tree(self.state.tree.to_nodes())

@@ -23,12 +23,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, OptionList, ProgressBar, Static
 
 from client.model import Conversation
+from client.suites import DEFAULT_SUITE, PQ_DEFAULT_SUITE
 from client.tui.bridge import EngineBridge
 from client.tui.commands import BY_NAME, CommandError, parse
 from client.tui.dialogs.article import ArticleEditor
 from client.tui.dialogs.file import FileDialog
 from client.tui.dialogs.invite import InviteDialog
 from client.tui.dialogs.members import MembersDialog
+from client.tui.dialogs.new_group import NewGroupDialog
 from client.tui.dialogs.prompt import ConfirmDialog, PromptDialog
 from client.tui.dialogs.verify import VerifyDialog
 from client.tui.format import (
@@ -436,14 +438,15 @@ class MainScreen(Screen[None]):
         self.app.push_screen(VerifyDialog(contact, number, self.engine.identity.name), confirmed)
 
     def cmd_group(self, args: list[str]) -> None:
-        if len(args) < 2 or args[0] != "create":
+        pq = len(args) > 1 and args[1] == "--pq"  # /group create --pq NAME
+        if len(args) < 2 + pq or args[0] != "create":
             self._usage("group")
             return
-        self.create_group(" ".join(args[1:]))
+        self.create_group(" ".join(args[1 + pq :]), PQ_DEFAULT_SUITE if pq else DEFAULT_SUITE)
 
-    def create_group(self, name: str) -> None:
+    def create_group(self, name: str, suite: int = DEFAULT_SUITE) -> None:
         async def go() -> None:
-            conv = await self.engine.create_group(name)
+            conv = await self.engine.create_group(name, suite)
             self.open_conversation(conv.group_id)
 
         self.run_engine(go(), "creating the group", f"group {name!r} created: /add people")
@@ -673,14 +676,13 @@ class MainScreen(Screen[None]):
         self.cmd_invite([])
 
     def action_new_group(self) -> None:
+        dialog = NewGroupDialog()
+
         def named(name: str | None) -> None:
             if name:
-                self.create_group(name)
+                self.create_group(name, dialog.suite)
 
-        self.app.push_screen(
-            PromptDialog("New group", "A name for the group (its members see it).", "Name"),
-            named,
-        )
+        self.app.push_screen(dialog, named)
 
     def action_members(self) -> None:
         self.cmd_members([])

@@ -1,0 +1,175 @@
+"""``invite``, ``accept``, ``contacts`` and ``verify``: meeting people."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from client.cli.common import (
+    parse_duration,
+    print_json,
+    print_qr,
+    run_offline,
+    run_online,
+    ts,
+)
+from client.engine import Engine, EngineError
+from client.suites import chosen_suite
+
+
+def invite_json(engine: Engine, record: Any) -> dict[str, Any]:
+    return {
+        "id": record.invite_id.hex(),
+        "state": record.current_state(int(time.time() * 1000)),
+        "uses": record.uses,
+        "max_uses": record.max_uses,
+        "created_at": record.created_ms,
+        "expires_at": record.expires_at_ms,
+        "relays": [m.relay_url for m in record.mailboxes],
+        "deleted_on_relays": record.deleted,
+        "accepted_by": [engine.display_name(k) for k in record.accepted],
+    }
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return run_offline(args, lambda engine: _invite_list(engine, args))
+    if args.action == "revoke":
+        if not args.id:
+            raise EngineError("which invite? 'samizdat invite revoke ID' (see 'invite list')")
+
+        async def revoke(engine: Engine) -> int:
+            record = await engine.revoke_invite(args.id)
+            if record is None:
+                out = {"id": "legacy", "state": "revoked", "deleted_on_relays": True}
+            else:
+                out = invite_json(engine, record)
+            if args.json:
+                print_json(out)
+            else:
+                where = (
+                    "deleted on the relays"
+                    if out["deleted_on_relays"]
+                    else ("its relays get the deletion on the next connection")
+                )
+                print(f"invite {out['id']} is {out['state']}; {where}")
+            return 0
+
+        return run_online(args, revoke)
+    if args.id:
+        raise EngineError(f"unknown invite action {args.id!r}: use list or revoke ID")
+    uses = 1 if args.uses is None else args.uses
+    lifetime = parse_duration(args.expires)
+    suite = chosen_suite(args.pq, args.suite)
+
+    async def work(engine: Engine) -> int:
+        record, link = await engine.create_invite(uses=uses, lifetime_ms=lifetime, suite=suite)
+        if args.json:
+            print_json({"link": link, **invite_json(engine, record)})
+        else:
+            print(link)
+            print_qr(link)
+            n = "once" if uses == 1 else f"{uses} times"
+            print(
+                f"invite {record.invite_id.hex()}: works {n}, until {ts(record.expires_at_ms)}; "
+                f"'samizdat invite revoke {record.invite_id.hex()}' cancels it",
+                file=sys.stderr,
+            )
+        return 0
+
+    return run_online(args, work)
+
+
+def _invite_list(engine: Engine, args: argparse.Namespace) -> int:
+    records = [invite_json(engine, r) for r in engine.invites()]
+    legacy = engine.legacy_inbox_relays()
+    if args.json:
+        print_json({"invites": records, "legacy_inbox_relays": legacy})
+        return 0
+    if not records:
+        print("no invites yet: 'samizdat invite' makes one")
+    for r in records:
+        by = f" by {', '.join(r['accepted_by'])}" if r["accepted_by"] else ""
+        print(
+            f"{r['id']}  {r['state']:8} used {r['uses']}/{r['max_uses']}{by}  "
+            f"expires {ts(r['expires_at'])}"
+        )
+    if legacy:
+        print(
+            "legacy   the identity inbox links of older versions carry is still open; "
+            "'samizdat invite revoke legacy' closes it"
+        )
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    async def work(engine: Engine) -> int:
+        conv = await engine.accept(args.link)
+        print(f"contact request sent; conversation {conv.group_id.hex()[:8]}")
+        return 0
+
+    return run_online(args, work)
+
+
+def contact_json(engine: Engine, c: Any) -> dict[str, Any]:
+    return {
+        "key": c.identity_key.hex(),
+        "name": c.name,
+        "verified": c.verified,
+        "key_changed": c.key_changed,
+        "conversation": c.conversation.hex(),
+        "relays": [i.relay_url for i in c.inboxes],
+        "key_packages": len(c.key_packages),
+    }
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        contacts = [contact_json(engine, c) for c in engine.contacts()]
+        if args.json:
+            print_json({"contacts": contacts})
+            return 0
+        if not contacts:
+            print("no contacts yet: share 'samizdat invite' or run 'samizdat accept LINK'")
+        for n, c in enumerate(contacts, 1):
+            flag = " (verified)" if c["verified"] else ""
+            if c["key_changed"]:
+                flag = " (KEY CHANGED: verify again)"
+            print(f"{n:3} {c['name'] or '(no name yet)'}{flag}  {c['key'][:16]}")
+        return 0
+
+    return run_offline(args, work)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        contact = engine.find_contact(args.contact)
+        number = engine.safety_number(contact)
+        if args.json:
+            print_json(
+                {
+                    "contact": contact.name,
+                    "safety_number": number,
+                    "verified": contact.verified or args.confirm,
+                }
+            )
+        else:
+            if contact.key_changed:
+                print("WARNING: this contact's key changed since you last saw it.")
+            print(f"Safety number with {contact.name or contact.identity_key.hex()[:8]}:")
+            groups = number.split()
+            for i in range(0, len(groups), 4):
+                print("  " + "  ".join(groups[i : i + 4]))
+            print_qr(number)
+            print("Compare it with your contact (in person or on a call).")
+        if args.confirm:
+            engine.verify(contact)
+            if not args.json:
+                print("marked as verified")
+        elif not args.json:
+            print("If it matches, run this again with --confirm.")
+        return 0
+
+    return run_offline(args, work)
