@@ -91,6 +91,8 @@ class _Sub:
     next_seq: int  # the first seq not yet handled
     shared: bool
     due: float = 0.0  # cold: the clock time of the next poll
+    fetched: bool = False  # read up to its head at least once (a poll or a hot reader)
+    last_delivery: float = 0.0
     pending_ack: int = 0  # cold: an ack for the next poll to send
 
 
@@ -243,6 +245,7 @@ class RelaySessions:
             if seq < sub.next_seq:
                 return
             sub.next_seq = seq + 1
+            sub.last_delivery = self._clock()
         try:
             await self._on_deliver(url, mailbox_id, seq, envelope)
         finally:
@@ -411,6 +414,7 @@ class RelaySessions:
                     break  # nothing more came (e.g. the head message expired)
                 await asyncio.sleep(0.05)
             await self._send_pending_ack(mailbox_id, client)
+            sub.fetched = True
         except RelayUnavailable:
             pass  # polled again later
         except RemoteError as exc:
@@ -421,6 +425,31 @@ class RelaySessions:
             await self._retire(client)
             if mailbox_id in self._subs and not self._closed:
                 self._schedule(mailbox_id, self.policy.poll_interval)
+
+    async def catch_up(self, timeout: float) -> bool:
+        """Read every subscribed mailbox up to its head once, within
+        ``timeout`` seconds (a one-shot ``sync``): cold mailboxes are polled
+        now rather than when due.  True if every one was."""
+        now = self._clock()
+        for sub in self._subs.values():
+            sub.due = min(sub.due, now)
+        self._poll_wake.set()
+        deadline = now + timeout
+        seen: dict[bytes, float] = {}  # when each hot reader's head was first known
+        while self._clock() < deadline and not self._closed:
+            for mailbox_id, client in self._hot.items():
+                hot = self._subs.get(mailbox_id)
+                head = client.heads.get(mailbox_id)
+                if hot is None or hot.fetched or head is None or client.state != "connected":
+                    continue
+                since = max(hot.last_delivery, seen.setdefault(mailbox_id, self._clock()))
+                quiet = self._clock() - since > self.policy.poll_quiet
+                if head == 0 or hot.next_seq > head or quiet:
+                    hot.fetched = True
+            if all(sub.fetched for sub in self._subs.values()):
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     # -- writing --------------------------------------------------------------------
 

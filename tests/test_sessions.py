@@ -172,3 +172,27 @@ def test_bench_sessions_smoke(tmp_path: Path) -> None:
     assert figures["relay_conns_reading_2+_mailboxes"] == "0"
     assert figures["relay_posts_on_reader_conns"] == "0"
     assert int(figures["client_peak_connections"]) <= 4 + SessionPolicy().max_polls + 1
+
+
+async def test_catch_up_reads_every_mailbox_once_even_cold_ones(relay: RelayProcess) -> None:
+    """A one-shot ``sync`` must not wait for polls that fall due in minutes."""
+    got: set[bytes] = set()
+
+    async def deliver(url: str, mailbox_id: bytes, seq: int, envelope: bytes) -> None:
+        got.add(mailbox_id)
+
+    policy = replace(FAST, max_readers=2, first_poll=(300.0, 600.0))
+    pool = RelaySessions(relay.url, deliver, policy=policy)
+    writer = RelayClient(relay.url, _noop)
+    writer.start()
+    boxes = [(os.urandom(32), os.urandom(32), os.urandom(32)) for _ in range(6)]
+    try:
+        for m, r, w in boxes:
+            await writer.create_mailbox(m, r, w, shared=True)
+            await writer.post(m, w, os.urandom(16), pad(b"x"))
+            await pool.subscribe(m, r, 0, write_seed=w, shared=True)
+        assert await pool.catch_up(60)
+        assert got == {m for m, _, _ in boxes}
+    finally:
+        await writer.close()
+        await pool.close()
