@@ -32,7 +32,8 @@ from client.model import (
     Identity,
     InviteRecord,
 )
-from client.relay_client import CLOSE_TIMEOUT, RelayClient, RelayUnavailable, cancel_and_wait
+from client.relay_client import CLOSE_TIMEOUT, RelayUnavailable, cancel_and_wait
+from client.sessions import RelaySessions, SessionPolicy
 from client.store import Store
 from client.suites import CLIENT_SUITES, check_suite
 from protocol.app.envelope import Reassembler
@@ -150,9 +151,12 @@ class EngineCore(ABC):
         self.store = store
         self.identity = identity
         self.proxy = proxy
-        self.relays: dict[str, RelayClient] = {}
-        # (connect, request) seconds for relay clients made from now on;
-        # None: RelayClient's defaults.  The CLI shortens them (client.cli.common).
+        # one per relay: its isolated connections (SPEC.md §7.1 "Connection roles")
+        self.relays: dict[str, RelaySessions] = {}
+        self.session_policy = SessionPolicy()
+        self.local_addr: str | None = None  # source address of direct connections (tests)
+        # (connect, request) seconds for relay sessions made from now on; None:
+        # the policy's.  The CLI shortens them and fails fast (client.cli.common).
         self.relay_timeouts: tuple[float, float] | None = None
         self.groups: dict[bytes, Group] = {}
         self.notices: list[Notice] = []
@@ -275,26 +279,29 @@ class EngineCore(ABC):
             log.warning("%d engine task(s) did not stop", len(stuck))
         self.store.close()
 
-    def _relay(self, url: str) -> RelayClient:
-        """The (started) client of one relay."""
+    def _relay(self, url: str) -> RelaySessions:
+        """The (started) sessions of one relay."""
         if self._closing:
             raise RelayUnavailable("the client is shutting down")
         client = self.relays.get(url)
         if client is None:
-            if self.relay_timeouts is None:
-                client = RelayClient(
-                    url, self._on_deliver, on_state=self._on_relay_state, proxy=self.proxy
-                )
-            else:
+            policy = self.session_policy
+            if self.relay_timeouts is not None:
                 connect, request = self.relay_timeouts
-                client = RelayClient(
-                    url,
-                    self._on_deliver,
-                    on_state=self._on_relay_state,
-                    proxy=self.proxy,
+                policy = replace(
+                    policy,
                     connect_timeout=connect,
                     request_timeout=request,
+                    fail_fast_readers=True,
                 )
+            client = RelaySessions(
+                url,
+                self._on_deliver,
+                on_state=self._on_relay_state,
+                proxy=self.proxy,
+                policy=policy,
+                local_addr=self.local_addr,
+            )
             self.relays[url] = client
         client.start()
         return client

@@ -85,6 +85,10 @@ def _proxy_setting(text: str) -> str:
         raise EngineError(str(exc)) from None
 
 
+# seconds a sync may take to read every mailbox once (polled ones included)
+SYNC_CATCH_UP = 30.0
+
+
 class Engine(Invites):
     """One user's client.  Use :meth:`open` or :meth:`create`, then
     :meth:`connect`; call :meth:`close` when done."""
@@ -291,6 +295,11 @@ class Engine(Invites):
         Returns the number of envelopes still queued."""
         await self.connect()
         deadline = time.monotonic() + wait
+        # every mailbox once, even those read by polls (SPEC.md §7.1), bounded
+        await asyncio.gather(
+            *(r.catch_up(SYNC_CATCH_UP) for r in list(self.relays.values())),
+            return_exceptions=True,
+        )
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         await self._drain_held()

@@ -39,6 +39,7 @@ from pathlib import Path
 from client.core import EngineError
 from client.expiry import Expiry
 from client.relay_client import RelayClient, RelayUnavailable
+from client.sessions import RelaySessions
 from protocol.app import attachments
 from protocol.app.group_meta import find_group_meta
 from protocol.app.messages import File
@@ -225,7 +226,7 @@ class Files(Expiry):
 
     def _blob_client(
         self, url: str, trusted: set[str], transient: dict[str, RelayClient]
-    ) -> RelayClient:
+    ) -> RelayClient | RelaySessions:
         """The supervised client for our relays and the conversation's; a
         one-off unstarted one (HTTP only, no subscription) for another."""
         if url in trusted:

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -150,6 +151,17 @@ def proxy_setting(text: str) -> str:
     return value
 
 
+def isolated_proxy_url(proxy: str) -> str:
+    """``proxy`` as a ``socks5://`` URL with a fresh random username and
+    password, unless it names its own (an authenticating proxy's, kept): one
+    per connection, so Tor (``IsolateSOCKSAuth``, on by default) builds each
+    connection its own circuit and exit (SPEC.md §7.1)."""
+    rest = proxy_setting(proxy).split("://", 1)[1]
+    if "@" in rest:
+        return "socks5://" + rest
+    return f"socks5://{secrets.token_hex(8)}:{secrets.token_hex(8)}@{rest}"
+
+
 def websocket_url(url: str) -> str:
     base = url.rstrip("/")
     if base.startswith("https://"):
@@ -173,7 +185,19 @@ class RelayClient:
         connect_timeout: float = 10.0,
         max_backoff: float = 30.0,
         access_token: bytes = b"",
+        renew_after: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        fail_fast: bool = False,
+        local_addr: str | None = None,
     ) -> None:
+        """``renew_after`` gives each connection's lifetime in seconds (drawn
+        anew per connection, with jitter): then it is closed and a new one
+        opened, on a new circuit (SPEC.md §7.1).  ``rng`` draws the
+        reconnection jitter (injected so tests are deterministic).  With
+        ``fail_fast``, a request waiting for the connection fails as soon as
+        an attempt fails (a short-lived connection: the caller retries).
+        ``local_addr`` binds direct connections to that source address (the
+        test harness gives each simulated user one)."""
         self.url = url.rstrip("/")
         self.state = "connecting"
         self._on_deliver = on_deliver
@@ -183,14 +207,23 @@ class RelayClient:
         self._connect_timeout = connect_timeout
         self._max_backoff = max_backoff
         self._access_token = access_token
+        self._renew_after = renew_after
+        self._rng = rng or random.Random()
+        self._fail_fast = fail_fast
+        self._local_addr = local_addr
+        self._down = asyncio.Event()  # set while the state is "down"
         self._subs: dict[bytes, _Subscription] = {}
         self._written: set[bytes] = set()  # mailboxes whose write key this connection proved
         self._pending: dict[int, asyncio.Future[object]] = {}
         self._conn = ClientConnection()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # blobs (HTTP)
+        self._ws_session: aiohttp.ClientSession | None = None  # the current connection's
+        # the newest head_seq each Subscribed reported (SPEC.md §7.5)
+        self.heads: dict[bytes, int] = {}
+        self.connections = 0  # connections opened so far
+        self.handling = False  # the engine is handling one of our deliveries
         self._connected = asyncio.Event()
-        self._down = asyncio.Event()  # set while the last connection attempt has failed
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # (frame, its encoded length, the connection generation it came on)
@@ -204,23 +237,26 @@ class RelayClient:
     # -- lifecycle ---------------------------------------------------------------
 
     def _make_session(self) -> aiohttp.ClientSession:
-        """The HTTP session every request of this client uses (WebSocket and
-        blobs).  With a proxy, its connector resolves nothing locally: the
-        relay's host name goes to the SOCKS5 proxy as a name (remote DNS), and
-        there is no fallback to a direct connection if the proxy fails."""
+        """An HTTP session: one per WebSocket connection, one for the blob
+        requests of this client.  With a proxy, its connector resolves nothing
+        locally: the relay's host name goes to the SOCKS5 proxy as a name
+        (remote DNS), and there is no fallback to a direct connection if the
+        proxy fails.  Each session gets its own random SOCKS5 username and
+        password (:func:`isolated_proxy_url`), so Tor's ``IsolateSOCKSAuth``
+        puts it on its own circuit (SPEC.md §7.1)."""
         connector: aiohttp.BaseConnector | None = None
         if self._proxy:
             from aiohttp_socks import ProxyConnector
 
-            url = "socks5://" + proxy_setting(self._proxy).split("://", 1)[1]
-            connector = ProxyConnector.from_url(url, rdns=True)
+            connector = ProxyConnector.from_url(isolated_proxy_url(self._proxy), rdns=True)
+        elif self._local_addr:
+            connector = aiohttp.TCPConnector(local_addr=(self._local_addr, 0))
         timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
         # trust_env=False: an HTTP(S)_PROXY variable never replaces the setting
         return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 
     def start(self) -> None:
         if self._task is None:
-            self._session = self._make_session()
             self._task = asyncio.create_task(self._supervise(), name=f"relay {self.url}")
             self._dispatcher = asyncio.create_task(self._dispatch(), name="deliveries")
 
@@ -242,9 +278,10 @@ class RelayClient:
         if ws is not None and not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        for session in (self._ws_session, self._session):
+            if session is not None and not session.closed:
+                await session.close()
+        self._ws_session = self._session = None
         if pending:
             pending = await cancel_and_wait(pending, CLOSE_TIMEOUT)
             if pending:
@@ -264,8 +301,9 @@ class RelayClient:
     async def _supervise(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            renewed = False
             try:
-                await self._run_connection()
+                renewed = await self._run_connection()
                 attempt = 0
             except asyncio.CancelledError:
                 raise
@@ -277,19 +315,27 @@ class RelayClient:
             self._fail_pending("connection to the relay was lost")
             if self._stop.is_set():
                 return
+            if renewed:
+                # a planned renewal: a new connection (and circuit) at once,
+                # the state stays "connected" for the engine meanwhile
+                continue
             self.failures += 1
             self._set_state("down")
             attempt += 1
             delay = min(self._max_backoff, 0.25 * 2 ** min(attempt, 10))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
             self._set_state("connecting")
 
-    async def _run_connection(self) -> None:
-        assert self._session is not None
+    async def _run_connection(self) -> bool:
+        """One connection, until it drops (False) or is due for renewal (True)."""
+        session, self._ws_session = self._ws_session, self._make_session()
+        if session is not None:
+            await session.close()  # the previous connection's (and circuit's)
+        self.connections += 1
         # The upgrade's answer is bounded too: a relay (or a censor's middlebox)
         # that accepts the TCP connection and then says nothing is "down".
         ws = await asyncio.wait_for(
-            self._session.ws_connect(
+            self._ws_session.ws_connect(
                 websocket_url(self.url), heartbeat=20.0, max_msg_size=4 * 1024 * 1024
             ),
             self._connect_timeout,
@@ -314,7 +360,12 @@ class RelayClient:
                             raise
                         log.warning("relay refused a subscription: %s", type(exc).__name__)
                 self._set_state("connected")
-                await reader
+                lifetime = self._renew_after() if self._renew_after is not None else None
+                try:
+                    await asyncio.wait_for(asyncio.shield(reader), lifetime)
+                except TimeoutError:
+                    return True  # due for renewal; the reader is cancelled below
+                return False
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -356,10 +407,13 @@ class RelayClient:
         with its result), so :meth:`close` cannot wait for ever."""
         while not self._stop.is_set():
             frame, size, generation = await self._deliveries.get()
+            self.handling = True
             try:
                 await self._on_deliver(self.url, frame.mailbox_id, frame.seq, frame.envelope)
             except Exception:
                 log.exception("handling a delivered envelope failed")
+            finally:
+                self.handling = False
             await self._return_credit(size, generation)
 
     async def _return_credit(self, size: int, generation: int) -> None:
@@ -416,24 +470,24 @@ class RelayClient:
         return reply
 
     async def wait_connected(self) -> None:
-        """Wait (up to ``request_timeout``) for the connection, or RelayUnavailable.
-
-        A connection attempt that fails (refused, reset, no challenge) ends
-        the wait at once: the caller queues and retries later, as between
-        attempts, instead of waiting out the timeout for a relay that is down."""
+        """Wait (up to ``request_timeout``) for the connection, or RelayUnavailable
+        (at the first failed attempt with ``fail_fast``)."""
         if self._connected.is_set():
             return
-        connected = asyncio.ensure_future(self._connected.wait())
-        down = asyncio.ensure_future(self._down.wait())
+        if not self._fail_fast:
+            try:
+                await asyncio.wait_for(self._connected.wait(), self._request_timeout)
+            except TimeoutError:
+                raise RelayUnavailable(f"relay {self.url} is not reachable") from None
+            return
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._connected, self._down)]
         try:
             await asyncio.wait(
-                (connected, down),
-                timeout=self._request_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
+                waits, timeout=self._request_timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            connected.cancel()
-            down.cancel()
+            for w in waits:
+                w.cancel()
         if not self._connected.is_set():
             raise RelayUnavailable(f"relay {self.url} is not reachable")
 
@@ -460,6 +514,17 @@ class RelayClient:
             )
         )
         assert isinstance(reply, Ok)
+
+    def register(
+        self,
+        mailbox_id: bytes,
+        read_seed: bytes,
+        from_seq: int = 0,
+        write_seed: bytes | None = None,
+        shared: bool = False,
+    ) -> None:
+        """Register a subscription before :meth:`start`: established on every connection."""
+        self._subs[mailbox_id] = _Subscription(read_seed, write_seed, from_seq, shared)
 
     async def subscribe(
         self,
@@ -495,6 +560,7 @@ class RelayClient:
             await self._request(auth)
         reply = await self._request(lambda r: Subscribe(r, mailbox_id, sub.next_seq))
         assert isinstance(reply, Subscribed)
+        self.heads[mailbox_id] = reply.head_seq
 
     def subscribed(self, mailbox_id: bytes) -> bool:
         """Whether a subscription to ``mailbox_id`` is registered."""

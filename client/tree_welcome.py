@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from client.core import EngineError
 from client.model import ContactInbox
 from client.relay_client import RelayClient, RelayUnavailable
+from client.sessions import RelaySessions
 from protocol.app.attachments import copy_chunk, copy_chunks, copy_key
 from protocol.app.messages import MAX_CHUNK_COPIES, BlobRef, ChunkRef
 from protocol.app.tree_welcome import (
@@ -62,7 +63,7 @@ def tree_blob_wanted(group: Group, key_packages: list[bytes], threshold: int) ->
 
 
 async def upload_tree(
-    group: Group, result: CommitResult, relays: Iterable[tuple[str, RelayClient]]
+    group: Group, result: CommitResult, relays: Iterable[tuple[str, RelayClient | RelaySessions]]
 ) -> tuple[tuple[ChunkRef, ...], bytes, list[str]]:
     """Encrypt the pending epoch's tree and upload a copy to each relay of
     ``relays`` (ours; at most four).  Returns the chunk references, the
@@ -109,7 +110,7 @@ async def fetch_tree(
     body: TreeWelcome,
     bundle: KeyPackageBundle,
     trusted: Iterable[str],
-    relay: Callable[[str], RelayClient],
+    relay: Callable[[str], RelayClient | RelaySessions],
 ) -> bytes:
     """The ratchet tree a ``TreeWelcome`` names, downloaded only from
     ``trusted`` relays (``relay(url)`` gives their clients), checked and

@@ -34,7 +34,7 @@ from relay.blobs import BlobHandlers, error_response
 from relay.config import RelayConfig
 from relay.connection import Connection
 from relay.forward import ForwardHandlers, peer_address
-from relay.limits import ConnectionCounter, PerIpLimiter, Slots
+from relay.limits import ConnectionCounter, PerIpLimiter, Slots, TokenBucket
 from relay.memory import SOCKETS_GAUGE, Trimmer
 from relay.metrics import Metrics
 from relay.static import Decoy, install, set_server_header
@@ -55,7 +55,7 @@ class RelayContext:
     metrics: Metrics = field(default_factory=Metrics)
     decoy: Decoy = field(init=False)
     connect_limiter: PerIpLimiter = field(init=False)
-    frame_limiter: PerIpLimiter = field(init=False)
+    post_limiter: PerIpLimiter = field(init=False)  # per mailbox (capability), not address
     blob_limiter: PerIpLimiter = field(init=False)
     mailbox_limiter: PerIpLimiter = field(init=False)
     counter: ConnectionCounter = field(init=False)
@@ -68,7 +68,7 @@ class RelayContext:
         lim = self.config.limits
         self.decoy = Decoy(self.config.decoy_dir, self.config.server_header)
         self.connect_limiter = PerIpLimiter(lim.connect_rate, lim.connect_burst)
-        self.frame_limiter = PerIpLimiter(lim.frame_rate, lim.frame_burst)
+        self.post_limiter = PerIpLimiter(lim.mailbox_post_rate, lim.mailbox_post_burst)
         self.blob_limiter = PerIpLimiter(lim.blob_rate, lim.blob_burst)
         self.mailbox_limiter = PerIpLimiter(lim.mailbox_create_rate, lim.mailbox_create_burst)
         self.counter = ConnectionCounter(lim.max_connections, lim.max_connections_per_ip)
@@ -269,7 +269,8 @@ async def _ws_handler(request: web.Request) -> web.StreamResponse:
         await ws.send_bytes(Error.from_exception(0, refusal).encode())
         await ws.close(code=code, message=str(refusal).encode())
         return ws
-    conn = Connection(ctx, ws, ip, ctx.frame_limiter.bucket(ip))
+    # each connection its own frame budget: users behind one address do not share one
+    conn = Connection(ctx, ws, ip, TokenBucket(lim.frame_rate, lim.frame_burst))
     ctx.connections.add(conn)
     ctx.metrics.inc("samizdat_relay_connections")
     ctx.metrics.inc("samizdat_relay_connections_total")

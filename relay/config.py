@@ -45,13 +45,19 @@ class Limits:
     max_ttl: int = 90 * DAY
     blob_ttl: int = 7 * DAY
     blob_max_chunks: int = 400
+    # Clients hold one connection per mailbox they read and open short ones
+    # to post (SPEC.md §7.1 "Connection roles"), and many users may share one
+    # address (a Tor exit, a carrier NAT): per-address caps are high, work is
+    # limited per connection (frames) and per mailbox (posts, quotas).
     max_connections: int = 10_000
-    max_connections_per_ip: int = 256
+    max_connections_per_ip: int = 2_048
     # Token buckets: sustained rate per second and burst size.
-    connect_rate: float = 20.0
-    connect_burst: int = 100
-    frame_rate: float = 2_000.0
+    connect_rate: float = 200.0  # per address
+    connect_burst: int = 2_000
+    frame_rate: float = 2_000.0  # per connection
     frame_burst: int = 4_000
+    mailbox_post_rate: float = 50.0  # per mailbox, whoever posts
+    mailbox_post_burst: int = 1_000
     blob_rate: float = 50.0
     blob_burst: int = 200
     mailboxes_per_connection: int = 1_024

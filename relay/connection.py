@@ -485,6 +485,9 @@ class Connection:
             if not verify(info.write_key, f.signature, msg):
                 raise BadSignature("write-key signature does not verify")
             self.write_grants[f.mailbox_id] = info.write_key
+        if self.ctx.config.debug_log:  # what a compelled relay sees (SPEC.md §2)
+            kind = "auth-read" if isinstance(f, AuthRead) else "auth-write"
+            log.debug("%s of %s on connection %d", kind, f.mailbox_id.hex(), self.token)
         self.send(Ok(f.req_id))
 
     async def _rotate(self, f: RotateWrite) -> None:
@@ -540,6 +543,8 @@ class Connection:
             ):
                 raise BadSignature("post signature does not verify")
             write_key = info.write_key
+        if not self.ctx.post_limiter.take(key.hex()):
+            raise RateLimited("too many posts to this mailbox")
         if self.ctx.config.debug_log:
             log.debug("post to %s on connection %d", f.mailbox_id.hex(), self.token)
         await self.inflight.acquire()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from client.engine import Engine
+from client.model import NS_OUTBOX
 from harness.malicious import Fault, MaliciousRelay
 from protocol.app.messages import (
     RECEIPT_WITNESSES,
@@ -52,7 +53,22 @@ class World:
     honest: RelayProcess
     clock: Clock
 
-    def drop_alices_posts(self) -> None:
+    async def drop_alices_posts(self) -> None:
+        """Drop what Alice posts from now on.  The relay cannot tell her posts
+        by the connection (each post goes on a connection that reads nothing,
+        SPEC.md §7.1), so it drops every post to the group's mailbox while
+        she alone posts: first wait until Bob and Carol have nothing in flight."""
+
+        def idle(e: Engine) -> bool:
+            task = e._receipt_task
+            return (
+                not e._receipts
+                and (task is None or task.done())
+                and not list(e.store.items(NS_OUTBOX))
+            )
+
+        for e in (self.bob, self.carol):
+            await eventually(lambda e=e: idle(e), what=f"{e.identity.name} to be idle")
         self.fault.after = self.proxy.log.elapsed()
 
     def stop_dropping(self) -> None:
@@ -72,8 +88,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     alice = make_engine(tmp_path / "alice", "Alice", [proxy.url])
     bob = make_engine(tmp_path / "bob", "Bob", [proxy.url, honest.url])
     carol = make_engine(tmp_path / "carol", "Carol", [proxy.url, honest.url])
-    # the relay singles Alice out by the inbox her connection reads
-    fault.reader = "reads:" + alice.identity.inboxes[0].mailbox_id.hex()[:16]
     engines = (alice, bob, carol)
     for e in engines:
         e.clock = clock
@@ -89,6 +103,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         )
         for e in (bob, carol):
             await eventually(lambda e=e: any(c.name == "crew" for c in e.conversations()))
+        # the relay drops posts to the group's mailbox (see drop_alices_posts)
+        fault.mailbox = alice._meta(group.group_id).mailboxes[0].mailbox_id.hex()
         yield World(alice, bob, carol, group.group_id, proxy, fault, honest, clock)
     finally:
         for e in engines:
@@ -113,7 +129,7 @@ async def test_dropped_tail_is_flagged_by_receivers_and_healed_by_the_retry(
     await w.alice.send_text(w.gid, "one")
     for e in (w.bob, w.carol):
         await eventually(lambda e=e: texts(e, w.gid) == ["one"], what="the first message")
-    w.drop_alices_posts()
+    await w.drop_alices_posts()
     await w.alice.send_text(w.gid, "two")
     await w.alice.send_text(w.gid, "three")
     await eventually(lambda: w.proxy.log.counts().get("drop", 0) >= 2, what="both dropped")
@@ -157,12 +173,13 @@ async def test_everything_dropped_alerts_the_sender_and_the_retry_goes_around(
     world: World,
 ) -> None:
     w = world
-    w.drop_alices_posts()
+    await w.drop_alices_posts()
     mid = await w.alice.send_text(w.gid, "hello?")
     await eventually(  # the relay lies: "stored"
         lambda: w.alice.status(mid).relays_stored == [w.proxy.url],  # type: ignore[union-attr]
         what="the fake ack",
     )
+    w.stop_dropping()  # Alice's message is gone; Bob's and Carol's receipts will pass
     w.clock.advance(60)
     await asyncio.sleep(0.5)  # ten ticks of the watch
     assert not warnings(w.alice, "NOT DELIVERED")

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # scenario must find no violation at all.  Until then the test asserts that
 # the violations are exactly the two that isolation removes, so it fails
 # (rather than passing silently) the moment they disappear or others appear.
-SPY_AUDIT_EXPECTS_NO_VIOLATION = False
+SPY_AUDIT_EXPECTS_NO_VIOLATION = True
 PENDING_ISOLATION = {"co_read", "attribution"}
 
 pytestmark = pytest.mark.timeout(300)

@@ -243,6 +243,12 @@ async def test_old_contacts_migrate_and_the_legacy_inbox_can_be_closed(
         what="Bob's contact record",
     )
     await eventually(lambda: bool(alice.contacts()), what="Alice's contact record")
+    # Alice's handling of the request is over (she gave Bob an inbox and he
+    # has her KeyPackages): the edits below must not race with it
+    await eventually(
+        lambda: bool(alice.contacts()[0].my_inboxes) and bool(bob.contacts()[0].key_packages),
+        what="Alice's introduction",
+    )
     # Make it a contact of an older version: Alice gave Bob her identity
     # inbox, whose write seed is also in every link she made back then.
     legacy = alice.identity.inboxes[0]

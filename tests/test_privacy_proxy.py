@@ -43,6 +43,8 @@ class Socks5:
     def __init__(self, names: dict[str, int]) -> None:
         self.names = names
         self.connects: list[tuple[str, int]] = []
+        # per connection: its (username, password), or None without auth
+        self.auths: list[tuple[bytes, bytes] | None] = []
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -68,11 +70,12 @@ class Socks5:
             if 2 in methods:  # username/password (Tor stream isolation)
                 writer.write(b"\x05\x02")
                 _, ulen = await reader.readexactly(2)
-                await reader.readexactly(ulen)
+                user = await reader.readexactly(ulen)
                 (plen,) = await reader.readexactly(1)
-                await reader.readexactly(plen)
+                self.auths.append((user, await reader.readexactly(plen)))
                 writer.write(b"\x01\x00")
             else:
+                self.auths.append(None)
                 writer.write(b"\x05\x00")
             _, cmd, _, atyp = await reader.readexactly(4)
             if atyp == 1:

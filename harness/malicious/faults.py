@@ -49,7 +49,8 @@ class Fault:
     kind: str
     rate: float = 1.0
     mailbox: str = ""  # hex prefix of the mailbox id; "" = every mailbox
-    reader: str = ""  # "", "conn:N", "reads:HEX", "odd", "even" (scenarios: "member:NAME")
+    # "", "conn:N", "reads:HEX", "addr:IP", "odd", "even" (scenarios: "member:NAME")
+    reader: str = ""
     after: float = 0.0  # seconds since the relay started
     until: float = math.inf
     seconds: float = 0.0  # delay, fork pairing window
@@ -81,8 +82,12 @@ class Fault:
         except ValueError:
             raise FaultError(f"{self.kind}: mailbox must be a hex prefix") from None
         r = self.reader
-        if r and r not in ("odd", "even") and not r.startswith(("conn:", "reads:", "member:")):
-            raise FaultError(f"{self.kind}: reader must be conn:N, reads:HEX, odd or even")
+        if (
+            r
+            and r not in ("odd", "even")
+            and not r.startswith(("conn:", "reads:", "addr:", "member:"))
+        ):
+            raise FaultError(f"{self.kind}: reader must be conn:N, reads:HEX, addr:IP, odd or even")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
@@ -134,6 +139,8 @@ class Fault:
             return conn.index % 2 == 0
         if r.startswith("conn:"):
             return str(conn.index) == r[5:]
+        if r.startswith("addr:"):
+            return conn.peer == r[5:]
         if not r.startswith("reads:"):
             return False  # an unresolved scenario selector matches nobody
         prefix = r[6:]
@@ -151,12 +158,14 @@ def _coerce(value: str) -> Any:
 
 @dataclass
 class ConnInfo:
-    """What the malicious relay knows of one WebSocket: its number and which
-    mailboxes it proved the read key of (all a relay can know, SPEC.md §7.1)."""
+    """What the malicious relay knows of one WebSocket: its number, the
+    address it came from and which mailboxes it proved the read key of (all
+    a relay can know, SPEC.md §7.1)."""
 
     index: int
     opened: float
     reads: set[bytes] = field(default_factory=set)
+    peer: str = ""
 
 
 @dataclass(frozen=True)

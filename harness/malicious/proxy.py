@@ -384,7 +384,7 @@ class MaliciousRelay:
     ) -> web.WebSocketResponse:
         assert self._session is not None
         self._next_conn += 1
-        info = ConnInfo(self._next_conn, self.log.elapsed())
+        info = ConnInfo(self._next_conn, self.log.elapsed(), peer=request.remote or "")
         await ws.prepare(request)
         link = _Link(self, info, ws)
         up_url = self.upstream.replace("http://", "ws://", 1).replace("https://", "wss://", 1)

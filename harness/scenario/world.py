@@ -38,6 +38,12 @@ async def eventually(check: Callable[[], bool], timeout: float, what: str) -> No
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def member_address(index: int) -> str:
+    """Member ``index``'s own source address, in loopback's 127.0.0.0/8."""
+    n = index + 10
+    return f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
 @dataclass
 class RelayHandle:
     spec: RelaySpec
@@ -141,18 +147,22 @@ class World(HostileMember):
             name = f"m{i}"
             home = self.workdir / "clients" / name
             engine = Engine.create(home, PASSPHRASE, f"Member-{name}", urls, fast_kdf=True)
+            # each member connects from an address of its own (loopback
+            # 127.0.0.0/8): like a user without Tor, whom a relay tells by address
+            engine.local_addr = member_address(i)
             self.members[name] = Member(name, f"Member-{name}", home, engine)
             engine.listeners.append(self._epoch_recorder(name, engine))
         await asyncio.gather(*(m.engine.connect() for m in self.members.values()))
-        # "member:NAME" reader selectors become the connection that reads
-        # that member's inbox on this relay (all a relay can know of a reader)
+        # "member:NAME" reader selectors become that member's connections,
+        # told by their source address: every connection reads one mailbox
+        # (SPEC.md §7.1 "Connection roles"), so without Tor the address is
+        # what a relay singles a member out by
         for handle in self.relays.values():
             for fault in handle.proxy.faults:
                 if fault.reader.startswith("member:"):
                     who = self.members[fault.reader[7:]].engine
-                    box = next((i for i in who.identity.inboxes if i.relay_url == handle.url), None)
-                    if box is not None:
-                        fault.reader = "reads:" + box.mailbox_id.hex()[:16]
+                    if who.local_addr:
+                        fault.reader = "addr:" + who.local_addr
 
     def _epoch_recorder(self, name: str, engine: Engine) -> Any:
         """A listener noting each epoch this member's client moves to (the
@@ -459,7 +469,8 @@ class World(HostileMember):
         for name in self.select(a.get("who")):
             m = self.members[name]
             await m.engine.close()
-            m.engine = Engine.open(m.home, PASSPHRASE)
+            local_addr, m.engine = m.engine.local_addr, Engine.open(m.home, PASSPHRASE)
+            m.engine.local_addr = local_addr
             await m.engine.connect()
 
     async def do_export_import(self, a: dict[str, Any]) -> None:
@@ -472,7 +483,8 @@ class World(HostileMember):
             home = m.home.with_name(m.home.name + "-restored")
             Store.import_backup(backup, b"backup words", home, PASSPHRASE, fast_kdf=True).close()
             m.home = home
-            m.engine = Engine.open(home, PASSPHRASE)
+            local_addr, m.engine = m.engine.local_addr, Engine.open(home, PASSPHRASE)
+            m.engine.local_addr = local_addr
             await m.engine.connect()
 
     async def do_settle(self, a: dict[str, Any]) -> str:
