@@ -100,6 +100,7 @@ class _Sub:
     fetched: bool = False  # read up to its head at least once (a poll or a hot reader)
     last_delivery: float = 0.0
     pending_ack: int = 0  # cold: an ack for the next poll to send
+    failed_at: float = float("-inf")  # when its last poll found the relay unreachable
 
 
 @dataclass(slots=True)
@@ -439,7 +440,8 @@ class RelaySessions:
             await self._send_pending_ack(mailbox_id, client)
             sub.fetched = True
         except RelayUnavailable:
-            pass  # polled again later
+            if sub is not None:
+                sub.failed_at = self._clock()  # polled again later
         except RemoteError as exc:
             log.warning("relay refused a poll: %s", type(exc).__name__)
         finally:
@@ -459,7 +461,17 @@ class RelaySessions:
         self._poll_wake.set()
         deadline = now + timeout
         seen: dict[bytes, float] = {}  # when each hot reader's head was first known
+        # a relay that is down ends the wait: every mailbox has been tried
+        # once (a poll refused, a hot reader's attempt failed) and the caller
+        # reports it rather than wait out the timeout (SPEC.md §8.12)
+        failures = {mailbox_id: c.failures for mailbox_id, c in self._hot.items()}
         while self._clock() < deadline and not self._closed:
+            tried = {
+                mailbox_id
+                for mailbox_id, c in self._hot.items()
+                if c.failures > failures.get(mailbox_id, c.failures)
+            }
+            tried.update(m for m, sub in self._subs.items() if sub.failed_at >= now)
             for mailbox_id, client in self._hot.items():
                 hot = self._subs.get(mailbox_id)
                 head = client.heads.get(mailbox_id)
@@ -471,6 +483,8 @@ class RelaySessions:
                     hot.fetched = True
             if all(sub.fetched for sub in self._subs.values()):
                 return True
+            if all(sub.fetched or m in tried for m, sub in self._subs.items()):
+                return False
             await asyncio.sleep(0.05)
         return False
 
