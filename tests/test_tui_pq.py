@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Checkbox
 
+from client.suites import DEFAULT_SUITE
 from client.tui.app import SamizdatApp
 from client.tui.dialogs.prompt import PromptDialog
 from client.tui.screens.main import MainScreen
@@ -58,3 +59,19 @@ async def test_slash_group_create_pq() -> None:
     assert [c for c in engine.calls if c[0] == "create_group"] == [
         ("create_group", "Quantum club", MLKEM768X25519_SUITE)
     ]
+
+
+@pytest.mark.parametrize(("args", "suite"), [([], None), (["--pq"], MLKEM768X25519_SUITE)])
+async def test_slash_invite_pq_makes_a_post_quantum_invite(
+    args: list[str], suite: int | None
+) -> None:
+    """``/invite --pq``: the 1:1 chat the invite opens is post-quantum."""
+    engine = FakeEngine()
+    app = SamizdatApp(engine=engine, connect=False, inline_images=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen")
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        screen.cmd_invite(args)
+        await wait_for(pilot, lambda: bool(engine.invite_suites), what="invite made")
+    assert engine.invite_suites == [suite or DEFAULT_SUITE]

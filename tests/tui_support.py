@@ -9,6 +9,8 @@ from collections.abc import Callable
 from textual.app import App
 from textual.pilot import Pilot
 
+from client.suites import DEFAULT_SUITE
+
 
 def screen_text(app: App[object]) -> str:
     """The whole screen (with dialogs) as plain text, one line per row."""
@@ -57,6 +59,7 @@ class FakeEngine:
         self.notices: list[object] = []
         self.closed = False
         self.calls: list[tuple[object, ...]] = []
+        self.invite_suites: list[int] = []  # the suite of each invite made
         self.direct = bytes([10]) * 16
         self.group = bytes([11]) * 16
         self._contacts = {
@@ -188,7 +191,8 @@ class FakeEngine:
     def safety_number(self, contact) -> str:  # type: ignore[no-untyped-def]
         return " ".join(f"{i:05d}" for i in range(12345, 12345 + 12 * 1111, 1111))
 
-    async def invite(self, *, uses: int = 1) -> str:
+    async def invite(self, *, uses: int = 1, suite: int = DEFAULT_SUITE) -> str:
+        self.invite_suites.append(suite)
         return "samizdat:invite/" + "A" * 120
 
     def invites(self) -> list[object]:

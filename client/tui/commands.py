@@ -22,7 +22,9 @@ class SlashCommand:
 
 
 SLASH_COMMANDS: tuple[SlashCommand, ...] = (
-    SlashCommand("invite", "/invite", "show your invite link and QR code"),
+    SlashCommand(
+        "invite", "/invite [--pq] [N]", "show an invite link and QR code (--pq: post-quantum chat)"
+    ),
     SlashCommand("accept", "/accept LINK", "accept someone's invite link"),
     SlashCommand("verify", "/verify NAME", "compare safety numbers with a contact"),
     SlashCommand("group", "/group create [--pq] NAME", "create a group (--pq: post-quantum)"),

@@ -366,7 +366,10 @@ class MainScreen(Screen[None]):
         self.app.push_screen(RelaysScreen(self.engine))
 
     def cmd_invite(self, args: list[str]) -> None:
-        """``/invite`` (one person), ``/invite N``, ``/invite list``, ``/invite revoke ID``."""
+        """``/invite`` (one person), ``/invite N``, ``/invite list``, ``/invite revoke ID``;
+        ``--pq`` makes the 1:1 chat it opens post-quantum (SPEC.md §4.1.1)."""
+        pq = "--pq" in args
+        args = [a for a in args if a != "--pq"]
         action = args[0].lower() if args else ""
         if action == "list":
             self._list_invites()
@@ -382,12 +385,13 @@ class MainScreen(Screen[None]):
             self.run_engine(revoke(), "revoking the invite", f"invite {args[1]} revoked")
             return
         if action and not (action.isdigit() and int(action) >= 1):
-            self.notify("usage: /invite [N | list | revoke ID]", severity="warning")
+            self.notify("usage: /invite [--pq] [N | list | revoke ID]", severity="warning")
             return
         uses = int(action) if action else 1
+        suite = PQ_DEFAULT_SUITE if pq else DEFAULT_SUITE
 
         async def make() -> None:
-            link = await self.engine.invite(uses=uses)
+            link = await self.engine.invite(uses=uses, suite=suite)
             self.app.push_screen(InviteDialog(link, uses))
 
         self.run_engine(make(), "making an invite")
