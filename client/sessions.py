@@ -288,7 +288,14 @@ class RelaySessions:
         if self._closed or mailbox_id in self._hot or mailbox_id not in self._subs:
             return
         if len(self._hot) >= self.policy.max_readers:
-            demoted, client = self._hot.popitem(last=False)
+            # an inbox (invites, KeyPackages, introductions) waits for a poll
+            # more easily than a conversation: demote the least recently
+            # active inbox, else the least recently active mailbox
+            demoted = next(
+                (m for m in self._hot if m not in self._subs or not self._subs[m].shared),
+                next(iter(self._hot)),
+            )
+            client = self._hot.pop(demoted)
             self._schedule(demoted, self.policy.first_poll)
             self._retire_soon(client)
         self._open_reader(mailbox_id)
@@ -333,6 +340,11 @@ class RelaySessions:
         self.start()
         if len(self._hot) < self.policy.max_readers:
             self._open_reader(mailbox_id)
+        elif shared:
+            # a conversation's mailbox (a new group, or one moved after a
+            # removal, SPEC.md §8.3) is read live; a poll every few minutes
+            # would hold its messages and commits back
+            self._promote(mailbox_id)
         else:
             self._schedule(mailbox_id, self.policy.first_poll)
 

@@ -196,3 +196,30 @@ async def test_catch_up_reads_every_mailbox_once_even_cold_ones(relay: RelayProc
     finally:
         await writer.close()
         await pool.close()
+
+
+async def test_a_conversation_mailbox_is_read_live_when_the_readers_are_taken() -> None:
+    """A new group mailbox (a new conversation, or the group moved after a
+    removal) subscribed after ``max_readers`` inboxes gets a held reader, and
+    an inbox goes to polling: before, it was polled every few minutes and
+    its commits arrived late (the hostile-member scenario's victim lagged)."""
+    pool = RelaySessions("http://127.0.0.1:1", _noop, policy=FAST, rng=random.Random(3))
+    inboxes = [bytes([i]) * 32 for i in range(FAST.max_readers)]
+    for box in inboxes:
+        await pool.subscribe(box, os.urandom(32), 0)
+    group = bytes([99]) * 32
+    await pool.subscribe(group, os.urandom(32), 0, shared=True)
+    try:
+        assert pool.is_hot(group)
+        assert sum(pool.is_hot(b) for b in inboxes) == FAST.max_readers - 1
+        assert len(pool._hot) == FAST.max_readers  # still bounded
+        # another conversation demotes an inbox, never the first conversation
+        other = bytes([98]) * 32
+        await pool.subscribe(other, os.urandom(32), 0, shared=True)
+        assert pool.is_hot(group) and pool.is_hot(other)
+        # a further inbox waits for a poll
+        late = bytes([97]) * 32
+        await pool.subscribe(late, os.urandom(32), 0)
+        assert not pool.is_hot(late)
+    finally:
+        await pool.close()
