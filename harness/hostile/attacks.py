@@ -229,6 +229,11 @@ class HostileMember:
         assert result.welcome is not None
         await ea._post_to_inboxes(result.welcome, contact.inboxes, rec.conv_id)
         await self._observe(a)
+        # The removal is followed by a second commit that moves the group's
+        # mailboxes (SPEC.md §8.3): the victim may still be reading it when
+        # the observation window ends, so give it time to catch up with the
+        # admin (bounded).  A replaced group never does: it is another group.
+        await self._converged([victim, admin], rec.conv_id)
         after = self._state(victim, rec.conv_id)
         admin_state = self._state(admin, rec.conv_id)
         if after[1] == admin_state[1] and after[0] >= before[0]:
