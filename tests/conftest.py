@@ -1,4 +1,6 @@
-"""Shared test fixtures: locating the official MLS test vectors.
+"""Shared test fixtures: locating the official MLS test vectors; two relay
+processes (``relays``) and three engines on them (``trio``), which a test
+module may replace with its own.
 
 ``MLS_TEST_VECTORS`` names the vectors directory (default ``../shared/mls-vectors``
 next to the checkout).  Outside CI, a missing directory skips the vector tests
@@ -10,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client.engine import Engine
 from harness.conformance.registry import case_id, detect_kind
+from tests.client_support import RelayProcess, make_engine
 
 # the coverage floors of a whole-suite run (tests/coverage_floor.py): hooks, so imported here
 from tests.coverage_floor import pytest_runtestloop, pytest_terminal_summary  # noqa: F401
@@ -56,3 +61,22 @@ def run_vector(verifier: Any, case: Any) -> None:
         verifier.run(case)
     except UnsupportedError as exc:
         pytest.skip(f"unsupported: {exc}")
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
+    procs = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+async def trio(tmp_path: Path, relays: list[RelayProcess]) -> AsyncIterator[list[Engine]]:
+    urls = [r.url for r in relays]
+    engines = [make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob", "carol")]
+    for e in engines:
+        await e.connect()
+    yield engines
+    for e in engines:
+        await e.close()

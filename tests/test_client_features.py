@@ -9,7 +9,6 @@ import contextlib
 import os
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,25 +19,6 @@ from client.engine import Engine
 from tests.client_support import RelayProcess, befriend, eventually, make_engine
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
-    procs = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
-    yield procs
-    for p in procs:
-        p.stop()
-
-
-@pytest.fixture
-async def trio(tmp_path: Path, relays: list[RelayProcess]) -> AsyncIterator[list[Engine]]:
-    urls = [r.url for r in relays]
-    engines = [make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob", "carol")]
-    for e in engines:
-        await e.connect()
-    yield engines
-    for e in engines:
-        await e.close()
 
 
 def texts(engine: Engine, conv_id: bytes) -> list[str]:

@@ -10,9 +10,8 @@ removal that cannot be fully verified is shown).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +31,7 @@ from protocol.mls.group import Group
 from protocol.mls.messages import GroupContextExtensions, MLSMessage, Proposal, Remove
 from protocol.mls.policy import AllowAll
 from protocol.mls.welcome import key_package_ref
-from tests.client_support import RelayProcess, befriend, eventually, make_engine
+from tests.client_support import befriend, eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,25 +39,6 @@ pytestmark = pytest.mark.timeout(180)
 async def until(check: Callable[[], bool], what: str = "condition") -> None:
     """``eventually`` with room for a loaded 2-core machine."""
     await eventually(check, timeout=40.0, what=what)
-
-
-@pytest.fixture
-def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
-    procs = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
-    yield procs
-    for p in procs:
-        p.stop()
-
-
-@pytest.fixture
-async def trio(tmp_path: Path, relays: list[RelayProcess]) -> AsyncIterator[list[Engine]]:
-    urls = [r.url for r in relays]
-    engines = [make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob", "carol")]
-    for e in engines:
-        await e.connect()
-    yield engines
-    for e in engines:
-        await e.close()
 
 
 async def crew(creator: Engine, a: Engine, b: Engine, name: str = "crew") -> bytes:

@@ -6,7 +6,7 @@ mailboxes the removed member never learns (SPEC.md §8.3)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +19,6 @@ from protocol.mls.messages import MLSMessage
 from tests.client_support import RelayProcess, befriend, eventually, make_engine
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
-    procs = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
-    yield procs
-    for p in procs:
-        p.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +19,9 @@ from client.engine import Engine
 from client.relay_client import RelayClient
 from protocol.app import attachments
 from protocol.app.messages import File
-from tests.client_support import RelayProcess, befriend, eventually, make_engine
+from tests.client_support import RelayProcess, befriend, eventually
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
-    procs = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
-    yield procs
-    for p in procs:
-        p.stop()
 
 
 @pytest.fixture
@@ -47,17 +38,6 @@ def posted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[bytes]]:
 
     monkeypatch.setattr(RelayClient, "post", spy)
     return seen
-
-
-@pytest.fixture
-async def trio(tmp_path: Path, relays: list[RelayProcess]) -> AsyncIterator[list[Engine]]:
-    urls = [r.url for r in relays]
-    engines = [make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob", "carol")]
-    for e in engines:
-        await e.connect()
-    yield engines
-    for e in engines:
-        await e.close()
 
 
 def _blocks(relay: RelayProcess) -> set[bytes]:

@@ -11,8 +11,6 @@ existing conversation untouched.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,29 +23,10 @@ from protocol.app.group_meta import GroupMeta, meta_extension, new_mailbox_ref
 from protocol.mls.group import Group
 from protocol.mls.messages import MLSMessage
 from protocol.mls.welcome import key_package_ref
-from tests.client_support import RelayProcess, befriend, make_engine
+from tests.client_support import befriend
 from tests.test_client_insider import crew, said, snapshot, until
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
-    procs = [RelayProcess(tmp_path / f"relay{i}").start() for i in range(2)]
-    yield procs
-    for p in procs:
-        p.stop()
-
-
-@pytest.fixture
-async def trio(tmp_path: Path, relays: list[RelayProcess]) -> AsyncIterator[list[Engine]]:
-    urls = [r.url for r in relays]
-    engines = [make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob", "carol")]
-    for e in engines:
-        await e.connect()
-    yield engines
-    for e in engines:
-        await e.close()
 
 
 async def test_tree_welcome_reusing_a_known_group_id_is_refused(trio: list[Engine]) -> None:
