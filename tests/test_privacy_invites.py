@@ -88,6 +88,9 @@ async def test_short_link_carries_no_identity_and_works_once(
     # the link works, and the identity is proven inside (the safety number)
     conv = await bob.accept(link)
     await eventually(lambda: any(c.name == "Bob" for c in alice.contacts()), what="contact")
+    # Bob learns the name "Alice" from her introduction, which she sends once
+    # she holds the conversation: after the line above, not before
+    await eventually(lambda: any(c.name == "Alice" for c in bob.contacts()), what="her name")
     assert bob.find_contact("Alice").identity_key == alice.identity.signature_pub
     assert alice.safety_number(alice.find_contact("Bob")) == bob.safety_number(
         bob.find_contact("Alice")
