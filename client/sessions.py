@@ -69,7 +69,10 @@ Clock = Callable[[], float]
 class SessionPolicy:
     """Bounds and jitter of a relay's sessions; ranges are (low, high) seconds."""
 
-    max_readers: int = 16  # hot read connections per relay
+    # hot read connections per relay: a conversation beyond them is polled
+    # every few minutes, so there are enough for a busy user's conversations,
+    # inboxes and invites (about 33 KiB each on the client, 26 on the relay)
+    max_readers: int = 64
     max_polls: int = 4  # concurrent polls of cold mailboxes per relay
     max_posters: int = 8  # post connections per relay
     poll_interval: tuple[float, float] = (60.0, 180.0)
