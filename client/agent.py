@@ -48,9 +48,7 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -111,6 +109,8 @@ def socket_path(home: Path) -> Path | None:
     inside = home / "agent" / "sock"
     if len(os.fsencode(str(inside))) <= MAX_SOCKET_PATH:
         return inside
+    import tempfile
+
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     digest = hashlib.blake2b(home_id(home), digest_size=10).hexdigest()
     path = Path(base) / f"samizdat-agent-{os.getuid()}" / digest / "sock"
@@ -277,7 +277,7 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
     agent there); False if there is no private place for its socket.
 
     The listening socket is bound here and inherited by the agent, and the
-    key sent as the first request on it, so this returns without waiting
+    key queued as the first request on it, so this returns without waiting
     for the agent's interpreter to start."""
     idle = idle if idle is not None else idle_setting()
     path = socket_path(home)
@@ -304,13 +304,32 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
         return False
     finally:
         listener.close()
-    return _exchange(path, encode_request(OP_PUT, home, store_id, key), 5.0) is not None
+    return _hand_over(path, encode_request(OP_PUT, home, store_id, key))
 
 
-_children: list[subprocess.Popen[bytes]] = []
+def _hand_over(path: Path, request: bytes) -> bool:
+    """Queue the key on the new agent's socket without waiting for its
+    answer (its interpreter may still be starting): the connection waits in
+    the listening socket's backlog, which only that agent can accept."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(2.0)
+        sock.connect(str(path))
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+_children: list[object] = []  # the agents started: see _spawn
 
 
 def _spawn(listener: socket.socket, home: Path, path: Path, idle: float) -> None:
+    import subprocess
+
     root = str(Path(__file__).resolve().parent.parent)
     env = {
         k: v

@@ -326,3 +326,41 @@ def test_the_agent_exits_when_its_home_is_deleted_or_on_sigterm(home: Path, tmp_
         assert sock is not None and not sock.exists()
     finally:
         agent.stop(other)
+
+
+def test_offline_commands_neither_import_the_network_stack_nor_connect(tmp_path: Path) -> None:
+    """``chats``, ``contacts``, ``relays``, ``invite list``, ``history`` read
+    the store only: no connection to the relay (a listening socket that
+    must see none) and aiohttp is never imported (issue 12 item 5)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    home = tmp_path / "alice"
+    engine = Engine.create(home, PASSPHRASE.encode(), "Alice", [url], fast_kdf=True)
+    asyncio.run(engine.close())
+    env = env_without_proxy() | {
+        "PYTHONPATH": str(ROOT),
+        "SAMIZDAT_AGENT": "off",
+        "SAMIZDAT_PASSPHRASE": PASSPHRASE,
+    }
+    try:
+        for args in (["chats"], ["contacts"], ["relays"], ["invite", "list"], ["history", "x"]):
+            command = [sys.executable, "-X", "importtime", "-m", "client.cli", "--home", str(home)]
+            result = subprocess.run(
+                [*command, *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == (1 if args[0] == "history" else 0), result.stderr
+            imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+            assert "aiohttp" not in imported, args
+            assert "textual" not in imported, args
+            with pytest.raises(TimeoutError):
+                listener.accept()[0].close()
+    finally:
+        listener.close()
