@@ -364,3 +364,48 @@ def test_offline_commands_neither_import_the_network_stack_nor_connect(tmp_path:
                 listener.accept()[0].close()
     finally:
         listener.close()
+
+
+def test_a_passphrase_change_stops_the_agent(home: Path) -> None:
+    cli(home, "chats")
+    pid = agent.agent_pid(home)
+    assert pid is not None
+    with Store.open(home, PASSPHRASE.encode()) as store:
+        store.change_passphrase(PASSPHRASE.encode(), b"another passphrase")
+    wait_for(lambda: not alive(pid), what="the agent to exit")
+    assert agent.agent_pid(home) is None
+
+
+def test_the_lifetime_bound_ends_a_busy_agent_and_its_key_is_overwritten(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "store.db").write_bytes(b"")
+    path = tmp_path / "s" / "sock"
+    path.parent.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    salt, key = os.urandom(16), os.urandom(32)
+    server = agent.Agent(listener, home, path, idle=60, lifetime=1.5)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        assert agent.request_key(path, home, salt) is None  # nothing handed yet
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(path))
+        sock.sendall(agent.encode_request(agent.OP_PUT, home, salt, key))
+        sock.close()
+        assert agent.request_key(path, home, os.urandom(16)) is None  # another store
+        assert agent.request_key(path, home, salt) == key
+        # in use all the time: the idle timeout never fires, the lifetime does
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline:
+            agent.request_key(path, home, salt)
+            time.sleep(0.1)
+        assert not thread.is_alive()
+        assert server.key == bytearray(32) and server.store_id is None
+        assert not path.exists()
+    finally:
+        server.close()
+        thread.join(10)
+        listener.close()
