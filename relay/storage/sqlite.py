@@ -23,7 +23,8 @@ Theory of operation
   a random 63-bit integer per mailbox, with no rowid, so nothing in the
   table orders one mailbox's messages against another's, nor one mailbox's
   creation against another's.  The dedup key is a column of the message
-  row (no second table to write).
+  row (no second table to write), and there is no expiry index: the expiry
+  pass walks the mailboxes (:meth:`_sweep`).
   A second thread checkpoints the WAL into the database with its own
   connection (PASSIVE, never blocking the writer), so a COMMIT writes and
   fsyncs only the WAL.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import sqlite3
@@ -80,6 +82,7 @@ from relay.storage.sqlite_schema import SCHEMA, SCHEMA_VERSION, migrate, new_mai
 
 BATCH = 512
 LOOKUP = 128
+SWEEP = 4096  # mailboxes per request of an expiry pass
 MAX_CACHED = 50_000
 CACHE_KIB = 32 * 1024  # SQLite page cache: the indexes' hot pages stay in memory
 CHECKPOINT_INTERVAL = 0.25  # seconds between the checkpointer's passes
@@ -517,52 +520,80 @@ class SqliteStorage(Storage):
         await self._call(op)
 
     async def expire(self, now: int) -> int:
+        """Delete what expired by ``now``: messages, idle mailboxes, blobs.
+
+        There is no expiry index (each post would write one more, scattered
+        index entry): the pass walks the mailboxes in key order,
+        :data:`SWEEP` at a time, each slice a request of its own so posts
+        are not held up behind the whole pass.  A mailbox's messages expire
+        in seq order (one TTL, expiry from the post's time), so a mailbox
+        has something to delete when its oldest message has expired."""
+        removed = 0
+        after = b""
+        while True:
+            n: int
+            n, after = await self._call(functools.partial(self._sweep, after=after, now=now))
+            removed += n
+            if not after:
+                break
         blob_files: list[Path] = []
 
-        def op(db: sqlite3.Connection) -> int:
-            cached = {entry[6]: key for key, entry in self._mbx.items()}
-            removed = 0
-            for mid, n, nbytes, last, latest in db.execute(
-                "SELECT mbox, COUNT(*), SUM(length(envelope)), MAX(seq), MAX(expires) "
-                "FROM messages WHERE expires<=? GROUP BY mbox",
-                (now,),
-            ).fetchall():
-                # the row keeps the head and expiry these messages told
-                db.execute(
-                    "UPDATE mailboxes SET head_seq=MAX(head_seq, ?), expires=MAX(expires, ?) "
-                    "WHERE id=?",
-                    (last, latest, mid),
-                )
-                self._mbx.pop(cached.get(mid, b""), None)
-                self.total -= nbytes
-                removed += n
-            db.execute("DELETE FROM messages WHERE expires<=?", (now,))
-            # a mailbox expires with its last message, or without one after
-            # its (re-)create's TTL: its row's expiry has passed and no
-            # message holds a later one
-            dead = db.execute(
-                "SELECT key, id FROM mailboxes WHERE expires<=? "
-                "AND NOT EXISTS (SELECT 1 FROM messages WHERE mbox=mailboxes.id)",
-                (now,),
-            ).fetchall()
-            for key, mid in dead:
-                db.execute("DELETE FROM mailboxes WHERE id=?", (mid,))
-                self._mbx.pop(key, None)
-            removed += len(dead)
-            self.mailboxes -= len(dead)
-            self.total -= len(dead) * MAILBOX_ROW_COST
+        def blobs(db: sqlite3.Connection) -> int:
+            n = 0
             for bkey, chunks in db.execute(
                 "SELECT key, chunks FROM blobs WHERE expires<=?", (now,)
             ).fetchall():
                 blob_files.extend(self._chunk_paths(bkey))
                 self.total -= chunks * BLOB_CHUNK_SIZE
-                removed += 1
+                n += 1
             db.execute("DELETE FROM blobs WHERE expires<=?", (now,))
-            return removed
+            return n
 
-        removed: int = await self._call(op)
+        expired_blobs: int = await self._call(blobs)
+        removed += expired_blobs
         await asyncio.to_thread(_unlink_all, blob_files)
         return removed
+
+    def _sweep(self, db: sqlite3.Connection, after: bytes, now: int) -> tuple[int, bytes]:
+        """Expire the messages and mailboxes of the next :data:`SWEEP`
+        mailboxes past key ``after``; the count and the last key (b"" at
+        the end)."""
+        rows = db.execute(
+            "SELECT key, id, expires, (SELECT expires FROM messages WHERE mbox=mailboxes.id "
+            "ORDER BY seq LIMIT 1) FROM mailboxes WHERE key>? ORDER BY key LIMIT ?",
+            (after, SWEEP),
+        ).fetchall()
+        removed = 0
+        for key, mid, expires, oldest in rows:
+            if oldest is not None and oldest <= now:
+                self._mbx.pop(key, None)
+                n, nbytes, last, latest = db.execute(
+                    "SELECT COUNT(*), SUM(length(envelope)), MAX(seq), MAX(expires) "
+                    "FROM messages WHERE mbox=? AND expires<=?",
+                    (mid, now),
+                ).fetchone()
+                # the row keeps the head and expiry these messages told
+                expires = max(expires, latest)
+                db.execute(
+                    "UPDATE mailboxes SET head_seq=MAX(head_seq, ?), expires=? WHERE id=?",
+                    (last, expires, mid),
+                )
+                db.execute("DELETE FROM messages WHERE mbox=? AND expires<=?", (mid, now))
+                self.total -= nbytes
+                removed += n
+            # a mailbox expires with its last message, or without one after
+            # its (re-)create's TTL: its row's expiry has passed and no
+            # message holds a later one
+            if (
+                expires <= now
+                and not db.execute("SELECT 1 FROM messages WHERE mbox=? LIMIT 1", (mid,)).fetchone()
+            ):
+                db.execute("DELETE FROM mailboxes WHERE id=?", (mid,))
+                self._mbx.pop(key, None)
+                self.mailboxes -= 1
+                self.total -= MAILBOX_ROW_COST
+                removed += 1
+        return removed, rows[-1][0] if len(rows) == SWEEP else b""
 
     # ------------------------------------------------------------ blobs
 

@@ -12,9 +12,11 @@ Theory of operation
   to the group mailbox made the next moment, SPEC §7.12).
 * Nothing in the table orders one mailbox's messages against another's:
   there is no rowid; the UNIQUE ``(mbox, dkey)`` de-duplication index maps
-  to the key ``(mbox, seq)``; the expiry index orders by whole hours, then
-  by that key (random ids).  The dedup key is a column of its message's
-  row, so it goes with the message (SPEC §7.12).
+  to the key ``(mbox, seq)``.  There is no expiry index (schema 3 had one):
+  each post wrote an entry at a random place in it, and the expiry pass
+  finds expired messages per mailbox instead, where they come first in seq
+  order.  The dedup key is a column of its message's row, so it goes with
+  the message (SPEC §7.12).
 * A ``mailboxes`` row holds only what the messages cannot tell: keys,
   TTL, mode, and the head seq and expiry *as of the last time messages were
   removed* (an ack or an expiry pass) or the mailbox was (re-)created.  The
@@ -41,7 +43,6 @@ CREATE TABLE IF NOT EXISTS messages (
     expires INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (mbox, seq))
     WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dkey ON messages (mbox, dkey);
-CREATE INDEX IF NOT EXISTS messages_expires ON messages (expires);
 """
 MAILBOXES = """
 CREATE TABLE IF NOT EXISTS mailboxes (
