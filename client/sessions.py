@@ -464,8 +464,11 @@ class RelaySessions:
         """Ack over the mailbox's own reader; a cold mailbox's waits for its poll."""
         client = self._hot.get(mailbox_id) or self._polling.get(mailbox_id)
         if client is not None and client.state == "connected":
-            await client.ack(mailbox_id, up_to_seq)
-            return
+            try:
+                await client.ack(mailbox_id, up_to_seq)
+                return
+            except RelayUnavailable:
+                pass  # closed meanwhile (its poll ended): the next reader sends it
         sub = self._subs.get(mailbox_id)
         if sub is None:
             raise RelayUnavailable("not reading that mailbox")

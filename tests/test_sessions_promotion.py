@@ -28,7 +28,7 @@ from client.relay_client import RelayClient
 from client.sessions import RelaySessions, SessionPolicy
 from harness.relay_process import RelayProcess
 from protocol.padding import pad
-from tests.client_support import eventually
+from tests.client_support import befriend, eventually, make_engine
 from tests.test_session_isolation import what_the_relay_saw
 
 pytestmark = pytest.mark.timeout(180)
@@ -225,3 +225,40 @@ async def test_catch_up_counts_the_failures_of_readers_created_while_it_runs() -
             assert time.monotonic() - started < 45
         finally:
             await pool.close()
+
+
+async def test_opening_a_conversation_reads_its_mailboxes_live(
+    tmp_path: Path, relays: list[RelayProcess]
+) -> None:
+    """The user opens a conversation (the TUI and ``history`` mark it read)
+    whose mailboxes are cold: they are promoted, so the reply the user is
+    likely waiting for arrives live, not at the next poll (1 to 3 min)."""
+    urls = [r.url for r in relays]
+    alice, bob = (make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob"))
+    try:
+        for e in (alice, bob):
+            await e.connect()
+        conv = await befriend(alice, bob)
+        boxes = [
+            (mb.relay_url, mb.mailbox_id)
+            for mb in alice._mailboxes.values()
+            if mb.conv_id == conv and not mb.retired
+        ]
+        assert boxes
+        for url, m in boxes:  # the conversation went cold, every reader is taken
+            pool = alice.relays[url]
+            if pool.is_hot(m):
+                pool._demote(m)
+            pool.policy = replace(pool.policy, max_readers=len(pool._hot))
+            assert not pool.is_hot(m)
+        alice.mark_read(conv)
+        assert all(alice.relays[url].is_hot(m) for url, m in boxes)
+        await bob.send_text(conv, "are you there?")
+
+        def arrived() -> bool:
+            return any(e.text == "are you there?" for e in alice.history(conv))
+
+        await eventually(arrived, 20, "the reply live (polls are 1 to 3 min apart)")
+    finally:
+        await alice.close()
+        await bob.close()
