@@ -429,12 +429,10 @@ class RelaySessions:
         self.start()
         if len(self._hot) < self.policy.max_readers:
             self._open_reader(mailbox_id)
-        elif shared:
-            # a conversation's mailbox (a new group, or one moved after a
-            # removal, SPEC.md §8.3) is read live; a poll every few minutes
-            # would hold its messages and commits back
-            self._promote(mailbox_id, force=True)
-        else:
+        # a conversation's mailbox (a new group, or one moved after a
+        # removal, SPEC.md §8.3) is read live; a poll every few minutes
+        # would hold its messages and commits back
+        elif not (shared and self._promote(mailbox_id, force=True)):
             self._schedule(mailbox_id, self.policy.first_poll)
 
     def subscribed(self, mailbox_id: bytes) -> bool:

@@ -262,3 +262,43 @@ async def test_opening_a_conversation_reads_its_mailboxes_live(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_only_new_activity_in_a_conversation_promotes(relay: RelayProcess) -> None:
+    """What a poll finds promotes only if it is new (arrived since the
+    mailbox was last read up to its head: not the backlog of a client that
+    was offline) and only in a conversation (an inbox's invite is no
+    conversation)."""
+    policy = replace(POLICY, max_readers=0, poll_interval=(0.5, 1.0))
+    got: dict[bytes, int] = {}
+
+    async def deliver(url: str, mailbox_id: bytes, seq: int, envelope: bytes) -> None:
+        got[mailbox_id] = got.get(mailbox_id, 0) + 1
+
+    pool = RelaySessions(relay.url, deliver, policy=policy, rng=random.Random(4))
+    peer = RelayClient(relay.url, _noop)
+    peer.start()
+    conv = (os.urandom(32), os.urandom(32), os.urandom(32))
+    inbox = (os.urandom(32), os.urandom(32), os.urandom(32))
+    try:
+        for (m, r, w), shared in ((conv, True), (inbox, False)):
+            await peer.create_mailbox(m, r, w, shared=shared)
+            for _ in range(3):  # a backlog from while we were offline
+                await peer.post(m, w, os.urandom(16), pad(b"old"))
+            await pool.subscribe(m, r, 0, write_seed=w, shared=shared)
+            assert not pool.is_hot(m)
+        pool.policy = replace(policy, max_readers=2)  # room for both
+        await eventually(
+            lambda: got.get(conv[0]) == 3 and got.get(inbox[0]) == 3, 30, "the backlog"
+        )
+        await asyncio.sleep(3 * policy.poll_interval[1])  # a few more polls
+        assert not pool.is_hot(conv[0]), "a backlog promoted"
+        await peer.post(inbox[0], inbox[2], os.urandom(16), pad(b"an invite"))
+        await eventually(lambda: got.get(inbox[0]) == 4, 30, "the inbox's poll")
+        await asyncio.sleep(policy.poll_interval[1])
+        assert not pool.is_hot(inbox[0]), "an inbox's poll promoted it"
+        await peer.post(conv[0], conv[2], os.urandom(16), pad(b"new"))
+        await eventually(lambda: pool.is_hot(conv[0]), 30, "the active conversation promoted")
+    finally:
+        await peer.close()
+        await pool.close()
