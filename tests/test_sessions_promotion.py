@@ -302,3 +302,41 @@ async def test_only_new_activity_in_a_conversation_promotes(relay: RelayProcess)
     finally:
         await peer.close()
         await pool.close()
+
+
+async def test_an_engines_cold_conversation_gets_a_burst_live(
+    tmp_path: Path, relays: list[RelayProcess]
+) -> None:
+    """The same through real engines: Alice's conversation with Bob went
+    cold on both relays (every reader taken); Bob writes, the first message
+    comes by a poll, the following ones live.  (This passed on the old code
+    too: the delivery receipt Alice posts after the first message promoted
+    the mailbox by the post rule.  Where no receipt goes, in a group of more
+    than 65 members where she is no receipt witness, only the poll rule
+    tested above promotes.)"""
+    urls = [r.url for r in relays]
+    alice, bob = (make_engine(tmp_path / n, n.capitalize(), urls) for n in ("alice", "bob"))
+    alice.session_policy = replace(POLICY, max_readers=64)
+    try:
+        for e in (alice, bob):
+            await e.connect()
+        conv = await befriend(alice, bob)
+        for mb in [m for m in alice._mailboxes.values() if m.conv_id == conv and not m.retired]:
+            pool = alice.relays[mb.relay_url]
+            if pool.is_hot(mb.mailbox_id):
+                pool._demote(mb.mailbox_id)
+            pool.policy = replace(pool.policy, max_readers=len(pool._hot))
+        await asyncio.sleep(POLICY.demote_delay[1] + 1)  # the displaced readers closed
+
+        def count() -> int:
+            return sum(e.text.startswith("burst") for e in alice.history(conv))
+
+        await bob.send_text(conv, "burst 1")
+        await eventually(lambda: count() == 1, 40, "the first message (by a poll)")
+        for n in range(2, 5):
+            await asyncio.sleep(1.0)
+            await bob.send_text(conv, f"burst {n}")
+            await eventually(lambda n=n: count() == n, LIVE, f"message {n} live")  # type: ignore[misc]
+    finally:
+        await alice.close()
+        await bob.close()
