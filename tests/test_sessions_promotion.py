@@ -336,7 +336,11 @@ async def test_an_engines_cold_conversation_gets_a_burst_live(
         for n in range(2, 5):
             await asyncio.sleep(1.0)
             await bob.send_text(conv, f"burst {n}")
-            await eventually(lambda n=n: count() == n, LIVE, f"message {n} live")  # type: ignore[misc]
+
+            def arrived(n: int = n) -> bool:
+                return count() == n
+
+            await eventually(arrived, LIVE, f"message {n} live")
     finally:
         await alice.close()
         await bob.close()
