@@ -261,6 +261,11 @@ class RelayClient:
         # trust_env=False: an HTTP(S)_PROXY variable never replaces the setting
         return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called (a connection may be under way)."""
+        return self._task is not None
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._supervise(), name=f"relay {self.url}")
