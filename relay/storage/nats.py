@@ -123,9 +123,10 @@ class NatsStorage(Storage):
         self._blob_kv: Any = None
         self._obs: Any = None
         self._cache: dict[bytes, tuple[float, MailboxInfo]] = {}
-        # when this process last changed a mailbox's metadata: no KV read
-        # sent before then may be cached, as it may predate the change
-        self._changed_at = 0.0
+        # when a key's metadata last changed (through this process, or seen by
+        # the watch): no KV read of it sent before then may be cached, as it
+        # may predate the change; pruned after 2 * REQUEST_TIMEOUT
+        self._changed: dict[bytes, float] = {}
         self._to_refresh: set[bytes] = set()
         self._refresher: asyncio.Task[None] | None = None
         # the metadata watch: last bucket sequence seen, last confirmation
@@ -247,6 +248,10 @@ class NatsStorage(Storage):
         while True:
             await asyncio.sleep(INFO_TTL / 4)
             asked = time.monotonic()
+            # a read sent that long ago has been answered or has timed out
+            old = [k for k, t in self._changed.items() if t < asked - 2 * REQUEST_TIMEOUT]
+            for k in old:
+                del self._changed[k]
             try:
                 info = await self._js.stream_info(f"KV_{MBX_BUCKET}")
             except _NATS_ERRORS:
@@ -338,15 +343,16 @@ class NatsStorage(Storage):
         info = _decode_info(entry.value)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        if now > self._changed_at:
+        if now > self._changed.get(key, 0.0):
             self._cache[key] = (now, info)
         return info
 
     def _forget(self, key: bytes) -> None:
-        """After a create, rotation or delete through this process: the next
-        post reads the new metadata, and no read already under way is cached."""
+        """After a change to ``key``'s metadata (a create, rotation or delete
+        through this process, or one the watch saw): the next post reads the
+        new metadata, and no read of it already under way is cached."""
         self._cache.pop(key, None)
-        self._changed_at = time.monotonic()
+        self._changed[key] = time.monotonic()
 
     async def get_mailbox(self, key: bytes) -> MailboxInfo | None:
         info = await self._info(key, fresh=True)
@@ -435,7 +441,7 @@ class NatsStorage(Storage):
             )
             for key, entry in zip(keys, results, strict=True):
                 hit = self._cache.get(key)
-                if hit is None or hit[0] > sent or sent <= self._changed_at:
+                if hit is None or hit[0] > sent or sent <= self._changed.get(key, 0.0):
                     # dropped or changed meanwhile (a create, rotation or delete
                     # through this process) or already re-read: this answer may
                     # be older
