@@ -34,7 +34,23 @@ Theory of operation
   under the hashed key; rotation is a compare-and-set update.  Post
   authorization reads it through a cache of :data:`INFO_TTL` seconds, so a
   rotation made through another relay process takes effect there within that
-  time; through this process it is immediate.
+  time; through this process it is immediate.  Each process also watches
+  the bucket (an ordered consumer, headers only, new changes only) and drops
+  a changed key from its cache; every ``INFO_TTL / 4`` it confirms that the
+  watch has caught up with the bucket's last sequence, as read at a time
+  *c*.  While the last confirmation is under :data:`INFO_TTL` old, an entry
+  may be used up to :data:`INFO_MAX_AGE` after it was read: a change
+  committed before *c* has been seen and dropped the entry, so a stale entry
+  serves posts at most :data:`INFO_TTL` after the change (as before), while
+  a busy mailbox is read from the KV every ``INFO_MAX_AGE / 2`` seconds
+  instead of every :data:`INFO_TTL` (with 1,000 busy mailboxes, 500 KV reads
+  a second, each also sending every other post down the slow path behind
+  it).  Without a fresh confirmation (the watch broke, NATS is down), the
+  plain :data:`INFO_TTL` applies.  Entries are re-read in the background once
+  half their allowed age has passed, so busy mailboxes' posts never wait for
+  the KV.  Expiry of the metadata by the bucket's max age sends no change:
+  :data:`INFO_MAX_AGE` bounds that lag, far inside the hour to which every
+  stored time is rounded (SPEC.md §7.12).
 * Blobs: chunks in the object store ``sz_blobs``, capability hashes and the
   chunk count in KV ``sz_blobmeta``; both expire with the blob TTL.
 * Durability is the server's: run JetStream with ``sync_interval: always``
@@ -74,6 +90,7 @@ from relay.config import Limits
 from relay.storage.base import BlobMeta, LiveHub, MailboxInfo, Storage, blob_key
 
 INFO_TTL = 2.0
+INFO_MAX_AGE = 30.0
 DEDUP_WINDOW = 600.0
 REQUEST_TIMEOUT = 5.0
 MBX_BUCKET = "sz_mailboxes"
@@ -106,6 +123,17 @@ class NatsStorage(Storage):
         self._blob_kv: Any = None
         self._obs: Any = None
         self._cache: dict[bytes, tuple[float, MailboxInfo]] = {}
+        # when a key's metadata last changed (through this process, or seen by
+        # the watch): no KV read of it sent before then may be cached, as it
+        # may predate the change; pruned after 2 * REQUEST_TIMEOUT
+        self._changed: dict[bytes, float] = {}
+        self._to_refresh: set[bytes] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        # the metadata watch: last bucket sequence seen, last confirmation
+        self._kv_seen = 0
+        self._confirmed_at = -INFO_TTL
+        self._confirmer: asyncio.Task[None] | None = None
+        self._watch_sub: Any = None
         self._live: dict[bytes, asyncio.Task[Any]] = {}
         self._last_pushed: dict[bytes, int] = {}
         self._closing: set[asyncio.Future[None]] = set()
@@ -133,6 +161,7 @@ class NatsStorage(Storage):
             self._acks_prefix = self._nc.new_inbox()
             await self._nc.subscribe(self._acks_prefix + ".*", cb=self._on_pub_ack)
             await self._ensure_streams()
+            await self._watch_metadata()
         except _NATS_ERRORS as exc:
             await self.close()
             raise Unavailable(f"cannot reach NATS: {type(exc).__name__}") from exc
@@ -193,6 +222,52 @@ class NatsStorage(Storage):
             ),
         )
 
+    async def _watch_metadata(self) -> None:
+        """Start the metadata watch and its confirmations (module docstring)."""
+        self._watch_sub = await self._js.subscribe(
+            f"$KV.{MBX_BUCKET}.>",
+            stream=f"KV_{MBX_BUCKET}",
+            cb=self._on_metadata_change,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.NEW,
+            headers_only=True,
+        )
+        # changes stored after the consumer was made are delivered, those
+        # before it were never cached (the cache is empty at start)
+        info = await self._js.stream_info(f"KV_{MBX_BUCKET}")
+        self._kv_seen = max(self._kv_seen, int(info.state.last_seq))
+        self._confirmer = asyncio.get_running_loop().create_task(self._confirm_loop())
+
+    async def _on_metadata_change(self, msg: Any) -> None:
+        key = msg.subject.rsplit(".", 1)[-1]
+        with contextlib.suppress(ValueError):
+            self._forget(bytes.fromhex(key))
+        self._kv_seen = max(self._kv_seen, int(msg.metadata.sequence.stream))
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(INFO_TTL / 4)
+            asked = time.monotonic()
+            # a read sent that long ago has been answered or has timed out
+            old = [k for k, t in self._changed.items() if t < asked - 2 * REQUEST_TIMEOUT]
+            for k in old:
+                del self._changed[k]
+            try:
+                info = await self._js.stream_info(f"KV_{MBX_BUCKET}")
+            except _NATS_ERRORS:
+                continue
+            last = int(info.state.last_seq)
+            # a bounded wait for the watch to deliver up to ``last``
+            for _ in range(int(INFO_TTL / 0.02)):
+                if self._kv_seen >= last:
+                    self._confirmed_at = asked
+                    break
+                await asyncio.sleep(0.02)
+
+    def _max_age(self, now: float) -> float:
+        """How old a cached entry may be at ``now`` (module docstring)."""
+        return INFO_MAX_AGE if now - self._confirmed_at < INFO_TTL else INFO_TTL
+
     async def _add_or_update(self, cfg: api.StreamConfig) -> None:
         try:
             await self._js.add_stream(cfg)
@@ -200,6 +275,9 @@ class NatsStorage(Storage):
             await self._js.update_stream(cfg)
 
     async def close(self) -> None:
+        for task in (self._refresher, self._confirmer):
+            if task is not None:
+                task.cancel()
         for task in self._live.values():
             task.cancel()
         self._live.clear()
@@ -248,12 +326,12 @@ class NatsStorage(Storage):
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
-        self._cache.pop(key, None)
+        self._forget(key)
 
     async def _info(self, key: bytes, fresh: bool = False) -> MailboxInfo | None:
         hit = self._cache.get(key)
         now = time.monotonic()
-        if hit is not None and not fresh and now - hit[0] < INFO_TTL:
+        if hit is not None and not fresh and now - hit[0] < self._max_age(now):
             return hit[1]
         try:
             entry = await self._kv.get(key.hex())
@@ -262,13 +340,19 @@ class NatsStorage(Storage):
             return None
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
-        v = entry.value
-        mode = v[68] if len(v) > 68 else MODE_QUEUE
-        info = MailboxInfo(v[:32], v[32:64], int.from_bytes(v[64:68], "big"), 0, mode)
+        info = _decode_info(entry.value)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[key] = (now, info)
+        if now > self._changed.get(key, 0.0):
+            self._cache[key] = (now, info)
         return info
+
+    def _forget(self, key: bytes) -> None:
+        """After a change to ``key``'s metadata (a create, rotation or delete
+        through this process, or one the watch saw): the next post reads the
+        new metadata, and no read of it already under way is cached."""
+        self._cache.pop(key, None)
+        self._changed[key] = time.monotonic()
 
     async def get_mailbox(self, key: bytes) -> MailboxInfo | None:
         info = await self._info(key, fresh=True)
@@ -288,7 +372,7 @@ class NatsStorage(Storage):
             raise Unavailable("concurrent rotation; retry") from None
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
-        self._cache.pop(key, None)
+        self._forget(key)
 
     async def delete_mailbox(self, key: bytes) -> None:
         try:
@@ -300,7 +384,7 @@ class NatsStorage(Storage):
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
         finally:
-            self._cache.pop(key, None)
+            self._forget(key)
 
     async def post(
         self, key: bytes, dkey: bytes, envelope: bytes, now: int, write_key: bytes | None = None
@@ -321,17 +405,52 @@ class NatsStorage(Storage):
         loading it, which would let this one overtake), the post joins this
         iteration's pipelined batch with no task of its own."""
         hit = self._cache.get(key)
+        mono = time.monotonic()
+        max_age = self._max_age(mono)
+        age = mono - hit[0] if hit is not None else max_age
         if (
             hit is None
             or self._slow_posts
-            or time.monotonic() - hit[0] >= INFO_TTL
+            or age >= max_age
             or (write_key is not None and hit[1].write_key != write_key)
         ):
             self._slow_posts += 1
             fut = asyncio.ensure_future(self.post(key, dkey, envelope, now, write_key))
             fut.add_done_callback(self._slow_done)
             return fut
+        if age >= max_age / 2:
+            self._refresh_soon(key)
         return self._publish(key, dkey, envelope, hit[1].ttl)
+
+    def _refresh_soon(self, key: bytes) -> None:
+        """Re-read ``key``'s metadata in the background (see the module docstring)."""
+        self._to_refresh.add(key)
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while self._to_refresh:
+            keys, self._to_refresh = self._to_refresh, set()
+            sent = time.monotonic()
+            # skip those re-read since they were queued (by this loop's last
+            # round or a post's own read)
+            due = self._max_age(sent) / 2
+            keys = {k for k in keys if sent - self._cache.get(k, (0.0,))[0] >= due}
+            results = await asyncio.gather(
+                *(self._kv.get(k.hex()) for k in keys), return_exceptions=True
+            )
+            for key, entry in zip(keys, results, strict=True):
+                hit = self._cache.get(key)
+                if hit is None or hit[0] > sent or sent <= self._changed.get(key, 0.0):
+                    # dropped or changed meanwhile (a create, rotation or delete
+                    # through this process) or already re-read: this answer may
+                    # be older
+                    continue
+                if isinstance(entry, nats.js.errors.KeyNotFoundError):
+                    self._cache.pop(key, None)  # deleted: the next post finds out
+                elif not isinstance(entry, BaseException):
+                    self._cache[key] = (sent, _decode_info(entry.value))
+                # any other error: the entry ages out and a post re-reads it itself
 
     def _slow_done(self, _: asyncio.Future[Any]) -> None:
         self._slow_posts -= 1
@@ -628,6 +747,13 @@ class NatsStorage(Storage):
             await self._blob_kv.purge(blob_key(blob_id).hex())
         except _NATS_ERRORS as exc:
             raise Unavailable(f"storage error: {type(exc).__name__}") from exc
+
+
+def _decode_info(v: bytes) -> MailboxInfo:
+    """A ``sz_mailboxes`` value: read key, write key, ttl, then the mode byte
+    (absent: a queue).  The head seq is not kept there (0)."""
+    mode = v[68] if len(v) > 68 else MODE_QUEUE
+    return MailboxInfo(v[:32], v[32:64], int.from_bytes(v[64:68], "big"), 0, mode)
 
 
 def _map_api_error(exc: Any) -> RelayError:
