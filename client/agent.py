@@ -310,11 +310,20 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
 def _hand_over(path: Path, request: bytes) -> bool:
     """Queue the key on the new agent's socket without waiting for its
     answer (its interpreter may still be starting): the connection waits in
-    the listening socket's backlog, which only that agent can accept."""
+    the listening socket's backlog, which only that agent can accept.
+
+    The connection goes by path, and a path can change under us (another
+    user who can write an ancestor of the home swaps it for a symlink to a
+    socket of theirs right after our bind): the key is sent only if
+    ``SO_PEERCRED`` names this very process as the one that called
+    ``listen()``, that is, the socket is the one bound just now."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(2.0)
         sock.connect(str(path))
+        creds = peer_credentials(sock)
+        if creds is not None and (creds[0] != os.getpid() or creds[1] != os.getuid()):
+            return False  # not the listener we bound: an impostor at the path
         sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
         return True

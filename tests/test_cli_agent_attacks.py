@@ -1,0 +1,153 @@
+"""Attacks on the local key agent (client/agent.py, SPEC.md §9, "Local key
+agent"): another local user (uid 65534, made by root with ``user=``), a stuck
+or hostile connection, and home paths that are not what they look like.
+
+Real ``samizdat`` processes or a real in-thread :class:`agent.Agent`; stores
+at the cheapest Argon2id cost.  Every agent started is stopped at teardown."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import agent
+from tests.client_support import ROOT, env_without_proxy
+from tests.test_cli_agent import PASSPHRASE, make_home, master_key
+
+pytestmark = pytest.mark.timeout(120)
+
+NOBODY = 65534
+#: a Python another uid can run (the venv's may live under root's 0700 home)
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
+needs_root = pytest.mark.skipif(
+    os.getuid() != 0 or not sys.platform.startswith("linux") or SYSTEM_PYTHON is None,
+    reason="acting as another uid needs root, a system Python (and SO_PEERCRED, Linux)",
+)
+
+
+def run_cli(
+    home: str, cwd: Path, *args: str, passphrase: bool = True, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """``samizdat --home HOME ARGS`` run from ``cwd`` (``home`` may be relative)."""
+    env = env_without_proxy() | {"PYTHONPATH": str(ROOT), "SAMIZDAT_AGENT": "on"} | extra_env
+    env.pop("SAMIZDAT_PASSPHRASE", None)
+    if passphrase:
+        env["SAMIZDAT_PASSPHRASE"] = PASSPHRASE
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "--home", home, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every uid can traverse (pytest's own tmp dirs are 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="samizdat-agent-attack-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# -- (1) another local user: a fake agent receiving the handed-over key --------
+
+_FAKE_AGENT = """
+import os, socket, sys
+path = sys.argv[1]
+os.makedirs(os.path.dirname(path), mode=0o700)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+s.settimeout(20)
+print("ready", flush=True)
+got = b""
+try:
+    conn, _ = s.accept()
+    conn.settimeout(5)
+    while chunk := conn.recv(4096):
+        got += chunk
+except OSError:
+    pass
+print(got.hex(), flush=True)
+"""
+
+_SWAP = """
+import os, sys
+home, evil = sys.argv[1], sys.argv[2]
+os.rename(home, home + ".moved")
+os.symlink(evil, home)
+"""
+
+
+@needs_root
+def test_another_user_who_wins_the_race_after_the_bind_gets_no_key(
+    open_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: the home lies in a directory another user can write (a
+    shared project directory; the home itself and its agent/ are 0700 and
+    ours).  Right after the command binds HOME/agent/sock, that user renames
+    the home away and puts a symlink to a directory of theirs with a
+    listening agent/sock in its place: the command's hand-over of the key
+    connects by path, so it reaches the impostor.  (The race is won here
+    deterministically, by swapping at the moment the agent is spawned.)"""
+    shared = open_dir / "shared"
+    shared.mkdir()
+    home = shared / "alice"
+    make_home(home)
+    os.chown(shared, NOBODY, NOBODY)
+    evil = shared / "evil"
+    key = master_key(home)
+    from client.store import Store
+
+    with Store.open(home, PASSPHRASE.encode()) as store:
+        salt = store.cacheable_key()[0]
+    fake = subprocess.Popen(
+        [str(SYSTEM_PYTHON), "-I", "-c", _FAKE_AGENT, str(evil / "agent" / "sock")],
+        user=NOBODY,
+        group=NOBODY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+    real_spawn = agent._spawn
+
+    def spawn_then_lose_the_race(*args: Any) -> None:
+        real_spawn(*args)
+        subprocess.run(
+            [str(SYSTEM_PYTHON), "-I", "-c", _SWAP, str(home), str(evil)],
+            user=NOBODY,
+            group=NOBODY,
+            check=True,
+            timeout=30,
+            cwd="/",
+        )
+
+    try:
+        assert fake.stdout is not None
+        assert fake.stdout.readline().strip() == "ready"
+        monkeypatch.setattr(agent, "_spawn", spawn_then_lose_the_race)
+        agent.start(home, salt, key, idle=30)
+        out, _ = fake.communicate(timeout=60)
+        assert key.hex() not in out, "the impostor received the master key"
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+            fake.communicate()
+        moved = Path(str(home) + ".moved")
+        if moved.exists():
+            home.unlink()
+            moved.rename(home)
+        agent.stop(home)
