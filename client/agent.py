@@ -111,7 +111,10 @@ def socket_path(home: Path) -> Path | None:
         return inside
     import tempfile
 
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    try:
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    except OSError:  # no usable temp dir (all full): no agent, not a failed command
+        return None
     digest = hashlib.blake2b(home_id(home), digest_size=10).hexdigest()
     path = Path(base) / f"samizdat-agent-{os.getuid()}" / digest / "sock"
     if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
@@ -123,8 +126,14 @@ def _private_dir(path: Path, *, create: bool) -> bool:
     """True if ``path`` is a directory of ours, mode 0700, not a symlink
     (made so if ``create`` and it is missing)."""
     if create:
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            # a stale $XDG_RUNTIME_DIR (removed at logout, kept by tmux or
+            # su), a full /tmp: no agent, but the command itself goes on
+            return False
     try:
         st = os.lstat(path)
     except OSError:

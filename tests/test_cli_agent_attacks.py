@@ -151,3 +151,33 @@ def test_another_user_who_wins_the_race_after_the_bind_gets_no_key(
             home.unlink()
             moved.rename(home)
         agent.stop(home)
+
+
+# -- (5) the command must not fail where the agent has no place -----------------
+
+
+def test_an_unusable_runtime_dir_falls_back_to_the_passphrase_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """A home too long for a Unix socket uses $XDG_RUNTIME_DIR: when that is
+    stale (logind removes /run/user/UID at logout while tmux keeps the
+    variable; ``su`` keeps another user's) or full (a shared /tmp another
+    user filled), making the socket's directory fails.  The command must
+    still run, with the passphrase, rather than die with a traceback after
+    the store was unlocked."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "alice"
+    make_home(deep)
+    # short paths, as /run/user/UID is (a long one would not be used at all)
+    gone = Path(tempfile.mkdtemp(prefix="sz-run-"))
+    gone.rmdir()
+    fd, name = tempfile.mkstemp(prefix="sz-file-")
+    os.close(fd)
+    not_dir = Path(name)
+    try:
+        for runtime in (gone, not_dir):
+            out = run_cli(str(deep), tmp_path, "relays", XDG_RUNTIME_DIR=str(runtime))
+            assert out.returncode == 0, out.stderr
+            assert "Traceback" not in out.stderr
+    finally:
+        not_dir.unlink()
+        agent.stop(deep)
