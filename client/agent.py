@@ -289,6 +289,9 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
     key queued as the first request on it, so this returns without waiting
     for the agent's interpreter to start."""
     idle = idle if idle is not None else idle_setting()
+    # resolved here: the agent runs with cwd /, where a relative home names
+    # another place (it would watch and answer for the wrong path)
+    home = Path(home).resolve()
     path = socket_path(home)
     if idle is None or path is None or len(key) != KEY_SIZE:
         return False
@@ -306,7 +309,7 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
             os.umask(old)
         os.chmod(path, 0o600)
         listener.listen(16)
-        _spawn(listener, Path(home), path, idle)
+        _spawn(listener, home, path, idle)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -20,7 +20,7 @@ import pytest
 
 from client import agent
 from tests.client_support import ROOT, env_without_proxy
-from tests.test_cli_agent import PASSPHRASE, make_home, master_key
+from tests.test_cli_agent import PASSPHRASE, alive, make_home, master_key, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -181,3 +181,24 @@ def test_an_unusable_runtime_dir_falls_back_to_the_passphrase_not_a_crash(
     finally:
         not_dir.unlink()
         agent.stop(deep)
+
+
+# -- (4) home path tricks -----------------------------------------------------------
+
+
+def test_a_relative_home_gets_a_working_agent_and_lock_ends_it(tmp_path: Path) -> None:
+    """``--home alice`` from the directory holding it: the agent must serve
+    that store (it runs with cwd /, so a relative home handed to it names
+    another place), and ``lock`` with the same relative home must end it."""
+    make_home(tmp_path / "alice")
+    try:
+        assert run_cli("alice", tmp_path, "chats").returncode == 0
+        second = run_cli("alice", tmp_path, "relays", passphrase=False)
+        assert second.returncode == 0, second.stderr
+        pid = agent.agent_pid(tmp_path / "alice")
+        assert pid is not None
+        out = run_cli("alice", tmp_path, "lock", passphrase=False)
+        assert "locked: the key agent has stopped" in out.stdout
+        wait_for(lambda: not alive(pid), what="the agent to exit")
+    finally:
+        agent.stop(tmp_path / "alice")
