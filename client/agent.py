@@ -65,6 +65,10 @@ WATCH = 2.0
 ANSWER_TIMEOUT = 0.5
 #: Seconds a new agent waits for its key before giving up.
 KEY_WAIT = 20.0
+#: Seconds a connection has, in all, to deliver its request to the agent.
+REQUEST_TIME = 2.0
+#: Connections the agent reads at once; more wait in the listen backlog.
+MAX_CONNECTIONS = 32
 
 MAGIC = b"SZA1"
 OP_GET, OP_PUT, OP_STOP, OP_PID = 1, 2, 3, 4
@@ -381,7 +385,7 @@ def _spawn(listener: socket.socket, home: Path, path: Path, idle: float) -> None
 
 
 class Agent:
-    """The server: one listening socket, one key, requests one at a time."""
+    """The server: one listening socket, one key, connections read side by side."""
 
     def __init__(
         self, listener: socket.socket, home: Path, path: Path, *, idle: float, lifetime: float
@@ -397,6 +401,8 @@ class Agent:
         self.deadline = self.started + lifetime
         self.last_use = self.started
         self.running = True
+        #: connections being read: their deadline and what they sent so far
+        self.pending: dict[socket.socket, tuple[float, bytearray]] = {}
         try:
             self.inode: int | None = os.stat(self.path).st_ino
         except OSError:
@@ -406,6 +412,12 @@ class Agent:
         self.running = False
 
     def serve(self) -> None:
+        """Serve until a stop, a timeout, or our socket or store is gone.
+
+        Connections are read side by side, each with :data:`REQUEST_TIME`
+        in all to deliver its request: one that trickles (a stuck or hostile
+        client) neither holds up the others nor keeps the agent -- and the
+        key -- past its idle timeout or lifetime."""
         try:
             while self.running:
                 now = time.monotonic()
@@ -414,10 +426,22 @@ class Agent:
                     break
                 if self.store_id is None and now - self.started > KEY_WAIT:
                     break  # the command that started us never handed the key
-                ready, _, _ = select.select([self.listener], [], [], min(left, WATCH))
-                if ready and self.running:
-                    self._one()
+                for conn, (due, _) in list(self.pending.items()):
+                    if due <= now:
+                        self._drop(conn)
+                soonest = min((due for due, _ in self.pending.values()), default=now + WATCH)
+                wait = max(0.0, min(left, WATCH, soonest - now))
+                full = len(self.pending) >= MAX_CONNECTIONS  # the rest wait in the backlog
+                watched = [*([] if full else [self.listener]), *self.pending]
+                ready, _, _ = select.select(watched, [], [], wait)
+                for sock in ready:
+                    if sock is self.listener:
+                        self._accept()
+                    elif sock in self.pending:
+                        self._read(sock)
         finally:
+            for conn in list(self.pending):
+                self._drop(conn)
             self._wipe()
 
     def _still_wanted(self) -> bool:
@@ -429,27 +453,50 @@ class Agent:
             return False
         return (self.home / "store.db").is_file()
 
-    def _one(self) -> None:
+    def _accept(self) -> None:
         try:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        with conn:
-            conn.settimeout(2.0)
-            request = bytearray()
-            try:
-                request = _read_all(conn, _MAX_REQUEST)  # whole, so the refusal is read
-                if not peer_allowed(conn, self.owner_uid):
-                    conn.sendall(b"R")
+        conn.setblocking(False)
+        self.pending[conn] = (time.monotonic() + REQUEST_TIME, bytearray())
+
+    def _drop(self, conn: socket.socket) -> None:
+        _, request = self.pending.pop(conn)
+        request[:] = bytes(len(request))  # a put's copy of the key
+        conn.close()
+
+    def _read(self, conn: socket.socket) -> None:
+        """Read what ``conn`` has; at its end of file, answer the request
+        (read whole first, so that a refusal is read by the other end)."""
+        request = self.pending[conn][1]
+        if not self.running:  # stopped by a request read just before this one
+            self._drop(conn)
+            return
+        try:
+            while chunk := conn.recv(4096):
+                request += chunk
+                if len(request) > _MAX_REQUEST:
+                    self._drop(conn)
                     return
-                op, store_id, home, key = decode_request(request)
-                conn.sendall(self._answer(op, store_id, home, key))
-                if op == OP_GET and self.store_id is not None and store_id == self.store_id:
-                    conn.sendall(memoryview(self.key))
-            except (OSError, AgentError):
+        except BlockingIOError:
+            return  # more to come
+        except OSError:
+            self._drop(conn)
+            return
+        try:
+            # the answer (at most 1 + 32 bytes) fits in the socket's buffer
+            if not peer_allowed(conn, self.owner_uid):
+                conn.sendall(b"R")
                 return
-            finally:
-                request[:] = bytes(len(request))  # a put's copy of the key
+            op, store_id, home, key = decode_request(request)
+            conn.sendall(self._answer(op, store_id, home, key))
+            if op == OP_GET and self.store_id is not None and store_id == self.store_id:
+                conn.sendall(memoryview(self.key))
+        except (OSError, AgentError):
+            return
+        finally:
+            self._drop(conn)
 
     def _answer(self, op: int, store_id: bytes, home: bytes, key: bytes) -> bytes:
         if home != os.fsencode(str(self.home)):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,3 +205,63 @@ def test_a_relative_home_gets_a_working_agent_and_lock_ends_it(tmp_path: Path) -
         wait_for(lambda: not alive(pid), what="the agent to exit")
     finally:
         agent.stop(tmp_path / "alice")
+
+
+# -- (2)/(6) a connection that never finishes ------------------------------------
+
+
+def _trickle(path: Path, stop: threading.Event) -> None:
+    """A connection that sends one byte of a valid request every second."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+        for byte in agent.MAGIC * 100:
+            if stop.wait(1.0):
+                return
+            sock.sendall(bytes([byte]))
+    except OSError:
+        return
+    finally:
+        sock.close()
+
+
+def test_trickling_connections_neither_block_requests_nor_outlive_the_lifetime(
+    tmp_path: Path,
+) -> None:
+    """The attack: a connection that sends a byte a second (a stuck or
+    hostile client of the same user) kept the one-request-at-a-time agent
+    reading it, past its idle timeout and lifetime, with the key in memory,
+    while ``lock`` and every command got no answer (``lock`` then reported
+    that no agent was running)."""
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "store.db").write_bytes(b"")
+    path = tmp_path / "s" / "sock"
+    path.parent.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    salt, key = os.urandom(16), os.urandom(32)
+    server = agent.Agent(listener, home, path, idle=60, lifetime=3.0)
+    server.key[:] = key
+    server.store_id = salt
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    stop = threading.Event()
+    tricklers = [threading.Thread(target=_trickle, args=(path, stop)) for _ in range(3)]
+    try:
+        for t in tricklers:
+            t.start()
+        time.sleep(0.5)
+        # the key is still served to its owner while the tricklers hang on
+        assert agent.request_key(path, home, salt) == key
+        thread.join(15)  # lifetime 3 s: it must be over well before this
+        assert not thread.is_alive(), "the agent outlived its lifetime"
+        assert server.key == bytearray(32)
+    finally:
+        stop.set()
+        for t in tricklers:
+            t.join(10)
+        server.close()
+        thread.join(10)
+        listener.close()
