@@ -490,8 +490,9 @@ class Agent:
                 conn.sendall(b"R")
                 return
             op, store_id, home, key = decode_request(request)
-            conn.sendall(self._answer(op, store_id, home, key))
-            if op == OP_GET and self.store_id is not None and store_id == self.store_id:
+            answer = self._answer(op, store_id, home, key)
+            conn.sendall(answer)
+            if answer == b"K":  # only then: the key follows for this home and store only
                 conn.sendall(memoryview(self.key))
         except (OSError, AgentError):
             return

@@ -7,6 +7,7 @@ at the cheapest Argon2id cost.  Every agent started is stopped at teardown."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -262,6 +263,150 @@ def test_trickling_connections_neither_block_requests_nor_outlive_the_lifetime(
         stop.set()
         for t in tricklers:
             t.join(10)
+        server.close()
+        thread.join(10)
+        listener.close()
+
+
+# -- attacks that fail (kept so that they keep failing) ----------------------------
+
+_PLANT = """
+import os, socket, sys
+base, digest, key_hex = sys.argv[1], sys.argv[2], sys.argv[3]
+mine = os.path.join(base, "mine")
+os.makedirs(os.path.join(mine, digest), mode=0o700)
+os.symlink(mine, os.path.join(base, "samizdat-agent-0"))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(os.path.join(mine, digest, "sock"))
+s.listen(8)
+s.settimeout(1.0)
+print("ready", flush=True)
+got = b""
+try:
+    while True:  # answer every request with a key of ours, record what came
+        conn, _ = s.accept()
+        conn.settimeout(2)
+        try:
+            while chunk := conn.recv(4096):
+                got += chunk
+            conn.sendall(b"K" + bytes.fromhex(key_hex))
+        except OSError:
+            pass
+        conn.close()
+except OSError:
+    pass
+print(got.hex(), flush=True)
+"""
+
+
+@needs_root
+def test_another_user_planting_the_runtime_dir_gets_nothing_and_feeds_nothing(
+    open_dir: Path, tmp_path: Path
+) -> None:
+    """The attack: the shared runtime dir (a sticky world-writable dir, as
+    /tmp) is the fallback for a long home; another user plants
+    ``samizdat-agent-0`` there first, as a symlink to a directory of theirs
+    with the hashed subdirectory and a listening fake agent that records
+    what it is sent and answers every request with a key of its own.  It
+    fails: the directory is not ours (lstat: a symlink), so the command
+    neither connects nor binds there; it runs with the passphrase instead
+    (the agent is denied to this user: the one thing the attacker gains)."""
+    os.chmod(open_dir, 0o1777)
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "alice"
+    make_home(deep)
+    path = None
+    env = {"XDG_RUNTIME_DIR": str(open_dir)}
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(open_dir)
+    try:
+        path = agent.socket_path(deep)
+    finally:
+        if old is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+    assert path is not None and path.parent.parent.parent == open_dir
+    planted = os.urandom(32)
+    fake = subprocess.Popen(
+        [str(SYSTEM_PYTHON), "-I", "-c", _PLANT, str(open_dir), path.parent.name, planted.hex()],
+        user=NOBODY,
+        group=NOBODY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+    key = master_key(deep)
+    try:
+        assert fake.stdout is not None
+        assert fake.stdout.readline().strip() == "ready"
+        first = run_cli(str(deep), tmp_path, "relays", **env)
+        assert first.returncode == 0, first.stderr
+        again = run_cli(str(deep), tmp_path, "relays", passphrase=False, **env)
+        assert again.returncode == 1 and "passphrase" in again.stderr
+        fake.terminate()
+        out, _ = fake.communicate(timeout=30)
+        assert out.strip() in ("", "ready"), "the command talked to the planted socket"
+        assert key.hex() not in out
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+            fake.communicate()
+
+
+def test_malformed_requests_get_no_key_and_do_not_stop_the_agent(tmp_path: Path) -> None:
+    """The agent's parser against truncated, oversized, wrongly typed and
+    padded requests: none is answered with the key, none ends or wedges it."""
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "store.db").write_bytes(b"")
+    path = tmp_path / "s" / "sock"
+    path.parent.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    salt, key = os.urandom(16), os.urandom(32)
+    server = agent.Agent(listener, home, path, idle=60, lifetime=60)
+    server.key[:] = key
+    server.store_id = salt
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    good = agent.encode_request(agent.OP_GET, home, salt)
+    name = agent.home_id(home)
+    bad = [
+        b"",
+        b"SZA1",
+        b"SZA2" + good[4:],
+        good[:-1],
+        good + b"\0",  # a get with a trailing byte
+        good[:4] + bytes([9]) + good[5:],  # unknown op
+        good[:4] + bytes([agent.OP_PUT]) + good[5:] + b"k" * 31,  # short put key
+        agent.MAGIC + bytes([agent.OP_GET, 255]) + salt,  # id length past the end
+        agent.MAGIC + bytes([agent.OP_GET, 16]) + salt + b"\xff\xff" + name,
+        agent.MAGIC + bytes([agent.OP_GET, 16]) + salt + b"\xff\xff" + b"x" * 70000,
+        agent.encode_request(agent.OP_GET, home, salt[:-1]),  # another store
+        agent.encode_request(agent.OP_GET, tmp_path, salt),  # another home
+        agent.encode_request(agent.OP_STOP, tmp_path, b""),  # a stop for another home
+        agent.encode_request(agent.OP_PUT, home, salt, os.urandom(32)),  # a second key
+    ]
+    try:
+        for request in bad:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            with sock:
+                sock.connect(str(path))
+                with contextlib.suppress(OSError):
+                    sock.sendall(request)
+                    sock.shutdown(socket.SHUT_WR)
+                answer = b""
+                with contextlib.suppress(OSError):
+                    while chunk := sock.recv(100):
+                        answer += chunk
+            assert key not in answer and answer in (b"", b"N", b"R"), request[:40]
+            assert thread.is_alive()
+        assert agent.request_key(path, home, salt) == key
+        assert server.key == bytearray(key)
+    finally:
         server.close()
         thread.join(10)
         listener.close()
