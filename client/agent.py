@@ -65,6 +65,10 @@ WATCH = 2.0
 ANSWER_TIMEOUT = 0.5
 #: Seconds a new agent waits for its key before giving up.
 KEY_WAIT = 20.0
+#: Seconds a connection has, in all, to deliver its request to the agent.
+REQUEST_TIME = 2.0
+#: Connections the agent reads at once; more wait in the listen backlog.
+MAX_CONNECTIONS = 32
 
 MAGIC = b"SZA1"
 OP_GET, OP_PUT, OP_STOP, OP_PID = 1, 2, 3, 4
@@ -111,7 +115,10 @@ def socket_path(home: Path) -> Path | None:
         return inside
     import tempfile
 
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    try:
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    except OSError:  # no usable temp dir (all full): no agent, not a failed command
+        return None
     digest = hashlib.blake2b(home_id(home), digest_size=10).hexdigest()
     path = Path(base) / f"samizdat-agent-{os.getuid()}" / digest / "sock"
     if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
@@ -123,8 +130,14 @@ def _private_dir(path: Path, *, create: bool) -> bool:
     """True if ``path`` is a directory of ours, mode 0700, not a symlink
     (made so if ``create`` and it is missing)."""
     if create:
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            # a stale $XDG_RUNTIME_DIR (removed at logout, kept by tmux or
+            # su), a full /tmp: no agent, but the command itself goes on
+            return False
     try:
         st = os.lstat(path)
     except OSError:
@@ -280,6 +293,9 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
     key queued as the first request on it, so this returns without waiting
     for the agent's interpreter to start."""
     idle = idle if idle is not None else idle_setting()
+    # resolved here: the agent runs with cwd /, where a relative home names
+    # another place (it would watch and answer for the wrong path)
+    home = Path(home).resolve()
     path = socket_path(home)
     if idle is None or path is None or len(key) != KEY_SIZE:
         return False
@@ -297,7 +313,7 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
             os.umask(old)
         os.chmod(path, 0o600)
         listener.listen(16)
-        _spawn(listener, Path(home), path, idle)
+        _spawn(listener, home, path, idle)
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -310,11 +326,20 @@ def start(home: Path, store_id: bytes, key: bytes, *, idle: float | None = None)
 def _hand_over(path: Path, request: bytes) -> bool:
     """Queue the key on the new agent's socket without waiting for its
     answer (its interpreter may still be starting): the connection waits in
-    the listening socket's backlog, which only that agent can accept."""
+    the listening socket's backlog, which only that agent can accept.
+
+    The connection goes by path, and a path can change under us (another
+    user who can write an ancestor of the home swaps it for a symlink to a
+    socket of theirs right after our bind): the key is sent only if
+    ``SO_PEERCRED`` names this very process as the one that called
+    ``listen()``, that is, the socket is the one bound just now."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(2.0)
         sock.connect(str(path))
+        creds = peer_credentials(sock)
+        if creds is not None and (creds[0] != os.getpid() or creds[1] != os.getuid()):
+            return False  # not the listener we bound: an impostor at the path
         sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
         return True
@@ -360,7 +385,7 @@ def _spawn(listener: socket.socket, home: Path, path: Path, idle: float) -> None
 
 
 class Agent:
-    """The server: one listening socket, one key, requests one at a time."""
+    """The server: one listening socket, one key, connections read side by side."""
 
     def __init__(
         self, listener: socket.socket, home: Path, path: Path, *, idle: float, lifetime: float
@@ -376,6 +401,8 @@ class Agent:
         self.deadline = self.started + lifetime
         self.last_use = self.started
         self.running = True
+        #: connections being read: their deadline and what they sent so far
+        self.pending: dict[socket.socket, tuple[float, bytearray]] = {}
         try:
             self.inode: int | None = os.stat(self.path).st_ino
         except OSError:
@@ -385,6 +412,12 @@ class Agent:
         self.running = False
 
     def serve(self) -> None:
+        """Serve until a stop, a timeout, or our socket or store is gone.
+
+        Connections are read side by side, each with :data:`REQUEST_TIME`
+        in all to deliver its request: one that trickles (a stuck or hostile
+        client) neither holds up the others nor keeps the agent -- and the
+        key -- past its idle timeout or lifetime."""
         try:
             while self.running:
                 now = time.monotonic()
@@ -393,10 +426,22 @@ class Agent:
                     break
                 if self.store_id is None and now - self.started > KEY_WAIT:
                     break  # the command that started us never handed the key
-                ready, _, _ = select.select([self.listener], [], [], min(left, WATCH))
-                if ready and self.running:
-                    self._one()
+                for conn, (due, _) in list(self.pending.items()):
+                    if due <= now:
+                        self._drop(conn)
+                soonest = min((due for due, _ in self.pending.values()), default=now + WATCH)
+                wait = max(0.0, min(left, WATCH, soonest - now))
+                full = len(self.pending) >= MAX_CONNECTIONS  # the rest wait in the backlog
+                watched = [*([] if full else [self.listener]), *self.pending]
+                ready, _, _ = select.select(watched, [], [], wait)
+                for sock in ready:
+                    if sock is self.listener:
+                        self._accept()
+                    elif sock in self.pending:
+                        self._read(sock)
         finally:
+            for conn in list(self.pending):
+                self._drop(conn)
             self._wipe()
 
     def _still_wanted(self) -> bool:
@@ -408,27 +453,51 @@ class Agent:
             return False
         return (self.home / "store.db").is_file()
 
-    def _one(self) -> None:
+    def _accept(self) -> None:
         try:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        with conn:
-            conn.settimeout(2.0)
-            request = bytearray()
-            try:
-                request = _read_all(conn, _MAX_REQUEST)  # whole, so the refusal is read
-                if not peer_allowed(conn, self.owner_uid):
-                    conn.sendall(b"R")
+        conn.setblocking(False)
+        self.pending[conn] = (time.monotonic() + REQUEST_TIME, bytearray())
+
+    def _drop(self, conn: socket.socket) -> None:
+        _, request = self.pending.pop(conn)
+        request[:] = bytes(len(request))  # a put's copy of the key
+        conn.close()
+
+    def _read(self, conn: socket.socket) -> None:
+        """Read what ``conn`` has; at its end of file, answer the request
+        (read whole first, so that a refusal is read by the other end)."""
+        request = self.pending[conn][1]
+        if not self.running:  # stopped by a request read just before this one
+            self._drop(conn)
+            return
+        try:
+            while chunk := conn.recv(4096):
+                request += chunk
+                if len(request) > _MAX_REQUEST:
+                    self._drop(conn)
                     return
-                op, store_id, home, key = decode_request(request)
-                conn.sendall(self._answer(op, store_id, home, key))
-                if op == OP_GET and self.store_id is not None and store_id == self.store_id:
-                    conn.sendall(memoryview(self.key))
-            except (OSError, AgentError):
+        except BlockingIOError:
+            return  # more to come
+        except OSError:
+            self._drop(conn)
+            return
+        try:
+            # the answer (at most 1 + 32 bytes) fits in the socket's buffer
+            if not peer_allowed(conn, self.owner_uid):
+                conn.sendall(b"R")
                 return
-            finally:
-                request[:] = bytes(len(request))  # a put's copy of the key
+            op, store_id, home, key = decode_request(request)
+            answer = self._answer(op, store_id, home, key)
+            conn.sendall(answer)
+            if answer == b"K":  # only then: the key follows for this home and store only
+                conn.sendall(memoryview(self.key))
+        except (OSError, AgentError):
+            return
+        finally:
+            self._drop(conn)
 
     def _answer(self, op: int, store_id: bytes, home: bytes, key: bytes) -> bytes:
         if home != os.fsencode(str(self.home)):
