@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from client.cli.common import (
+    EXIT_QUEUED,
     UsageError,
     Work,
     parse_duration,
@@ -152,13 +153,25 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
     def plan(engine: Engine) -> Work:
         async def work() -> int:
-            conv = await engine.accept(args.link)
+            from client.engine import AcceptQueued
+
+            try:
+                conv = await engine.accept(args.link)
+            except AcceptQueued as exc:
+                print(
+                    f"queued: {exc}. The link is kept (in the encrypted store) and accepted "
+                    "by the next 'samizdat sync' that reaches its relay (or the app); "
+                    "nothing was sent yet",
+                    file=sys.stderr,
+                )
+                return EXIT_QUEUED
             print(f"contact request sent; conversation {conv.group_id.hex()[:8]}")
             return 0
 
         return work
 
-    return run_online(args, plan)
+    # nothing to wait for: the reply comes when the inviter is online
+    return run_online(args, plan, settle=0)
 
 
 def contact_json(engine: Engine, c: Any) -> dict[str, Any]:
