@@ -101,7 +101,12 @@ ACCEPT_RETRY = 30.0
 class AcceptQueued(EngineError):
     """:meth:`Engine.accept` could not read the invite now (its relay is
     unreachable): the link is kept in the store and accepted later by
-    :meth:`Engine.accept_queued` (``sync``, or a timer once connected)."""
+    :meth:`Engine.accept_queued` (``sync``, or a timer once connected).
+    ``reason`` says why the invite could not be read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; the link is kept and accepted once its relay answers")
+        self.reason = reason
 
 
 def _accept_key(link: str) -> bytes:
@@ -253,7 +258,7 @@ class Engine(Invites):
                 try:
                     invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
                     conv = await self._accept_invite(invite)
-                except InviteUnreachable:
+                except (InviteUnreachable, RemoteError):  # unreachable (or closing): kept
                     continue
                 except EngineError as exc:
                     text, warning = f"a queued invite link could not be accepted: {exc}", True

@@ -159,7 +159,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
                 conv = await engine.accept(args.link)
             except AcceptQueued as exc:
                 print(
-                    f"queued: {exc}. The link is kept (in the encrypted store) and accepted "
+                    f"queued: {exc.reason}. The link is kept (in the encrypted store) and accepted "
                     "by the next 'samizdat sync' that reaches its relay (or the app); "
                     "nothing was sent yet",
                     file=sys.stderr,
@@ -170,8 +170,10 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
         return work
 
-    # nothing to wait for: the reply comes when the inviter is online
-    return run_online(args, plan, settle=0)
+    # Only our relays (the invite's are reached when written to), no mailbox
+    # read: accepting only writes, and the reply comes when the inviter is
+    # online ('sync' or the app receive it), so nothing is waited for either.
+    return run_online(args, plan, settle=0, only_relays=lambda engine: engine.identity.relays)
 
 
 def contact_json(engine: Engine, c: Any) -> dict[str, Any]:
