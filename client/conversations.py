@@ -95,16 +95,26 @@ class Conversations(Outbound):
         return conv
 
     async def _create_mailboxes_best_effort(self, refs: Iterable[MailboxRef]) -> None:
-        created = 0
-        errors = []
-        for ref in refs:
-            try:
-                await self._relay(ref.relay_url).create_mailbox(
+        refs = list(refs)
+        # every relay at once (each creation is a connection of its own)
+        results = await asyncio.gather(
+            *(
+                self._relay(ref.relay_url).create_mailbox(
                     ref.mailbox_id, ref.read_seed, ref.write_seed, shared=True
                 )
+                for ref in refs
+            ),
+            return_exceptions=True,
+        )
+        created = 0
+        errors = []
+        for ref, result in zip(refs, results, strict=True):
+            if isinstance(result, RemoteError):  # RelayUnavailable too
+                errors.append(f"{ref.relay_url}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
                 created += 1
-            except (RelayUnavailable, RemoteError) as exc:
-                errors.append(f"{ref.relay_url}: {exc}")
         if not created:
             raise EngineError("no relay could create a mailbox: " + "; ".join(errors))
         for err in errors:

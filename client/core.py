@@ -177,6 +177,9 @@ class EngineCore(ABC):
         self._ack_task: asyncio.Task[None] | None = None
         self._invite_task: asyncio.Task[None] | None = None
         self._invite_junk: dict[bytes, int] = {}  # invite id -> junk items read (§8.5)
+        self._accept_lock = asyncio.Lock()  # one pass over the queued accepts at a time
+        self._accept_task: asyncio.Task[None] | None = None
+        self.accept_log: list[str] = []  # what became of queued accepts (shown by the CLI)
         self._hold_task: asyncio.Task[None] | None = None
         self.hold_timeout = HOLD_TIMEOUT
         self._forks: dict[bytes, set[int]] = {}  # conv -> epochs with a detected fork
@@ -184,6 +187,13 @@ class EngineCore(ABC):
         self._retry_delay: dict[str, float] = {}  # relay -> current retry backoff
         self._retry_tasks: dict[str, asyncio.Task[object]] = {}
         self._post_not_before: dict[str, float] = {}  # relay -> last jittered post start
+        # outbox key (msg id + mailbox id) -> the task posting it now: a flush
+        # leaves it to that task (it keeps its jittered time and its place)
+        self._posting: dict[bytes, asyncio.Task[bool]] = {}
+        self._post_turns: dict[str, asyncio.Event] = {}  # relay -> its latest post's turn
+        # posts issued while a batch is open go out concurrently, awaited once
+        # at its end (client.outbound._posting_together)
+        self._batch: list[asyncio.Task[bool]] | None = None
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),

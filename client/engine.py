@@ -38,6 +38,9 @@ sent again, also through the recipients' own inboxes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -52,7 +55,7 @@ from client.core import (
     rng,
 )
 from client.forwarding import forwarder_setting
-from client.invites import Invites, read_invite_link
+from client.invites import Invites, InviteUnreachable, read_invite_link
 from client.model import (
     NS_CONFIG,
     Contact,
@@ -63,7 +66,7 @@ from client.model import (
     Inbox,
     history_ns,
 )
-from client.relay_client import RelayUnavailable, proxy_setting
+from client.relay_client import proxy_setting
 from client.store import Store
 from client.suites import CLIENT_SUITES
 from protocol.app.group_meta import (
@@ -75,7 +78,7 @@ from protocol.errors import RemoteError
 from protocol.mls.messages import MLSMessage
 from protocol.relay_frames import BadSignature, NotAuthorized, UnknownMailbox
 
-__all__ = ["Engine", "EngineError", "Notice"]
+__all__ = ["AcceptQueued", "Engine", "EngineError", "Notice"]
 
 
 def _proxy_setting(text: str) -> str:
@@ -87,6 +90,27 @@ def _proxy_setting(text: str) -> str:
 
 # seconds a sync may take to read every mailbox once (polled ones included)
 SYNC_CATCH_UP = 30.0
+#: Store namespace of invite links accepted while their relay could not be
+#: reached: SHA-256(link) -> {"link", "queued_ms"} (JSON, encrypted as every
+#: record).  ``sync`` (and, in a long-running client, a timer) accepts them.
+NS_ACCEPTS = "queued-accepts"
+#: First retry of queued accepts in a long-running client; doubles to 10 min.
+ACCEPT_RETRY = 30.0
+
+
+class AcceptQueued(EngineError):
+    """:meth:`Engine.accept` could not read the invite now (its relay is
+    unreachable): the link is kept in the store and accepted later by
+    :meth:`Engine.accept_queued` (``sync``, or a timer once connected).
+    ``reason`` says why the invite could not be read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; the link is kept and accepted once its relay answers")
+        self.reason = reason
+
+
+def _accept_key(link: str) -> bytes:
+    return hashlib.sha256(link.encode()).digest()
 
 
 class Engine(Invites):
@@ -176,6 +200,8 @@ class Engine(Invites):
         task = asyncio.get_running_loop().create_task(self._after_connect_invites())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.store.items(NS_ACCEPTS):
+            self._schedule_accept_retry()
 
     async def reach(self, urls: list[str]) -> None:
         """Connect to ``urls`` only, subscribing to no mailbox, and post what
@@ -191,8 +217,99 @@ class Engine(Invites):
             await self.flush_outbox(url)
 
     async def accept(self, link: str) -> Conversation:
-        """Accept an invite: a 1:1 conversation (an MLS group of two)."""
-        invite = await read_invite_link(link, now_ms(), self.proxy)
+        """Accept an invite: a 1:1 conversation (an MLS group of two).
+
+        The invite of a short link lives on its relay; if that relay cannot
+        be reached (with the CLI's timeouts: at once when it refuses
+        connections), nothing is known about the invite yet, so nothing can
+        be built: the link is kept in the store and :class:`AcceptQueued`
+        raised; :meth:`accept_queued` finishes it later."""
+        link = link.strip()
+        try:
+            invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
+        except InviteUnreachable as exc:
+            self._queue_accept(link)
+            raise AcceptQueued(str(exc)) from None
+        conv = await self._accept_invite(invite)
+        self.store.delete(NS_ACCEPTS, _accept_key(link))
+        return conv
+
+    def _queue_accept(self, link: str) -> None:
+        key = _accept_key(link)
+        if self.store.get(NS_ACCEPTS, key) is None:
+            record = {"link": link, "queued_ms": now_ms()}
+            self.store.put(NS_ACCEPTS, key, json.dumps(record).encode())
+        self._schedule_accept_retry()
+
+    def queued_accepts(self) -> list[str]:
+        """Links :meth:`accept` kept because their relay could not be reached."""
+        records = [json.loads(v) for _, v in self.store.items(NS_ACCEPTS)]
+        return [r["link"] for r in sorted(records, key=lambda r: r["queued_ms"])]
+
+    async def accept_queued(self) -> list[str]:
+        """Accept each queued link whose invite can be read now; one line per
+        link settled (accepted, or dropped and why: used up, revoked, expired,
+        already a contact), also kept as a notice and in :attr:`accept_log`.
+        A link whose relay still cannot be reached stays queued."""
+        settled: list[str] = []
+        async with self._accept_lock:
+            for key, raw in self.store.items(NS_ACCEPTS):
+                link = json.loads(raw)["link"]
+                try:
+                    invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
+                    conv = await self._accept_invite(invite)
+                except (InviteUnreachable, RemoteError):  # unreachable (or closing): kept
+                    continue
+                except EngineError as exc:
+                    text, warning = f"a queued invite link could not be accepted: {exc}", True
+                else:
+                    text = (
+                        "queued invite accepted: contact request sent; "
+                        f"conversation {conv.group_id.hex()[:8]}"
+                    )
+                    warning = False
+                self.store.delete(NS_ACCEPTS, key)
+                self._notice(None, text, warning)
+                settled.append(text)
+        self.accept_log.extend(settled)
+        return settled
+
+    def _schedule_accept_retry(self) -> None:
+        """In a client that stays connected (the app), retry queued accepts
+        now and then (30 s, doubling to 10 min) until none is left."""
+        if self._closing or (self._accept_task is not None and not self._accept_task.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        async def retry() -> None:
+            delay = ACCEPT_RETRY
+            while not self._closing and self.queued_accepts():
+                await asyncio.sleep(delay)
+                with contextlib.suppress(RemoteError):  # e.g. closing: they stay queued
+                    await self.accept_queued()
+                delay = min(delay * 2, 600.0)
+
+        self._accept_task = loop.create_task(retry())
+        self._tasks.add(self._accept_task)
+        self._accept_task.add_done_callback(self._tasks.discard)
+
+    def pending_introductions(self) -> dict[str, int]:
+        """Who may be a contact soon without a name to find them by yet:
+        links queued by :meth:`accept`, contacts whose introduction (their
+        name) has not arrived, and open invites of ours someone may have
+        accepted meanwhile.  ``sync`` brings each in."""
+        now = now_ms()
+        return {
+            "queued_accepts": len(self.store.items(NS_ACCEPTS)),
+            "unnamed_contacts": sum(1 for c in self.contacts() if not c.name),
+            "open_invites": sum(1 for r in self.invites() if r.current_state(now) == "active"),
+        }
+
+    async def _accept_invite(self, invite: Invite) -> Conversation:
+        """Accept an invite already read and verified (see :meth:`accept`)."""
         if invite.identity_key == self.identity.signature_pub:
             raise EngineError("this is your own invite link")
         existing = self.contact(invite.identity_key)
@@ -221,8 +338,11 @@ class Engine(Invites):
         )
         contact.conversation = conv.group_id
         self._save_contact(contact)
-        await self._add_members(conv.group_id, [(invite.key_package, contact.inboxes)])
-        await self._introduce(conv.group_id)
+        # the Welcome, our profile and KeyPackages: posted concurrently, each
+        # at its own jittered time, awaited together
+        async with self._posting_together():
+            await self._add_members(conv.group_id, [(invite.key_package, contact.inboxes)])
+            await self._introduce(conv.group_id)
         return conv
 
     async def _check_invite_open(self, invite: Invite) -> None:
@@ -230,15 +350,21 @@ class Engine(Invites):
         that answers refuses it, the inviter has deleted the invite's mailboxes
         (used up, revoked or expired: SPEC.md §8.5).  Unreachable relays say
         nothing, and the request is then queued as before."""
-        refused = answered = 0
-        for inbox in invite.inboxes:
-            try:
-                await self._relay(inbox.relay_url).prove_write(inbox.mailbox_id, inbox.write_seed)
-                answered += 1
-            except (UnknownMailbox, BadSignature, NotAuthorized):
-                refused += 1
-            except (RelayUnavailable, RemoteError):
-                continue
+        # every relay at once: each proof is a connection of its own
+        results = await asyncio.gather(
+            *(
+                self._relay(inbox.relay_url).prove_write(inbox.mailbox_id, inbox.write_seed)
+                for inbox in invite.inboxes
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RemoteError):
+                raise result
+        answered = sum(1 for r in results if not isinstance(r, BaseException))
+        refused = sum(
+            1 for r in results if isinstance(r, (UnknownMailbox, BadSignature, NotAuthorized))
+        )
         if refused and not answered:
             raise EngineError("this invite is no longer valid (used up, revoked or expired)")
 
@@ -300,6 +426,7 @@ class Engine(Invites):
         Returns the number of envelopes still queued."""
         await self.connect()
         deadline = time.monotonic() + wait
+        await self.accept_queued()  # links accepted while their relay was down
         # every mailbox once, even those read by polls (SPEC.md §7.1), bounded
         await asyncio.gather(
             *(r.catch_up(SYNC_CATCH_UP) for r in list(self.relays.values())),

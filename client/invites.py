@@ -94,6 +94,11 @@ _INVITE_GONE = "this invite is no longer valid (used up, revoked or expired)"
 FORGET_AFTER_MS = 90 * 24 * 3600 * 1000
 
 
+class InviteUnreachable(EngineError):
+    """The relay holding a short link's invite could not be reached, or did
+    not deliver it: nothing is known about the invite yet; try again later."""
+
+
 class Invites(Inbound):
     """Invites with their own capability, and per-contact inboxes."""
 
@@ -198,8 +203,9 @@ class Invites(Inbound):
             await self._retire(record)
 
     async def fetch_short_invite(self, link: str) -> Invite:
-        """The invite a short link names (see :func:`fetch_short_invite`)."""
-        return await fetch_short_invite(link, now_ms(), self.proxy)
+        """The invite a short link names (see :func:`fetch_short_invite`),
+        read with this engine's relay timeouts (the CLI's fail fast)."""
+        return await fetch_short_invite(link, now_ms(), self.proxy, self.relay_timeouts)
 
     async def invite(
         self, *, uses: int = 1, lifetime_ms: int = INVITE_LIFETIME_MS, suite: int = DEFAULT_SUITE
@@ -488,12 +494,20 @@ class Invites(Inbound):
         drop = [i for i in contact.my_inboxes if i.relay_url not in wanted]
         have = {i.relay_url for i in keep}
         new = [Inbox(url, rng(32), rng(32), rng(32)) for url in wanted if url not in have]
-        for box in new:
-            # a relay that is down now gets it on reconnect (subscribe re-creates)
-            with contextlib.suppress(RelayUnavailable, RemoteError):
-                await self._relay(box.relay_url).create_mailbox(
+        # every relay at once; one that is down now gets its inbox on
+        # reconnect (subscribe re-creates it)
+        results = await asyncio.gather(
+            *(
+                self._relay(box.relay_url).create_mailbox(
                     box.mailbox_id, box.read_seed, box.write_seed
                 )
+                for box in new
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, RemoteError):
+                raise result
         if new or drop:
             # re-read: while the relays answered, a Profile may have updated
             # the record (its name); saving the stale copy would undo that
@@ -539,11 +553,22 @@ class Invites(Inbound):
         self._schedule_invite_expiry()
 
 
-async def fetch_short_invite(link: str, now: int, proxy: str | None = None) -> Invite:
+async def fetch_short_invite(
+    link: str,
+    now: int,
+    proxy: str | None = None,
+    timeouts: tuple[float, float] | None = None,
+) -> Invite:
     """The invite a short link names: read from its relay over a connection
     of its own (through ``proxy`` if set), decrypted with the link's key and
     verified at ``now``.  A deleted blob means the invite is used up, revoked
-    or expired.  EngineError with a message fit to show."""
+    or expired.  EngineError with a message fit to show; InviteUnreachable
+    when the relay cannot be reached or delivers nothing (try later).
+
+    ``timeouts`` (connect, request seconds), as an engine's
+    ``relay_timeouts``: the connection then fails at its first failed
+    attempt (a relay that refuses connections fails at once), instead of
+    waiting the default request timeout (20 s) for the relay to come back."""
     try:
         url, secret = parse_short_invite_link(link)
     except DecodeError as exc:
@@ -552,18 +577,22 @@ async def fetch_short_invite(link: str, now: int, proxy: str | None = None) -> I
     envelope = b""
     for _ in range(INVITE_FETCH_ATTEMPTS):
         # a fresh connection each time: a lossy relay may drop one delivery
-        envelope = await _read_invite_blob(url, keys, proxy)
+        envelope = await _read_invite_blob(url, keys, proxy, timeouts)
         if envelope:
             break
     if not envelope:
-        raise EngineError(f"the invite's relay {url} did not deliver the invite; try again later")
+        raise InviteUnreachable(
+            f"the invite's relay {url} did not deliver the invite; try again later"
+        )
     try:
         return open_invite_blob(envelope, secret, now)
     except DecodeError as exc:
         raise EngineError(str(exc)) from None
 
 
-async def _read_invite_blob(url: str, keys: InviteBlobKeys, proxy: str | None) -> bytes:
+async def _read_invite_blob(
+    url: str, keys: InviteBlobKeys, proxy: str | None, timeouts: tuple[float, float] | None
+) -> bytes:
     """The first envelope of the invite's mailbox, or b"" if none came in time."""
     got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
@@ -571,7 +600,18 @@ async def _read_invite_blob(url: str, keys: InviteBlobKeys, proxy: str | None) -
         if mailbox_id == keys.mailbox_id and not got.done():
             got.set_result(envelope)
 
-    client = RelayClient(url, deliver, proxy=proxy)
+    if timeouts is None:
+        client = RelayClient(url, deliver, proxy=proxy)
+    else:
+        connect, request = timeouts
+        client = RelayClient(
+            url,
+            deliver,
+            proxy=proxy,
+            connect_timeout=connect,
+            request_timeout=request,
+            fail_fast=True,
+        )
     client.start()
     try:
         try:
@@ -579,8 +619,8 @@ async def _read_invite_blob(url: str, keys: InviteBlobKeys, proxy: str | None) -
             await client.subscribe(keys.mailbox_id, keys.read_seed, 0)
         except (UnknownMailbox, BadSignature, NotAuthorized):
             raise EngineError(_INVITE_GONE) from None
-        except (RelayUnavailable, RemoteError) as exc:
-            raise EngineError(f"the invite's relay cannot be reached: {exc}") from None
+        except (RelayUnavailable, RemoteError) as exc:  # down, or refusing for now
+            raise InviteUnreachable(f"the invite's relay cannot be reached: {exc}") from None
         try:
             return await asyncio.wait_for(got, INVITE_FETCH_TIMEOUT)
         except TimeoutError:
@@ -589,9 +629,15 @@ async def _read_invite_blob(url: str, keys: InviteBlobKeys, proxy: str | None) -
         await client.close()
 
 
-async def read_invite_link(link: str, now: int, proxy: str | None = None) -> Invite:
-    """The invite of a link in either form: a short link's stored invite, or
-    a long link (older versions) parsed and verified."""
+async def read_invite_link(
+    link: str,
+    now: int,
+    proxy: str | None = None,
+    timeouts: tuple[float, float] | None = None,
+) -> Invite:
+    """The invite of a link in either form: a short link's stored invite
+    (see :func:`fetch_short_invite`), or a long link (older versions) parsed
+    and verified."""
     if is_short_invite_link(link):
-        return await fetch_short_invite(link, now, proxy)
+        return await fetch_short_invite(link, now, proxy, timeouts)
     return parse_invite_link(link, now)

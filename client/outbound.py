@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
 import mimetypes
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -273,19 +275,61 @@ class Outbound(Files):
             delay = 0.0 if u == first else _jitter.uniform(0, POST_JITTER)
             start[u] = max(loop.time() + delay, self._post_not_before.get(u, 0.0))
             self._post_not_before[u] = start[u]
-        tasks = [loop.create_task(self._post_after(i, start[i.relay_url])) for i in items]
-        for task in tasks:
+        tasks = []
+        for item in items:
+            key = item.msg_id + item.mailbox_id
+            previous = self._post_turns.get(item.relay_url)
+            turn = asyncio.Event()  # set once this post went ahead (or ended)
+            self._post_turns[item.relay_url] = turn
+            task = loop.create_task(self._post_after(item, start[item.relay_url], previous, turn))
+            task.add_done_callback(functools.partial(_set_turn, turn))
+            self._posting[key] = task
+            task.add_done_callback(functools.partial(self._posted, key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if tasks:
+            tasks.append(task)
+        if self._batch is not None:
+            self._batch.extend(tasks)  # awaited once, when the batch ends
+        elif tasks:
             await asyncio.wait(tasks, timeout=wait)
 
-    async def _post_after(self, item: OutboxItem, start: float) -> bool:
-        """Post ``item`` at loop time ``start`` (sleeps with equal deadlines
-        wake in the order they were set, so a relay's posts keep theirs)."""
+    def _posted(self, key: bytes, task: asyncio.Task[bool]) -> None:
+        if self._posting.get(key) is task:
+            del self._posting[key]
+
+    @contextlib.asynccontextmanager
+    async def _posting_together(self, wait: float = 3.0) -> AsyncIterator[None]:
+        """Within this block, a send does not wait for its posts: every post
+        still goes out at its own jittered time (SPEC §7.1, per relay in the
+        order issued), and the block's end waits for all of them at once
+        (``wait`` seconds at most; what fails stays queued).  Several sends
+        in a row (an accept's Welcome, profile and KeyPackages) then cost one
+        jitter window instead of one each."""
+        if self._batch is not None:  # already inside one: the outer end waits
+            yield
+            return
+        batch: list[asyncio.Task[bool]] = []
+        self._batch = batch
+        try:
+            yield
+        finally:
+            self._batch = None
+        if batch:
+            await asyncio.wait(batch, timeout=wait)
+
+    async def _post_after(
+        self, item: OutboxItem, start: float, previous: asyncio.Event | None, turn: asyncio.Event
+    ) -> bool:
+        """Post ``item`` at loop time ``start``, and not before the post
+        issued before it to the same relay went ahead (``previous``): sleeps
+        alone do not keep that order once posts of several messages are
+        under way together (a timer due now runs after a task made now)."""
         delay = start - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if previous is not None:
+            await previous.wait()
+        turn.set()
         return await self._post_item(item)
 
     async def _post_item(self, item: OutboxItem) -> bool:
@@ -477,8 +521,18 @@ class Outbound(Files):
     async def flush_outbox(self, relay_url: str | None = None) -> int:
         """Retry every queued envelope (for one relay, or all); returns how
         many are still queued."""
+        # posts under way finish first (bounded): posting their items again
+        # now would skip their jittered delay and overtake them on their relay
+        inflight = list(self._posting.values())
+        if inflight:
+            await asyncio.wait(inflight, timeout=POST_JITTER + 2.5)
         async with self._flush_lock:
-            items = [i for i in self.outbox() if relay_url is None or i.relay_url == relay_url]
+            items = [
+                i
+                for i in self.outbox()
+                if (relay_url is None or i.relay_url == relay_url)
+                and i.msg_id + i.mailbox_id not in self._posting
+            ]
             items.sort(key=lambda i: i.created_ms)
             for item in items:
                 await self._post_item(item)
@@ -496,6 +550,10 @@ class Outbound(Files):
     def status(self, message_id: bytes) -> MessageStatus | None:
         raw = self.store.get(NS_STATUS, message_id)
         return MessageStatus.from_json(raw) if raw else None
+
+
+def _set_turn(turn: asyncio.Event, _task: asyncio.Task[bool]) -> None:
+    turn.set()  # a post that ended (even cancelled) never holds up the next
 
 
 # NS_CONFIG key of the relays' forwarding keys (JSON {url: hex}), SPEC.md §7.14

@@ -65,9 +65,34 @@ def cmd_chats(args: argparse.Namespace) -> int:
     return run_offline(args, work)
 
 
+def find_chat(engine: Engine, query: str) -> Any:
+    """``engine.find_conversation``, whose error says to run ``sync`` when a
+    contact may be missing only because its name has not arrived yet: short
+    links carry no name, the contact's introduction does (issue 12)."""
+    from client.engine import EngineError
+
+    try:
+        return engine.find_conversation(query)
+    except EngineError as exc:
+        pending = engine.pending_introductions()
+        why = []
+        if pending["queued_accepts"]:
+            why.append(f"{pending['queued_accepts']} accepted invite(s) wait for their relay")
+        if pending["unnamed_contacts"]:
+            why.append(f"{pending['unnamed_contacts']} contact(s) have not sent their name yet")
+        if pending["open_invites"]:
+            why.append(f"{pending['open_invites']} invite(s) of yours may have been accepted")
+        if not why:
+            raise
+        raise UsageError(
+            f"{exc}; {', '.join(why)}: run 'samizdat sync' (when the contact has been "
+            "online), then 'samizdat chats'"
+        ) from None
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     def plan(engine: Engine) -> Work:
-        conv = engine.find_conversation(args.chat)
+        conv = find_chat(engine, args.chat)
         if args.file:
             path = Path(args.file)
             if not path.is_file():
@@ -138,14 +163,16 @@ def _article_title(text: str, path: Path) -> str:
 def cmd_sync(args: argparse.Namespace) -> int:
     engine = _open(args)
 
-    async def main() -> tuple[int, dict[str, str]]:
+    async def main() -> tuple[int, dict[str, str], int]:
         try:
             queued = await engine.sync(wait=args.wait)
-            return queued, engine.relay_states()
+            return queued, engine.relay_states(), len(engine.queued_accepts())
         finally:
             await engine.close()
 
-    queued, states = asyncio.run(main())
+    queued, states, waiting = asyncio.run(main())
+    for line in engine.accept_log:  # links 'accept' queued, now settled
+        print(line, file=sys.stderr)
     if args.json:
         print_json({"queued": queued, "relays": states})
     else:
@@ -153,12 +180,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(f"{state:10} {url}")
         if queued:
             print(f"{queued} envelope(s) still queued")
-    return EXIT_QUEUED if queued else 0
+    if waiting:
+        print(
+            f"{waiting} accepted invite link(s) still wait for their relay",
+            file=sys.stderr,
+        )
+    return EXIT_QUEUED if queued or waiting else 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     def work(engine: Engine) -> int:
-        conv = engine.find_conversation(args.chat)
+        conv = find_chat(engine, args.chat)
         entries = engine.history(conv.group_id, limit=args.limit)
         engine.mark_read(conv.group_id)
         rows: list[dict[str, Any]] = []

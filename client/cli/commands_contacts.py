@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from client.cli.common import (
+    EXIT_QUEUED,
     UsageError,
     Work,
     parse_duration,
@@ -152,13 +153,27 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
     def plan(engine: Engine) -> Work:
         async def work() -> int:
-            conv = await engine.accept(args.link)
+            from client.engine import AcceptQueued
+
+            try:
+                conv = await engine.accept(args.link)
+            except AcceptQueued as exc:
+                print(
+                    f"queued: {exc.reason}. The link is kept (in the encrypted store) and accepted "
+                    "by the next 'samizdat sync' that reaches its relay (or the app); "
+                    "nothing was sent yet",
+                    file=sys.stderr,
+                )
+                return EXIT_QUEUED
             print(f"contact request sent; conversation {conv.group_id.hex()[:8]}")
             return 0
 
         return work
 
-    return run_online(args, plan)
+    # Only our relays (the invite's are reached when written to), no mailbox
+    # read: accepting only writes, and the reply comes when the inviter is
+    # online ('sync' or the app receive it), so nothing is waited for either.
+    return run_online(args, plan, settle=0, only_relays=lambda engine: engine.identity.relays)
 
 
 def contact_json(engine: Engine, c: Any) -> dict[str, Any]:
