@@ -219,6 +219,8 @@ frame_burst = 10000000
 mailbox_max_messages = 1000000
 mailbox_create_rate = 1000000.0
 mailbox_create_burst = 1000000
+mailbox_post_rate = 1000000.0
+mailbox_post_burst = 1000000
 send_queue_frames = 65536
 send_queue_bytes = 268435456
 """
