@@ -81,6 +81,9 @@ class Subscription:
 class Subscriptions:
     """The subscription half of :class:`relay.connection.Connection`."""
 
+    # what this half assigns; the other attributes below are Connection's
+    __slots__ = ("subs", "credit", "pending_small", "pending_bulk", "_small_turns")
+
     ctx: RelayContext
     queue: SendQueue
     read_grants: set[bytes]
