@@ -14,7 +14,10 @@ What is measured, for each group size N, on both sides in the same process:
   (a commit with an UpdatePath to the whole group), another member
   processes it;
 * **update commit** / **process path-update**: the creator commits an empty
-  commit with a path (re-keying its leaf), another member processes it.
+  commit with a path (re-keying its leaf), another member processes it;
+* **app message send** / **app message receive**: the creator encrypts
+  ``APP_BATCH`` application messages of ``APP_SIZE`` bytes, another member
+  decrypts and verifies them; the figure is per message.
 
 Fairness rules (issue 12): mls-rs is driven through its raw binding
 (``mls_rs_uniffi``: ``Group.add_members``, ``process_incoming_message``,
@@ -67,7 +70,11 @@ OPS = (
     "process remove",
     "update commit",
     "process path-update",
+    "app message send",
+    "app message receive",
 )
+APP_BATCH = 50  # application messages per round (one is too short to time)
+APP_SIZE = 200  # bytes of plaintext each
 
 
 def rng(n: int) -> bytes:
@@ -137,6 +144,15 @@ class Samizdat:
         assert self.receiver is not None and isinstance(commit, bytes)
         self.receiver.process(commit, now=self.now)
 
+    def encrypt_many(self, count: int) -> list[bytes]:
+        assert self.creator is not None
+        return [self.creator.encrypt(bytes(APP_SIZE), rng) for _ in range(count)]
+
+    def receive_many(self, messages: object) -> None:
+        assert self.receiver is not None and isinstance(messages, list)
+        for m in messages:
+            self.receiver.process(m, now=self.now)
+
     def check_in_sync(self) -> None:
         assert self.creator is not None and self.receiver is not None
         assert self.creator.epoch_authenticator == self.receiver.epoch_authenticator
@@ -194,6 +210,14 @@ class MlsRs:
 
     def process(self, commit: object) -> None:
         self.receiver.process_incoming_message(commit)
+
+    def encrypt_many(self, count: int) -> list[object]:
+        return [self.creator.encrypt_application_message(bytes(APP_SIZE)) for _ in range(count)]
+
+    def receive_many(self, messages: object) -> None:
+        assert isinstance(messages, list)
+        for m in messages:
+            self.receiver.process_incoming_message(m)
 
     def check_in_sync(self) -> None:
         a = self.creator.export_secret(b"bench", b"", 32)
@@ -256,9 +280,14 @@ def run_size(
         row.add("update commit", t)
         row.add("process path-update", cpu(lambda: s.process(commit))[0])
 
+    def app(s: Samizdat | MlsRs, row: Row, r: int) -> None:
+        t, messages = cpu(lambda: s.encrypt_many(APP_BATCH))
+        row.add("app message send", t / APP_BATCH)
+        row.add("app message receive", cpu(lambda: s.receive_many(messages))[0] / APP_BATCH)
+
     for r in range(rounds):  # the last round's group is the one kept
         each(r, add_all)
-    for step in (join, remove, update):
+    for step in (join, remove, update, app):
         for r in range(small_rounds):
             each(r, step)
     for s in sides:
@@ -270,6 +299,8 @@ def run_size(
 def fmt_t(t: float | None) -> str:
     if t is None:
         return "-"
+    if t < 0.001:
+        return f"{t * 1e6:.0f} us"
     return f"{t * 1000:.1f} ms" if t < 1 else f"{t:.2f} s"
 
 

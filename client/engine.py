@@ -283,6 +283,11 @@ class Engine(Invites):
         return entries
 
     def mark_read(self, conv_id: bytes) -> None:
+        # the user opened it: its mailboxes are read live, a reply is likely
+        # (cold ones are promoted, SPEC.md §7.1 "Promotion and displacement")
+        for mb in [m for m in self._mailboxes.values() if m.conv_id == conv_id]:
+            if not mb.retired and mb.relay_url in self.relays:
+                self.relays[mb.relay_url].promote(mb.mailbox_id)
         conv = self.conversation(conv_id)
         if conv is not None and conv.unread:
             conv.unread = 0

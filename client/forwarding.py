@@ -34,8 +34,8 @@ import contextlib
 import os
 import random
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-import aiohttp
 from nacl.signing import SigningKey
 
 from client.relay_client import RelayUnavailable, proxy_setting
@@ -56,7 +56,14 @@ from protocol.relay_frames import (
     post_message,
 )
 
-_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+if TYPE_CHECKING:
+    import aiohttp
+else:  # imported at the first forwarded post (see client/lazy.py)
+    from client.lazy import lazy_module
+
+    aiohttp = lazy_module("aiohttp")
+
+_TIMEOUT = {"total": 30, "connect": 10}  # aiohttp.ClientTimeout's
 _MAX_BODY = 4096  # an answer is 348 bytes, an error a few dozen
 PREFETCH_JITTER = 30.0  # seconds: the most a key fetch waits after the previous one
 
@@ -115,7 +122,7 @@ class Forwarding:
                 url = "socks5://" + proxy_setting(self._proxy).split("://", 1)[1]
                 connector = ProxyConnector.from_url(url, rdns=True)  # no local DNS
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=_TIMEOUT, trust_env=False
+                connector=connector, timeout=aiohttp.ClientTimeout(**_TIMEOUT), trust_env=False
             )
         return self._session
 

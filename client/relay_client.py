@@ -38,9 +38,8 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 from nacl.signing import SigningKey
 
 from protocol.errors import DecodeError, RemoteError
@@ -74,6 +73,13 @@ from protocol.relay_frames import (
     decode_server_frame,
 )
 
+if TYPE_CHECKING:
+    import aiohttp
+else:  # imported at the first connection: commands that stay offline skip it
+    from client.lazy import lazy_module
+
+    aiohttp = lazy_module("aiohttp")
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound="asyncio.Task[Any]")
@@ -86,7 +92,7 @@ StateCallback = Callable[[str, str], None]
 
 # A blob chunk download: 256 KiB at 2 KiB/s is about 2 minutes, so a relay
 # that trickles bytes cannot hold a download for longer than that.
-_CHUNK_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_read=30)
+_CHUNK_TIMEOUT = {"total": 120, "sock_read": 30}  # aiohttp.ClientTimeout's
 _MAX_ERROR_BODY = 4096  # an encoded Error frame is a few dozen bytes
 
 
@@ -254,6 +260,11 @@ class RelayClient:
         timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
         # trust_env=False: an HTTP(S)_PROXY variable never replaces the setting
         return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called (a connection may be under way)."""
+        return self._task is not None
 
     def start(self) -> None:
         if self._task is None:
@@ -684,7 +695,8 @@ class RelayClient:
         url = f"{self.url}/blob/{blob_id.hex()}/{index}"
         headers = {"Authorization": "Bearer " + read_token.hex()}
         try:
-            async with self._session.get(url, headers=headers, timeout=_CHUNK_TIMEOUT) as resp:
+            timeout = aiohttp.ClientTimeout(**_CHUNK_TIMEOUT)
+            async with self._session.get(url, headers=headers, timeout=timeout) as resp:
                 cap = limit if resp.status == 200 else _MAX_ERROR_BODY
                 if resp.content_length is not None and resp.content_length > cap:
                     raise BlobTooLarge(

@@ -11,9 +11,14 @@ proved which key) links nothing (SPEC.md §2):
 * **Readers.**  Each subscribed mailbox is read over its own connection,
   which proves that mailbox's read key and nothing else.  At most
   ``max_readers`` such connections are held open ("hot"): the first
-  mailboxes subscribed, then by recent activity (a post of ours to a cold
-  mailbox promotes it, as a reply is likely; the least recently active hot
-  one, by deliveries and posts, is demoted).  Every other mailbox is "cold": it is
+  mailboxes subscribed, then by recent activity: a cold mailbox is
+  promoted when we post to it, when the user opens its conversation
+  (:meth:`RelaySessions.promote`) or when a poll of a conversation's
+  mailbox finds new messages; the hot mailbox idle longest (by deliveries
+  and posts, an inbox first) is displaced, unless promoted less than
+  ``min_hot`` ago, and its reader closes after a jittered ``demote_delay``
+  drawn apart from the promoted reader's open (no close-and-open pair for
+  the relay to link).  Every other mailbox is "cold": it is
   *polled* every ``poll_interval`` (drawn with jitter per poll) by a
   short-lived connection that subscribes from the next unhandled seq, takes
   what is there (up to the ``head_seq`` its ``Subscribed`` reported, or
@@ -79,6 +84,12 @@ class SessionPolicy:
     first_poll: tuple[float, float] = (0.5, 20.0)  # a cold mailbox's first poll
     poll_quiet: float = 2.0  # a poll ends this long after its last delivery
     poll_timeout: float = 30.0
+    # a mailbox promoted to hot (activity while cold) is not displaced for
+    # this long: two active cold conversations do not swap readers per poll
+    min_hot: float = 600.0
+    # a displaced reader closes after this, drawn independently of the
+    # promoted reader's open_delay: the relay sees no close-and-open pair
+    demote_delay: tuple[float, float] = (1.0, 20.0)
     open_delay: tuple[float, float] = (0.0, 0.25)  # before a reader connects
     renew_after: tuple[float, float] = (900.0, 2700.0)  # a hot reader's lifetime
     post_linger: tuple[float, float] = (1.0, 5.0)  # an idle post connection's
@@ -104,6 +115,10 @@ class _Sub:
     last_delivery: float = 0.0
     pending_ack: int = 0  # cold: an ack for the next poll to send
     failed_at: float = float("-inf")  # when its last poll found the relay unreachable
+    hot_until: float = float("-inf")  # promoted: not displaced before this clock time
+    # read up to a recent head (by a poll, or a reader live until displaced):
+    # what the next poll finds arrived since, a sign of an active conversation
+    current: bool = False
 
 
 @dataclass(slots=True)
@@ -141,6 +156,8 @@ class RelaySessions:
         self._subs: dict[bytes, _Sub] = {}
         self._hot: OrderedDict[bytes, RelayClient] = OrderedDict()  # least recently active first
         self._polling: dict[bytes, RelayClient] = {}
+        # displaced readers, still open until their jittered demote_delay ends
+        self._lingering: dict[bytes, RelayClient] = {}
         self._posters: dict[bytes, _Poster] = {}
         self._poster_freed = asyncio.Event()
         self._poll_wake = asyncio.Event()
@@ -181,6 +198,7 @@ class RelaySessions:
         children = [*self._children(), *self._retiring]
         reapers = [p.reaper for p in self._posters.values() if p.reaper is not None]
         self._hot.clear()
+        self._lingering.clear()
         self._polling.clear()
         self._posters.clear()
         await asyncio.gather(*(c.close() for c in children), return_exceptions=True)
@@ -279,29 +297,97 @@ class RelaySessions:
             self._touch(mailbox_id)
 
     def _touch(self, mailbox_id: bytes) -> None:
-        """A delivery keeps a hot mailbox hot (a cold one stays polled: one
-        message is no sign of a conversation, and promoting on every poll
-        would churn connections)."""
+        """A delivery keeps a hot mailbox hot.  (A cold one is promoted by
+        its poll instead, see :meth:`_poll`: what one poll finds counts once,
+        not per message.)"""
         if mailbox_id in self._hot:
             self._hot.move_to_end(mailbox_id)
 
-    def _promote(self, mailbox_id: bytes) -> None:
-        """Read ``mailbox_id`` over a held connection, demoting the least
-        recently active hot mailbox if all ``max_readers`` are taken."""
-        if self._closed or mailbox_id in self._hot or mailbox_id not in self._subs:
-            return
+    def promote(self, mailbox_id: bytes) -> bool:
+        """Read ``mailbox_id`` live: the user opened its conversation (a
+        reply is likely).  True if it is hot now (see :meth:`_promote`)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return mailbox_id in self._hot  # no loop: nothing to read with
+        return self._promote(mailbox_id)
+
+    def _promote(self, mailbox_id: bytes, *, force: bool = False) -> bool:
+        """Read ``mailbox_id`` over a held connection; if all ``max_readers``
+        are taken, displace the hot mailbox idle longest, an inbox before a
+        conversation, never one promoted less than ``min_hot`` ago (unless
+        ``force``, a conversation just subscribed), and never a conversation
+        for an inbox.  False if it stays cold (polled; a later poll that
+        finds activity tries again)."""
+        if self._closed or mailbox_id not in self._subs:
+            return False
+        if mailbox_id in self._hot:
+            self._hot.move_to_end(mailbox_id)
+            return True
+        sub = self._subs[mailbox_id]
         if len(self._hot) >= self.policy.max_readers:
-            # an inbox (invites, KeyPackages, introductions) waits for a poll
-            # more easily than a conversation: demote the least recently
-            # active inbox, else the least recently active mailbox
-            demoted = next(
-                (m for m in self._hot if m not in self._subs or not self._subs[m].shared),
-                next(iter(self._hot)),
-            )
-            client = self._hot.pop(demoted)
-            self._schedule(demoted, self.policy.first_poll)
+            victim = self._victim(sub.shared, force)
+            if victim is None:
+                return False
+            self._demote(victim)
+        if not force:  # activity, not a subscription (at start-up, every one)
+            sub.hot_until = self._clock() + self.policy.min_hot
+        lingering = self._lingering.pop(mailbox_id, None)
+        if lingering is not None:
+            # displaced a moment ago and still open: held again, no new connection
+            self._retiring.discard(lingering)
+            self._hot[mailbox_id] = lingering
+        else:
+            self._open_reader(mailbox_id)
+        return True
+
+    def _victim(self, for_conversation: bool, force: bool) -> bytes | None:
+        """The hot mailbox to displace (``_hot`` is least recently active first)."""
+        now = self._clock()
+
+        def inbox(m: bytes) -> bool:
+            return m not in self._subs or not self._subs[m].shared
+
+        free = [m for m in self._hot if m not in self._subs or self._subs[m].hot_until <= now]
+        # an inbox (invites, KeyPackages, introductions) waits for a poll
+        # more easily than a conversation
+        order = [m for m in free if inbox(m)]
+        if for_conversation:
+            order += [m for m in free if not inbox(m)]
+            if force:
+                order += [m for m in self._hot if inbox(m)] + list(self._hot)
+        return order[0] if order else None
+
+    def _demote(self, mailbox_id: bytes) -> None:
+        """Poll ``mailbox_id`` from now on.  Its reader closes after a
+        jittered ``demote_delay``, drawn apart from the promoted reader's
+        ``open_delay``, so the relay does not see one reader close as
+        another opens (which would link the two mailboxes); its polls start
+        after that."""
+        client = self._hot.pop(mailbox_id)
+        sub = self._subs.get(mailbox_id)
+        if not client.started:
+            # displaced within its open_delay (subscriptions at start-up):
+            # the relay never saw it
             self._retire_soon(client)
-        self._open_reader(mailbox_id)
+            self._schedule(mailbox_id, self.policy.first_poll)
+            return
+        if sub is not None and client.state == "connected":
+            sub.current = True  # read live until now
+        delay = self.policy.draw(self._rng, self.policy.demote_delay)
+        self._lingering[mailbox_id] = client
+        self._retiring.add(client)  # closed by close() meanwhile
+        if sub is not None:
+            sub.due = self._clock() + delay + self.policy.draw(self._rng, self.policy.first_poll)
+            self._poll_wake.set()
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if self._lingering.get(mailbox_id) is client:
+                del self._lingering[mailbox_id]
+                await self._retire(client)
+
+        self._spawn(later(), "demote")
 
     def _open_reader(self, mailbox_id: bytes) -> None:
         sub = self._subs[mailbox_id]
@@ -343,12 +429,10 @@ class RelaySessions:
         self.start()
         if len(self._hot) < self.policy.max_readers:
             self._open_reader(mailbox_id)
-        elif shared:
-            # a conversation's mailbox (a new group, or one moved after a
-            # removal, SPEC.md §8.3) is read live; a poll every few minutes
-            # would hold its messages and commits back
-            self._promote(mailbox_id)
-        else:
+        # a conversation's mailbox (a new group, or one moved after a
+        # removal, SPEC.md §8.3) is read live; a poll every few minutes
+        # would hold its messages and commits back
+        elif not (shared and self._promote(mailbox_id, force=True)):
             self._schedule(mailbox_id, self.policy.first_poll)
 
     def subscribed(self, mailbox_id: bytes) -> bool:
@@ -364,7 +448,7 @@ class RelaySessions:
     def _close_reader(self, mailbox_id: bytes) -> None:
         """Close the mailbox's reader in the background: the caller may be
         that reader's own delivery handler (e.g. deleting a used invite)."""
-        for held in (self._hot, self._polling):
+        for held in (self._hot, self._polling, self._lingering):
             client = held.pop(mailbox_id, None)
             if client is not None:
                 self._retire_soon(client)
@@ -378,8 +462,11 @@ class RelaySessions:
         """Ack over the mailbox's own reader; a cold mailbox's waits for its poll."""
         client = self._hot.get(mailbox_id) or self._polling.get(mailbox_id)
         if client is not None and client.state == "connected":
-            await client.ack(mailbox_id, up_to_seq)
-            return
+            try:
+                await client.ack(mailbox_id, up_to_seq)
+                return
+            except RelayUnavailable:
+                pass  # closed meanwhile (its poll ended): the next reader sends it
         sub = self._subs.get(mailbox_id)
         if sub is None:
             raise RelayUnavailable("not reading that mailbox")
@@ -409,7 +496,7 @@ class RelaySessions:
             cold = [
                 (sub.due, m)
                 for m, sub in self._subs.items()
-                if m not in self._hot and m not in self._polling
+                if m not in self._hot and m not in self._polling and m not in self._lingering
             ]
             cold.sort()
             for due, mailbox_id in cold:
@@ -431,29 +518,40 @@ class RelaySessions:
                 waker.cancel()
 
     async def _poll(self, mailbox_id: bytes) -> None:
-        """One poll: a connection that reads ``mailbox_id`` up to its head, then closes."""
+        """One poll: a connection that reads ``mailbox_id`` up to its head,
+        then closes.  A conversation's mailbox in which it found messages
+        that arrived since the last time it was read up to its head (not a
+        backlog from before start-up) is active: it is promoted to hot."""
         client = self._polling[mailbox_id]
         sub = self._subs.get(mailbox_id)
+        active = False
         try:
             if sub is None:
                 return
+            was_current, first = sub.current, sub.next_seq
+            sub.current = False
             client.register(mailbox_id, sub.read_seed, sub.next_seq, sub.write_seed, sub.shared)
             client.start()
             await client.wait_connected()
             await self._send_pending_ack(mailbox_id, client)
             deadline = self._clock() + self.policy.poll_timeout
             last, quiet_since = sub.next_seq, self._clock()
+            caught_up = False
             while self._clock() < deadline and client.state != "down":
                 head = client.heads.get(mailbox_id)
                 if head is not None and (head == 0 or sub.next_seq > head):
-                    break  # caught up
+                    caught_up = True
+                    break
                 if sub.next_seq != last:
                     last, quiet_since = sub.next_seq, self._clock()
                 elif self._clock() - quiet_since > self.policy.poll_quiet:
-                    break  # nothing more came (e.g. the head message expired)
+                    caught_up = True  # nothing more came (e.g. the head message expired)
+                    break
                 await asyncio.sleep(0.05)
             await self._send_pending_ack(mailbox_id, client)
             sub.fetched = True
+            sub.current = caught_up
+            active = was_current and sub.next_seq > first and sub.shared
         except RelayUnavailable:
             if sub is not None:
                 sub.failed_at = self._clock()  # polled again later
@@ -463,8 +561,15 @@ class RelaySessions:
             if self._polling.get(mailbox_id) is client:
                 del self._polling[mailbox_id]
             await self._retire(client)
-            if mailbox_id in self._subs and not self._closed:
+            # after the poll's connection closed: the relay sees this
+            # mailbox's connections one after the other, as for any poll
+            promoted = active and self._promote(mailbox_id)
+            if not promoted and mailbox_id in self._subs and not self._closed:
                 self._schedule(mailbox_id, self.policy.poll_interval)
+
+    def _readers(self) -> dict[bytes, RelayClient]:
+        """The live readers: hot ones, and displaced ones not yet closed."""
+        return {**self._lingering, **self._hot}
 
     async def catch_up(self, timeout: float) -> bool:
         """Read every subscribed mailbox up to its head once, within
@@ -477,17 +582,22 @@ class RelaySessions:
         deadline = now + timeout
         seen: dict[bytes, float] = {}  # when each hot reader's head was first known
         # a relay that is down ends the wait: every mailbox has been tried
-        # once (a poll refused, a hot reader's attempt failed) and the caller
-        # reports it rather than wait out the timeout (SPEC.md §8.12)
-        failures = {mailbox_id: c.failures for mailbox_id, c in self._hot.items()}
+        # once (a poll refused, a reader's attempt failed) and the caller
+        # reports it rather than wait out the timeout (SPEC.md §8.12).  A
+        # reader opened meanwhile (a mailbox subscribed or promoted while
+        # this runs) counts all its failures: it had none before
+        failures = {c: c.failures for c in self._readers().values()}
         while self._clock() < deadline and not self._closed:
-            tried = {
-                mailbox_id
-                for mailbox_id, c in self._hot.items()
-                if c.failures > failures.get(mailbox_id, c.failures)
-            }
+            readers = self._readers()
+            tried = {m for m, c in readers.items() if c.failures > failures.get(c, 0)}
             tried.update(m for m, sub in self._subs.items() if sub.failed_at >= now)
-            for mailbox_id, client in self._hot.items():
+            for mailbox_id, sub in self._subs.items():
+                # subscribed or displaced meanwhile: polled now, not when due
+                in_hand = sub.fetched or mailbox_id in tried or mailbox_id in readers
+                if not in_hand and mailbox_id not in self._polling and sub.due > self._clock():
+                    sub.due = self._clock()
+                    self._poll_wake.set()
+            for mailbox_id, client in readers.items():
                 hot = self._subs.get(mailbox_id)
                 head = client.heads.get(mailbox_id)
                 if hot is None or hot.fetched or head is None or client.state != "connected":

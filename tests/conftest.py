@@ -26,6 +26,10 @@ from tests.client_support import RelayProcess, make_engine
 from tests.coverage_floor import pytest_runtestloop, pytest_terminal_summary  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: No test leaves a key agent behind (client/agent.py): CLI processes, which
+#: inherit this, never start one; tests/test_cli_agent.py turns it on per command.
+os.environ["SAMIZDAT_AGENT"] = "off"
 VECTORS_DIR = Path(os.environ.get("MLS_TEST_VECTORS", ROOT.parent / "shared" / "mls-vectors"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

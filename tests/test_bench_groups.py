@@ -24,7 +24,13 @@ def test_groups_benchmark_quick_run_prints_ratios() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for op in ("add-all commit", "join", "process remove", "process path-update"):
+    for op in (
+        "add-all commit",
+        "join",
+        "process remove",
+        "process path-update",
+        "app message receive",
+    ):
         assert op in out
     assert "doubling exponent" in out and "20->40" in out
     assert "message sizes" in out

@@ -85,3 +85,37 @@ def test_deletion_schedule_drops_parent_secrets() -> None:
     tree.consume(0, RatchetType.APPLICATION, 0)
     # root, then 3, then 1 were split; copath secrets of leaf 0 remain
     assert set(tree._nodes) == {2, 5, 11}
+
+
+def test_consume_refuses_exactly_what_peek_refuses_and_changes_nothing_then() -> None:
+    """consume checks its limits without deriving (it no longer runs peek
+    first): over random in-order, late, replayed and far-ahead generations
+    it must refuse exactly when peek does, with the same error and no state
+    change, and otherwise return peek's key and nonce."""
+    import random
+
+    from protocol.codec import Writer
+
+    def encoded(tree: SecretTree) -> bytes:
+        w = Writer()
+        tree.encode(w)
+        return w.getvalue()
+
+    rnd = random.Random(9)
+    for _ in range(20):
+        tree = _tree(8)
+        for _ in range(60):
+            leaf = rnd.randrange(9)  # leaf 8 is outside the tree
+            kind = rnd.choice(list(RatchetType))
+            generation = max(0, tree.next_generation(leaf % 8, kind) + rnd.randint(-6, 18))
+            try:
+                expected: object = tree.peek(leaf, kind, generation)
+            except (ReplayedMessage, GenerationTooFar, UnknownMember) as exc:
+                expected = type(exc)
+            before = encoded(tree)
+            try:
+                got: object = tree.consume(leaf, kind, generation)
+            except (ReplayedMessage, GenerationTooFar, UnknownMember) as exc:
+                got = type(exc)
+                assert encoded(tree) == before
+            assert got == expected

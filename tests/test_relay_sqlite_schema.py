@@ -116,7 +116,7 @@ async def test_schema_1_database_opens_and_keeps_its_messages(tmp_path: Path) ->
     try:
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"mailboxes", "messages", "blobs"}
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)  # keyed by mailbox
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)  # keyed by mailbox id
     finally:
         db.close()
     # and the migrated database opens again as it is
@@ -216,7 +216,7 @@ async def test_schema_2_log_database_migrates_and_drops_its_order(tmp_path: Path
         await store.close()
     db = sqlite3.connect(tmp_path / "relay.sqlite3")
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"mailboxes", "messages", "blobs"}
         indexes = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}

@@ -17,6 +17,7 @@ or the store is the client's.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -288,10 +289,12 @@ async def test_seized_database_does_not_order_mailboxes(tmp_path: Path, relays: 
         await w.close()
     stop(relay)
 
-    # the arrival rank of each stored message: A_i -> 2i, B_i -> 2i + 1
-    rank = {mailbox_key(a.id): 0, mailbox_key(b.id): 1}
     db = sqlite3.connect(tmp_path / "relay.sqlite3")
     try:
+        # the arrival rank of each stored message: A_i -> 2i, B_i -> 2i + 1
+        # (messages name their mailbox by its id, SPEC §7.10.1)
+        ids = dict(db.execute("SELECT key, id FROM mailboxes").fetchall())
+        rank = {ids[mailbox_key(a.id)]: 0, ids[mailbox_key(b.id)]: 1}
         # no rowid at all: WITHOUT ROWID tables have none to ORDER BY
         for hidden in ("rowid", "_rowid_", "oid"):
             with pytest.raises(sqlite3.OperationalError):
@@ -318,3 +321,105 @@ async def test_seized_database_does_not_order_mailboxes(tmp_path: Path, relays: 
             assert not _recovers_interleaving(values, arrival), f"column {name} orders mailboxes"
     finally:
         db.close()
+
+
+CREATED = 16  # mailboxes created one after the other
+
+
+def _orders(values: list[Any]) -> bool:
+    """Whether ``values`` (one per mailbox, in creation order) are strictly
+    increasing or strictly decreasing: a column that tells which mailbox
+    was created first (a counter would)."""
+    pairs = list(itertools.pairwise(values))
+    return all(x < y for x, y in pairs) or all(x > y for x, y in pairs)
+
+
+async def test_seized_database_does_not_order_mailbox_creation(tmp_path: Path) -> None:
+    """Mailboxes made one after the other (a user's inbox, then the group
+    mailbox they create the next moment) must not be linked by their
+    creation order: no column of ``mailboxes`` or ``messages``, and not the
+    order rows come back in, ranks them by creation (SPEC §7.12).  The
+    messages table names its mailbox by an integer id, so a sequential id
+    would do exactly that; ids are drawn at random."""
+    from relay.config import Limits
+    from relay.storage.base import dedup_key, mailbox_key
+    from relay.storage.sqlite import SqliteStorage
+
+    assert _orders(list(range(CREATED)))  # the check sees a counter
+    store = SqliteStorage(tmp_path, Limits())
+    await store.start()
+    now = int(time.time())
+    keys = []
+    try:
+        for _ in range(CREATED):
+            mid = os.urandom(32)
+            key = mailbox_key(mid)
+            await store.create_mailbox(key, os.urandom(32), os.urandom(32), 86400, now)
+            keys.append((mid, key))
+        for mid, key in keys:  # one message each, posted in creation order too
+            await store.post(key, dedup_key(mid, os.urandom(16)), envelope(b"m"), now)
+    finally:
+        await store.close()
+    created = {key: i for i, (_, key) in enumerate(keys)}
+    db = sqlite3.connect(tmp_path / "relay.sqlite3")
+    try:
+        cursor = db.execute("SELECT * FROM mailboxes")
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        key_col = columns.index("key")
+        returned = [created[row[key_col]] for row in rows]
+        assert not _orders(returned), "mailbox rows come back in creation order"
+        by_creation = sorted(rows, key=lambda row: created[row[key_col]])
+        for c, name in enumerate(columns):
+            values = [row[c] for row in by_creation]
+            assert not _orders(values), f"mailboxes.{name} orders mailboxes by creation"
+        id_of = {row[key_col]: row[columns.index("id")] for row in rows}
+        # the messages, one per mailbox, in the order SQLite returns them
+        # and by every column (their mailbox id among them)
+        cursor = db.execute("SELECT * FROM messages")
+        mcolumns = [d[0] for d in cursor.description]
+        mrows = cursor.fetchall()
+        rank = {id_of[key]: created[key] for key in created}
+        mbox = mcolumns.index("mbox")
+        assert not _orders([rank[row[mbox]] for row in mrows]), "messages in creation order"
+        mrows.sort(key=lambda row: rank[row[mbox]])
+        for c, name in enumerate(mcolumns):
+            if name == "seq":  # the hour's base + 1 in every mailbox: all equal
+                continue
+            values = [row[c] for row in mrows]
+            assert not _orders(values), f"messages.{name} orders mailboxes by creation"
+    finally:
+        db.close()
+
+
+async def test_posts_write_no_mailbox_row(tmp_path: Path) -> None:
+    """A post stores its message and nothing else: no mailbox row is
+    rewritten per batch (the head, count, bytes and expiry follow from the
+    messages), so a seized database's mailbox rows do not tell when each
+    mailbox last got a post beyond what its messages already tell."""
+    from relay.config import Limits
+    from relay.storage.base import dedup_key, mailbox_key
+    from relay.storage.sqlite import SqliteStorage
+
+    store = SqliteStorage(tmp_path, Limits())
+    await store.start()
+    now = int(time.time())
+    try:
+        boxes = [os.urandom(32) for _ in range(4)]
+        for mid in boxes:
+            await store.create_mailbox(mailbox_key(mid), b"r" * 32, b"w" * 32, 86400, now)
+        statements: list[str] = []
+        assert store._db is not None
+        store._db.set_trace_callback(statements.append)
+        posts = [
+            store.post_nowait(mailbox_key(mid), dedup_key(mid, os.urandom(16)), envelope(), now)
+            for _ in range(8)
+            for mid in boxes
+        ]
+        await asyncio.gather(*posts)
+        store._db.set_trace_callback(None)
+        writes = [s for s in statements if "mailboxes" in s and not s.startswith("SELECT")]
+        assert writes == [], writes
+        assert any(s.startswith("INSERT INTO messages") for s in statements)
+    finally:
+        await store.close()

@@ -6,6 +6,7 @@ and the signing/hashing helpers."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from harness.conformance import deserialization, messages
-from protocol.codec import Writer, opaque
+from protocol.codec import Reader, Writer, opaque
 from protocol.errors import DecodeError, LocalError
 from protocol.mls import messages as m
 from protocol.mls import tree_structs as ts
@@ -616,3 +617,72 @@ def test_leaf_node_decoding_is_canonical() -> None:
             args = (None, None) if got.leaf_node_source == LeafNodeSource.KEY_PACKAGE else (b"g", 3)
             assert got.tbs_bytes(*args) == fresh.tbs_bytes(*args)
     assert decoded_mutants > 300  # many mutations of keys and signatures still decode
+
+
+# -- EncryptedPathSecrets: an UpdatePathNode's ciphertexts, built on access ----------------------
+
+
+def _strict_entries(body: bytes) -> tuple[object, ...]:
+    """The entries an entry-by-entry strict parse gives (the reference)."""
+    r = Reader(body)
+    out = []
+    while not r.eof():
+        out.append(ts.HPKECiphertext.decode(r))
+    return tuple(out)
+
+
+def _entry(kem: bytes, ct: bytes) -> bytes:
+    return ts.HPKECiphertext(kem, ct).to_bytes()
+
+
+def test_encrypted_path_secrets_read_exactly_what_a_strict_parse_reads() -> None:
+    """The shape shortcut must never misplace an entry: bodies that look
+    uniform at one of the two length positions but not the other, one odd
+    entry anywhere, long (two-byte) lengths, empty entries."""
+    rnd = random.Random(12)
+    bodies = [b""]
+    for _ in range(300):
+        count = rnd.randint(1, 12)
+        kem_len, ct_len = rnd.choice([(32, 48), (0, 0), (63, 63), (32, 64), (1, 2)])
+        shapes = [(kem_len, ct_len)] * count
+        twist = rnd.random()
+        if twist < 0.3:  # one entry moves a byte from its kem_output to its ciphertext
+            i = rnd.randrange(count)
+            if shapes[i][0]:
+                shapes[i] = (shapes[i][0] - 1, shapes[i][1] + 1)
+        elif twist < 0.5:  # one entry of another size
+            shapes[rnd.randrange(count)] = (rnd.randint(0, 70), rnd.randint(0, 70))
+        bodies.append(b"".join(_entry(rnd.randbytes(k), rnd.randbytes(c)) for k, c in shapes))
+    # kem lengths line up at every stride but a ciphertext length does not
+    a, b = _entry(bytes(32), bytes(48)), _entry(bytes(32), bytes(47))
+    c = bytearray(_entry(bytes(32), bytes(49)))
+    c[1] = 32  # the byte where a third uniform entry would have its kem length
+    bodies.append(a + b + bytes(c))
+    # ciphertext lengths line up at every stride but a kem_output length does not
+    d = bytearray(_entry(bytes(31), bytes(49)))
+    d[33] = 48  # the byte where a second uniform entry would have its ciphertext length
+    bodies.append(a + bytes(d))
+    for body in bodies:
+        expected = _strict_entries(body)
+        got = ts.EncryptedPathSecrets(body)
+        assert len(got) == len(expected)
+        assert tuple(got) == expected
+        assert [got[i] for i in range(len(got))] == list(expected)
+        assert got[-1:] == expected[-1:] and got[:2] == expected[:2]
+        assert got == expected and hash(got) == hash(expected)
+
+
+def test_encrypted_path_secrets_refuse_what_a_strict_parse_refuses() -> None:
+    good = _entry(bytes(32), bytes(48)) * 3
+    for bad in (
+        good[:-1],  # the last ciphertext is short
+        good + b"\x05",  # a length with nothing after it
+        good + _entry(bytes(4), b"")[:5],  # a kem_output without its ciphertext
+        b"\x40\x20" + bytes(32) + b"\x00",  # a two-byte length that fits in one
+    ):
+        with pytest.raises(DecodeError):
+            _strict_entries(bad)
+        with pytest.raises(DecodeError):
+            ts.EncryptedPathSecrets(bad)
+    with pytest.raises(IndexError):
+        ts.EncryptedPathSecrets(good)[3]

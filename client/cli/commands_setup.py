@@ -16,6 +16,7 @@ from client.cli.common import (
     cli_relay_timeouts,
     print_json,
     read_passphrase,
+    remember_key,
     run_offline,
     run_online,
 )
@@ -34,6 +35,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     engine = Engine.create(home, passphrase, args.name, args.relay or [], proxy=args.proxy)
     engine.relay_timeouts = cli_relay_timeouts(engine.proxy)
+    remember_key(home, engine.store)
 
     async def setup() -> dict[str, str]:
         try:
@@ -160,6 +162,18 @@ def cmd_import(args: argparse.Namespace) -> int:
     store = Store.import_backup(Path(args.file), secret, home, passphrase)
     store.close()
     print(f"restored into {home}")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """``samizdat lock``: end the key agent of ``--home`` (SPEC.md §9, "Local key agent");
+    the next command asks for the passphrase again."""
+    from client import agent
+
+    if agent.stop(Path(args.home)):
+        print("locked: the key agent has stopped; the next command asks for the passphrase")
+    else:
+        print("no agent was running: the store is locked")
     return 0
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from client import agent
 from client.store import Store
 from client.urls import check_relay_url
 from protocol.errors import LocalError
@@ -114,25 +115,48 @@ def _import_engine() -> None:
 
 
 def _open(args: argparse.Namespace) -> Engine:
-    """The engine of ``--home``.  The store's key derivation (Argon2id at
-    its full cost, in C without the GIL) runs while another thread imports
-    the engine's modules, so a command pays about the larger of the two
-    rather than their sum where a second core is free."""
+    """The engine of ``--home``.  The store's master key comes from the
+    local key agent if one holds it (client/agent.py, SPEC.md §9, "Local key agent");
+    otherwise from the passphrase, and an agent is started with it.  The
+    key derivation (Argon2id at its full cost, in C without the GIL) runs
+    while another thread imports the engine's modules, so a command pays
+    about the larger of the two rather than their sum where a second core
+    is free."""
     home = Path(args.home)
     if not Store.exists(home):
         raise UsageError(f"no identity in {home}: run 'samizdat init --name NAME --relay URL'")
-    passphrase = read_passphrase(args)
+    use_agent = agent.idle_setting() is not None
+    if not use_agent:
+        passphrase = read_passphrase(args)  # before the loader: a prompt fails fast
     loader = threading.Thread(target=_import_engine, name="import engine", daemon=True)
     loader.start()
     try:
-        store = Store.open(home, passphrase)
+        if use_agent:
+            store = Store.open(
+                home,
+                lambda: read_passphrase(args),
+                cached_key=lambda store_id: agent.fetch_key(home, store_id),
+            )
+        else:
+            store = Store.open(home, passphrase)
     finally:
         loader.join()
+    if use_agent:
+        remember_key(home, store)
     from client.engine import Engine
 
     engine = Engine.from_store(store, home, proxy=args.proxy)
     engine.relay_timeouts = cli_relay_timeouts(engine.proxy)
     return engine
+
+
+def remember_key(home: Path, store: Store) -> None:
+    """After an unlock with the passphrase, hand the master key to a new
+    agent (replacing any agent with a stale or wrong key), unless
+    ``SAMIZDAT_AGENT=off``.  Failing to start one is not an error: the next
+    command asks for the passphrase again."""
+    if store.unlocked_by_passphrase and agent.idle_setting() is not None:
+        agent.start(home, *store.cacheable_key())
 
 
 #: A direct connection to a relay that answers takes well under a second;

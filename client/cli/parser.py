@@ -12,6 +12,7 @@ from client.cli.commands_setup import (
     cmd_export,
     cmd_import,
     cmd_init,
+    cmd_lock,
     cmd_relays,
 )
 from client.cli.common import default_home, relay_url
@@ -198,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     p.set_defaults(func=cmd_relays)
+
+    p = sub.add_parser(
+        "lock",
+        help="forget the unlocked store key (stop the key agent)",
+        description="Stop the key agent that keeps the store's key for a while after a "
+        "command unlocked it, so that the next command asks for the passphrase. "
+        "SAMIZDAT_AGENT=off never starts it; SAMIZDAT_AGENT=5m sets its idle timeout "
+        "(default 10m).",
+    )
+    p.set_defaults(func=cmd_lock)
 
     p = sub.add_parser(
         "demo", help="try Samizdat: local relays, two contacts and a group, in the app"

@@ -176,6 +176,19 @@ def unlock(conn: sqlite3.Connection, passphrase: bytes) -> bytes:
     return master
 
 
+def key_matches(h: Header, master: bytes) -> bool:
+    """True if ``master`` opens the header's key-check box: the store's own
+    master key, offered by the local key agent (SPEC.md §9, "Local key agent")."""
+    if len(master) != crypto.KEY_SIZE:
+        return False
+    try:
+        return crypto.unseal(Keys.derive(bytes(master)).check, h.key_check, CHECK_AAD) == (
+            CHECK_CONSTANT
+        )
+    except AuthFailed:
+        return False
+
+
 def rewrap(conn: sqlite3.Connection, master: bytes, passphrase: bytes) -> None:
     """Wrap ``master`` under ``passphrase`` with a fresh salt (same cost).
 

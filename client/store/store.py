@@ -109,6 +109,8 @@ class Store:
         self._keys = Keys.derive(master)
         self._lock = threading.RLock()
         self._levels: list[_Level] = []
+        #: False when :meth:`open` took the key from the local key agent
+        self.unlocked_by_passphrase = True
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -157,25 +159,56 @@ class Store:
         return cls(home, conn, master)
 
     @classmethod
-    def open(cls, home: Path, passphrase: bytes) -> Store:
+    def open(
+        cls,
+        home: Path,
+        passphrase: bytes | Callable[[], bytes],
+        *,
+        cached_key: Callable[[bytes], bytes | None] | None = None,
+    ) -> Store:
         """Unlock the store in ``home``.
+
+        ``cached_key``, if given, is asked first for the master key of the
+        store whose header salt it is passed (the local key agent,
+        client/agent.py); a key it returns is used only if it passes the
+        store's key check.  Otherwise ``passphrase`` (or what it returns, if
+        it is a function: it is called only then) unlocks it with Argon2id,
+        and :attr:`unlocked_by_passphrase` is True.
 
         Raises :class:`StoreNotFound`, :class:`StoreLocked` (open elsewhere),
         :class:`WrongPassphrase` or :class:`StoreCorrupt`.
         """
         home = Path(home)
-        passphrase = _as_bytes(passphrase, "passphrase")
+        if not callable(passphrase):
+            passphrase = _as_bytes(passphrase, "passphrase")
         if not cls.exists(home):
             raise StoreNotFound(f"no store in {home}")
         conn = database.connect(home / DB_NAME)
         try:
-            master = database.unlock(conn, passphrase)
+            master = None
+            by_passphrase = True
+            if cached_key is not None:
+                header = database.read_header(conn)
+                offered = cached_key(header.salt)
+                if offered is not None and database.key_matches(header, offered):
+                    master, by_passphrase = bytes(offered), False
+            if master is None:
+                secret = passphrase() if callable(passphrase) else passphrase
+                master = database.unlock(conn, _as_bytes(secret, "passphrase"))
         except BaseException:
             conn.close()
             raise
         store = cls(home, conn, master)
+        store.unlocked_by_passphrase = by_passphrase
         store._collect_garbage()
         return store
+
+    def cacheable_key(self) -> tuple[bytes, bytes]:
+        """``(header salt, master key)``: what the local key agent holds
+        (client/agent.py, SPEC.md §9, "Local key agent") and nothing else may use."""
+        with self._lock:
+            header = database.read_header(self._require_open())
+            return header.salt, self._master
 
     def close(self) -> None:
         """Checkpoint and close; further calls raise :class:`StoreClosed`."""
@@ -409,6 +442,11 @@ class Store:
             with self.transaction():
                 database.rewrap(conn, self._master, new)
                 self._levels[-1].deleted = True
+        # whoever changes a passphrase expects the old unlock to end: the
+        # agent holding this store's key (SPEC.md §9, "Local key agent") is stopped
+        from client import agent
+
+        agent.stop(self.home)
 
     def export_backup(self, path: Path, backup_passphrase: bytes) -> None:
         """Write every namespace, record, log entry and file to one encrypted

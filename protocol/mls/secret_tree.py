@@ -157,21 +157,34 @@ class SecretTree:
 
     # -- ratchets -----------------------------------------------------------
 
-    def peek(self, leaf: int, kind: RatchetType, generation: int) -> tuple[bytes, bytes]:
-        """Key and nonce of ``generation`` without changing any state."""
+    def _check(self, leaf: int, kind: RatchetType, generation: int) -> _Ratchet | None:
+        """The limits of :meth:`peek` and :meth:`consume`, checked without
+        deriving anything; the leaf's ratchet if it has one."""
         ratchet = self._ratchet(leaf, kind)
         if ratchet is None:
-            secret, start = self._ratchet_root(self._leaf_secret_peek(leaf), kind), 0
+            self._path_from_known(leaf)  # an unknown leaf, or one already consumed
+            start = 0
         else:
             if generation < ratchet.generation:
                 if generation in ratchet.skipped:
-                    return ratchet.skipped[generation]
+                    return ratchet
                 raise ReplayedMessage(f"generation {generation} of leaf {leaf} already used")
-            secret, start = ratchet.secret, ratchet.generation
+            start = ratchet.generation
         if generation - start > self.max_forward:
             raise GenerationTooFar(
                 f"generation {generation} is more than {self.max_forward} ahead of {start}"
             )
+        return ratchet
+
+    def peek(self, leaf: int, kind: RatchetType, generation: int) -> tuple[bytes, bytes]:
+        """Key and nonce of ``generation`` without changing any state."""
+        ratchet = self._check(leaf, kind, generation)
+        if ratchet is None:
+            secret, start = self._ratchet_root(self._leaf_secret_peek(leaf), kind), 0
+        elif generation < ratchet.generation:
+            return ratchet.skipped[generation]
+        else:
+            secret, start = ratchet.secret, ratchet.generation
         for g in range(start, generation):
             secret = _next_secret(self.suite, secret, g)
         return _key_nonce(self.suite, secret, generation)
@@ -179,7 +192,7 @@ class SecretTree:
     def consume(self, leaf: int, kind: RatchetType, generation: int) -> tuple[bytes, bytes]:
         """Key and nonce of ``generation``, deleting them and all secrets
         before it (keys skipped over are kept, up to ``max_skipped``)."""
-        self.peek(leaf, kind, generation)  # same checks, before any mutation
+        self._check(leaf, kind, generation)  # the checks of peek, before any mutation
         self._ensure_ratchets(leaf)
         ratchet = self._ratchets[(leaf, kind)]
         if generation < ratchet.generation:

@@ -13,7 +13,8 @@ Conventions (shared with :mod:`protocol.mls.messages`):
   ``decode(r)`` over :mod:`protocol.codec` and ``to_bytes()`` /
   ``from_bytes(data)`` (the latter rejects trailing bytes);
 * field names are the RFC's; ``opaque`` fields are ``bytes``, vectors of
-  structs or integers are tuples;
+  structs or integers are tuples (one exception: a decoded UpdatePathNode's
+  ciphertexts are an :class:`EncryptedPathSecrets`, equal to their tuple);
 * a ``select`` on a type field is modelled as the type field plus one optional
   attribute per arm (``None`` when that arm is not selected), e.g.
   ``LeafNode.leaf_node_source`` with ``lifetime`` / ``parent_hash``.  The
@@ -39,10 +40,10 @@ enclosing LeafNode stays parseable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Self, TypeVar
+from typing import Self, TypeVar, overload
 
 from protocol.codec import Reader, Writer, decode_exact
 from protocol.errors import DecodeError, LocalError
@@ -549,33 +550,122 @@ class HPKECiphertext(Struct):
         return cls(r.pull_opaque(), r.pull_opaque())
 
 
+class EncryptedPathSecrets(Sequence[HPKECiphertext]):
+    """A received ``HPKECiphertext encrypted_path_secret<V>`` (RFC 9420 §7.6),
+    entries built on access.
+
+    A member decrypts one entry of a path; building all of them (one per
+    member, 2,000 for a group of 2,000) was a quarter of processing a commit.
+    Decoding still checks the whole vector as strictly as an entry-by-entry
+    parse: when every entry has the first entry's shape (one-byte lengths,
+    checked at every stride in C), entry ``i`` is at ``i * stride``; any other
+    vector is split by :meth:`Reader.pull_opaques` like before.  Equal to (and
+    hashed like) the tuple of its entries, which ``tuple()`` gives."""
+
+    __slots__ = ("_body", "_kem_len", "_stride", "_count", "_parts")
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._kem_len = self._stride = 0
+        self._parts: list[bytes] | None = None
+        shape = _uniform_shape(body)
+        if shape is not None:
+            self._kem_len, self._stride = shape
+            self._count = len(body) // self._stride
+            return
+        parts = Reader(body).pull_opaques()  # kem_output, ciphertext, kem_output, ...
+        if len(parts) % 2:
+            raise DecodeError("HPKECiphertext vector ends inside an entry")
+        self._parts = parts
+        self._count = len(parts) // 2
+
+    @property
+    def body(self) -> bytes:
+        """The vector's body as received (what encoding the entries gives)."""
+        return self._body
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _entry(self, i: int) -> HPKECiphertext:
+        if self._parts is not None:
+            return HPKECiphertext(self._parts[2 * i], self._parts[2 * i + 1])
+        start = i * self._stride + 1
+        kem_end = start + self._kem_len
+        return HPKECiphertext(
+            self._body[start:kem_end], self._body[kem_end + 1 : start - 1 + self._stride]
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> HPKECiphertext: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[HPKECiphertext, ...]: ...
+    def __getitem__(self, index: int | slice) -> HPKECiphertext | tuple[HPKECiphertext, ...]:
+        if isinstance(index, slice):
+            return tuple(self._entry(i) for i in range(*index.indices(self._count)))
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("HPKECiphertext index out of range")
+        return self._entry(index)
+
+    def __iter__(self) -> Iterator[HPKECiphertext]:
+        return (self._entry(i) for i in range(self._count))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EncryptedPathSecrets):
+            return self._body == other._body
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"EncryptedPathSecrets({list(self)!r})"
+
+
+def _uniform_shape(body: bytes) -> tuple[int, int] | None:
+    """(kem_output length, entry length) if ``body`` is a whole number of
+    entries all shaped like the first, with one-byte (so minimal) lengths."""
+    if not body or body[0] >= 64 or body[0] + 1 >= len(body):
+        return None
+    kem_len = body[0]
+    ct_len = body[kem_len + 1]
+    if ct_len >= 64:
+        return None
+    stride = kem_len + ct_len + 2
+    count, rest = divmod(len(body), stride)
+    if rest:
+        return None
+    if body[0::stride] != bytes((kem_len,)) * count:
+        return None
+    if body[kem_len + 1 :: stride] != bytes((ct_len,)) * count:
+        return None
+    return kem_len, stride
+
+
 @dataclass(frozen=True, slots=True)
 class UpdatePathNode(Struct):
     encryption_key: bytes
-    encrypted_path_secret: tuple[HPKECiphertext, ...]
-    # The received bytes of ``encrypted_path_secret`` (the vector body), kept by
-    # decode so that re-encoding a large path (for the commit's signature and
-    # transcript hash) is a copy.  They are exactly what encoding the decoded
-    # tuple gives: pairs of opaque<V> whose lengths were checked minimal.
-    _secrets_encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # a tuple when built locally, an EncryptedPathSecrets when decoded
+    encrypted_path_secret: Sequence[HPKECiphertext]
 
     def encode(self, w: Writer) -> None:
         w.push_opaque(self.encryption_key)
-        if self._secrets_encoded is not None:
-            w.push_opaque(self._secrets_encoded)
+        secrets = self.encrypted_path_secret
+        if isinstance(secrets, EncryptedPathSecrets):
+            # re-encoding a large received path (for the commit's signature and
+            # transcript hash) is a copy of the bytes received
+            w.push_opaque(secrets.body)
         else:
-            push_structs(w, self.encrypted_path_secret)
+            push_structs(w, secrets)
 
     @classmethod
     def decode(cls, r: Reader) -> Self:
         encryption_key = r.pull_opaque()
-        body = r.pull_opaque()
-        parts = Reader(body).pull_opaques()  # kem_output, ciphertext, kem_output, ...
-        if len(parts) % 2:
-            raise DecodeError("HPKECiphertext vector ends inside an entry")
-        node = cls(encryption_key, tuple(map(HPKECiphertext, parts[0::2], parts[1::2])))
-        object.__setattr__(node, "_secrets_encoded", body)
-        return node
+        return cls(encryption_key, EncryptedPathSecrets(r.pull_opaque()))
 
 
 @dataclass(frozen=True, slots=True)

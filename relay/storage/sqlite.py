@@ -12,12 +12,19 @@ Theory of operation
   database as it found it, so a refusal never half-applies.  Any other error
   rolls back the whole batch, and every request in it is answered
   ``Unavailable``.
-* The thread caches mailbox rows (TTL, head seq, count, bytes, expiry, write
-  key) and writes the changed ones back once per batch.  A run of posts
-  costs three statements whatever its length (:meth:`_run_posts`).
-* Messages are keyed by mailbox (schema 3, below), with no rowid: nothing
-  in the table orders one mailbox's messages against another's, and the
-  dedup key is a column of the message row (no second table to write).
+* The thread caches each mailbox's state (TTL, head seq, count, bytes,
+  expiry, write key, id, mode; :meth:`_load`), derived from its row and its
+  messages, so a post writes its message row and no mailbox row.  A row is
+  written only for what the messages cannot tell: create, a refresh, a
+  rotated write key, and the head and expiry before an ack or an expiry
+  pass removes the messages that told them.  A run of posts costs two
+  statements whatever its length (:meth:`_run_posts`).
+* Messages are keyed by mailbox id (schema 4, :mod:`relay.storage.sqlite_schema`):
+  a random 63-bit integer per mailbox, with no rowid, so nothing in the
+  table orders one mailbox's messages against another's, nor one mailbox's
+  creation against another's.  The dedup key is a column of the message
+  row (no second table to write), and there is no expiry index: the expiry
+  pass walks the mailboxes (:meth:`_sweep`).
   A second thread checkpoints the WAL into the database with its own
   connection (PASSIVE, never blocking the writer), so a COMMIT writes and
   fsyncs only the WAL.
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import sqlite3
@@ -70,98 +78,15 @@ from relay.storage.base import (
     expiry_bucket,
     next_seq,
 )
+from relay.storage.sqlite_schema import SCHEMA, SCHEMA_VERSION, migrate, new_mailbox_id
 
 BATCH = 512
 LOOKUP = 128
+SWEEP = 4096  # mailboxes per request of an expiry pass
 MAX_CACHED = 50_000
 CACHE_KIB = 32 * 1024  # SQLite page cache: the indexes' hot pages stay in memory
 CHECKPOINT_INTERVAL = 0.25  # seconds between the checkpointer's passes
 BACKSTOP_PAGES = 16_384  # WAL pages (64 MiB) past which the writer checkpoints itself
-
-# Schema 3: messages WITHOUT ROWID, keyed (mbox, seq).  A table with a rowid
-# (schema 2, an append-ordered log) numbered every post in arrival order
-# across mailboxes, so a seized database told which of two mailboxes got its
-# unread message first and linked mailboxes by timing (SPEC §7.12).  Keyed by
-# mailbox, rows carry no relay-wide order: the table, the UNIQUE (mbox, dkey)
-# de-duplication index (its entries hold the key (mbox, seq), never a rowid)
-# and the expiry index (whole hours, then the key) order nothing across
-# mailboxes beyond the hour.  The dedup key stays a column of its message's
-# row, so it goes with the message (SPEC §7.12).
-SCHEMA_VERSION = 3
-MESSAGES = """
-CREATE TABLE IF NOT EXISTS messages (
-    mbox BLOB NOT NULL, seq INTEGER NOT NULL, dkey BLOB NOT NULL,
-    expires INTEGER NOT NULL, envelope BLOB NOT NULL, PRIMARY KEY (mbox, seq))
-    WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_dkey ON messages (mbox, dkey);
-CREATE INDEX IF NOT EXISTS messages_expires ON messages (expires);
-"""
-SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS mailboxes (
-    key BLOB PRIMARY KEY, read_key BLOB NOT NULL, write_key BLOB NOT NULL,
-    ttl INTEGER NOT NULL, expires INTEGER NOT NULL, head_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL, bytes INTEGER NOT NULL, mode INTEGER NOT NULL DEFAULT 0)
-    WITHOUT ROWID;
-"""
-    + MESSAGES
-    + """
-CREATE TABLE IF NOT EXISTS blobs (
-    key BLOB PRIMARY KEY, upload_hash BLOB NOT NULL, read_hash BLOB NOT NULL,
-    expires INTEGER NOT NULL, chunks INTEGER NOT NULL) WITHOUT ROWID;
-"""
-)
-# Each migration runs in one transaction: a crash midway leaves the old
-# schema whole, and the next start migrates again.  Rows are copied in key
-# order, so the new table's pages say nothing of the old order; the old
-# table's pages are zeroed as they are freed (secure_delete).
-#
-# Schema 1: messages WITHOUT ROWID keyed (mbox, seq) with a size column, and
-# a separate dedup table whose key each message takes along.
-MIGRATE_1_TO_3 = (
-    """
-BEGIN IMMEDIATE;
-ALTER TABLE messages RENAME TO messages_v1;
-DROP INDEX IF EXISTS messages_expires;
-DROP INDEX IF EXISTS dedup_expires;
-CREATE TABLE IF NOT EXISTS dedup (
-    mbox BLOB NOT NULL, dkey BLOB NOT NULL, seq INTEGER NOT NULL,
-    expires INTEGER NOT NULL, PRIMARY KEY (mbox, dkey)) WITHOUT ROWID;
-CREATE INDEX dedup_v1_seq ON dedup (mbox, seq);
-"""
-    + MESSAGES
-    + """
-INSERT INTO messages (mbox, seq, dkey, expires, envelope)
-    SELECT m.mbox, m.seq, COALESCE(
-        (SELECT d.dkey FROM dedup d WHERE d.mbox = m.mbox AND d.seq = m.seq LIMIT 1),
-        randomblob(16)), m.expires, m.envelope
-    FROM messages_v1 m ORDER BY m.mbox, m.seq;
-DROP TABLE messages_v1;
-DROP TABLE dedup;
-PRAGMA user_version = 3;
-COMMIT;
-"""
-)
-# Schema 2 (never released; main ran it): the log, `id INTEGER PRIMARY KEY`
-# with UNIQUE indexes messages_seq (mbox, seq) and messages_dkey (mbox, dkey)
-# and messages_expires.  The ids are dropped with the table.
-MIGRATE_2_TO_3 = (
-    """
-BEGIN IMMEDIATE;
-ALTER TABLE messages RENAME TO messages_v2;
-DROP INDEX IF EXISTS messages_seq;
-DROP INDEX IF EXISTS messages_dkey;
-DROP INDEX IF EXISTS messages_expires;
-"""
-    + MESSAGES
-    + """
-INSERT INTO messages (mbox, seq, dkey, expires, envelope)
-    SELECT mbox, seq, dkey, expires, envelope FROM messages_v2 ORDER BY mbox, seq;
-DROP TABLE messages_v2;
-PRAGMA user_version = 3;
-COMMIT;
-"""
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +114,8 @@ class SqliteStorage(Storage):
         self.mailboxes = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outbox: list[Any] = []
-        # Owned by the SQLite thread: cached mailbox rows, written back per batch.
+        # Owned by the SQLite thread: each cached mailbox's state (_load).
         self._mbx: dict[bytes, list[Any]] = {}
-        self._dirty: set[bytes] = set()
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -237,7 +161,7 @@ class SqliteStorage(Storage):
         # commit path; the writer checkpoints itself only if it falls far behind.
         db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         db.execute(f"PRAGMA journal_size_limit={BACKSTOP_PAGES * 4096}")
-        _migrate(db)
+        migrate(db)
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._db = db
@@ -337,42 +261,52 @@ class SqliteStorage(Storage):
                     done.append((fut, result, None, after))
             if run:
                 self._run_posts(db, run, done)
-            self._flush(db)
             db.execute("COMMIT")
         except Exception as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self.total, self.mailboxes = total_before, mailboxes_before
             self._mbx.clear()
-            self._dirty.clear()
             err = Unavailable(f"storage error: {type(exc).__name__}")
             return [(fut, None, err, after) for fn, fut, after in batch]
         if len(self._mbx) > MAX_CACHED:
             self._mbx.clear()
         return done
 
-    def _flush(self, db: sqlite3.Connection) -> None:
-        """Write the cached state of every mailbox changed in this batch."""
-        if self._dirty:
-            db.executemany(
-                "UPDATE mailboxes SET head_seq=?, count=?, bytes=?, expires=?, write_key=? "
-                "WHERE key=?",
-                [(*self._mbx[k][1:], k) for k in self._dirty if k in self._mbx],
-            )
-            self._dirty.clear()
-
     def _load(self, db: sqlite3.Connection, key: bytes) -> list[Any] | None:
-        """The cached ``[ttl, head, count, bytes, expires, write_key]`` of a mailbox."""
+        """A mailbox's cached ``[ttl, head, count, bytes, expires, write_key,
+        id, mode]``, or None if there is no such mailbox.
+
+        Loaded from its row and its messages: the head is the later of the
+        row's (the head when messages were last removed) and the newest
+        message's seq, the expiry likewise; count and bytes are what its
+        messages hold.  So a post changes no mailbox row (sqlite_schema)."""
         entry = self._mbx.get(key)
         if entry is None:
             row = db.execute(
-                "SELECT ttl, head_seq, count, bytes, expires, write_key FROM mailboxes WHERE key=?",
+                "SELECT ttl, head_seq, expires, write_key, id, mode FROM mailboxes WHERE key=?",
                 (key,),
             ).fetchone()
             if row is None:
                 return None
-            entry = self._mbx[key] = list(row)
+            ttl, head, expires, write_key, mid, mode = row
+            n, nbytes, last, latest = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(envelope)), 0), MAX(seq), MAX(expires) "
+                "FROM messages WHERE mbox=?",
+                (mid,),
+            ).fetchone()
+            head = max(head, last or 0)
+            expires = max(expires, latest or 0)
+            entry = self._mbx[key] = [ttl, head, n, nbytes, expires, write_key, mid, mode]
         return entry
+
+    def _save(self, db: sqlite3.Connection, entry: list[Any]) -> None:
+        """Write what a mailbox's messages may no longer tell: its head seq
+        and expiry (before messages are removed), and its write key."""
+        db.execute(
+            "UPDATE mailboxes SET head_seq=?, expires=?, write_key=? WHERE id=?",
+            (entry[1], entry[4], entry[5], entry[6]),
+        )
 
     def _deliver(self, done: list[_Done]) -> None:
         assert self._loop is not None
@@ -392,33 +326,35 @@ class SqliteStorage(Storage):
         mode: int = MODE_QUEUE,
     ) -> None:
         def op(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT read_key, mode FROM mailboxes WHERE key=?", (key,))
+            row = db.execute("SELECT read_key FROM mailboxes WHERE key=?", (key,))
             found = row.fetchone()
             if found is not None:
                 entry = self._load(db, key)
                 assert entry is not None
-                if found[0] != read_key or entry[5] != write_key or found[1] != mode:
+                if found[0] != read_key or entry[5] != write_key or entry[7] != mode:
                     raise MailboxExists("mailbox exists")
                 # an identical re-create refreshes
-                entry[4] = max(entry[4], expiry_bucket(now, entry[0], self.limits.time_bucket))
-                self._dirty.add(key)
+                expires = expiry_bucket(now, entry[0], self.limits.time_bucket)
+                if expires > entry[4]:
+                    entry[4] = expires
+                    self._save(db, entry)
                 return
             if self.mailboxes >= self.limits.max_mailboxes:
                 raise StorageFull("relay holds its maximum number of mailboxes")
             if self.total + MAILBOX_ROW_COST > self.limits.total_max_bytes:
                 raise StorageFull("relay storage full")
+            # a random id, never a counter: ids must not order mailboxes by
+            # creation (SPEC §7.12); drawn again on the rare collision
+            mid = new_mailbox_id()
+            while db.execute("SELECT 1 FROM mailboxes WHERE id=?", (mid,)).fetchone():
+                mid = new_mailbox_id()
+            expires = expiry_bucket(now, ttl, self.limits.time_bucket)
             db.execute(
-                "INSERT INTO mailboxes (key, read_key, write_key, ttl, expires, head_seq, "
-                "count, bytes, mode) VALUES (?, ?, ?, ?, ?, 0, 0, 0, ?)",
-                (
-                    key,
-                    read_key,
-                    write_key,
-                    ttl,
-                    expiry_bucket(now, ttl, self.limits.time_bucket),
-                    mode,
-                ),
+                "INSERT INTO mailboxes (key, id, read_key, write_key, ttl, expires, head_seq, "
+                "mode) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                (key, mid, read_key, write_key, ttl, expires, mode),
             )
+            self._mbx[key] = [ttl, 0, 0, 0, expires, write_key, mid, mode]
             self.mailboxes += 1
             self.total += MAILBOX_ROW_COST
 
@@ -429,10 +365,10 @@ class SqliteStorage(Storage):
             entry = self._load(db, key)
             if entry is None:
                 return None
-            (read_key, mode) = db.execute(
-                "SELECT read_key, mode FROM mailboxes WHERE key=?", (key,)
+            (read_key,) = db.execute(
+                "SELECT read_key FROM mailboxes WHERE key=?", (key,)
             ).fetchone()
-            return MailboxInfo(read_key, entry[5], entry[0], entry[1], mode)
+            return MailboxInfo(read_key, entry[5], entry[0], entry[1], entry[7])
 
         result: MailboxInfo | None = await self._call(op)
         return result
@@ -443,22 +379,19 @@ class SqliteStorage(Storage):
             if entry is None:
                 raise UnknownMailbox("unknown mailbox")
             entry[5] = new_key
-            self._dirty.add(key)
+            self._save(db, entry)
 
         await self._call(op)
 
     async def delete_mailbox(self, key: bytes) -> None:
         def op(db: sqlite3.Connection) -> None:
-            if self._load(db, key) is None:
+            entry = self._load(db, key)
+            if entry is None:
                 raise UnknownMailbox("unknown mailbox")
-            (nbytes,) = db.execute(
-                "SELECT COALESCE(SUM(length(envelope)), 0) FROM messages WHERE mbox=?", (key,)
-            ).fetchone()
-            db.execute("DELETE FROM messages WHERE mbox=?", (key,))
+            db.execute("DELETE FROM messages WHERE mbox=?", (entry[6],))
             db.execute("DELETE FROM mailboxes WHERE key=?", (key,))
-            self.total -= nbytes
+            self.total -= entry[3]
             self._mbx.pop(key, None)
-            self._dirty.discard(key)
 
         await self._call(op)
 
@@ -479,33 +412,35 @@ class SqliteStorage(Storage):
         Each statement releases the GIL and may wait to get it back, so the
         per-post work stays in Python: one dedup lookup for the run, then
         the messages inserted with one ``executemany`` (each row carries its
-        dedup key: there is no second table to write).
+        dedup key: there is no second table to write).  No mailbox row is
+        written: head, count, bytes and expiry follow from the messages
+        (:meth:`_load`).
         """
         lim = self.limits
-        for op, _, _ in run:
-            self._load(db, op.key)
+        entries = [self._load(db, op.key) for op, _, _ in run]
         # OR of primary-key equalities: SQLite's OR optimisation does one index
         # lookup per term (a row-value IN over VALUES scanned the table).  At
         # most LOOKUP terms per statement keep the expression tree shallow.
-        known: dict[tuple[bytes, bytes], int] = {}
-        for i in range(0, len(run), LOOKUP):
-            part = run[i : i + LOOKUP]
+        wanted = [(e[6], op.dkey) for (op, _, _), e in zip(run, entries, strict=True) if e]
+        known: dict[tuple[int, bytes], int] = {}
+        for i in range(0, len(wanted), LOOKUP):
+            part = wanted[i : i + LOOKUP]
             terms = " OR ".join(["(mbox=? AND dkey=?)"] * len(part))
-            params: list[bytes] = []
-            for op, _, _ in part:
-                params += (op.key, op.dkey)
+            params: list[Any] = []
+            for pair in part:
+                params += pair
             for m, d, seq in db.execute(
                 f"SELECT mbox, dkey, seq FROM messages WHERE {terms}", params
             ):
                 known[(m, d)] = seq
         messages: list[tuple[Any, ...]] = []
-        for op, fut, after in run:
-            entry = self._mbx.get(op.key)
-            old = known.get((op.key, op.dkey))
+        for (op, fut, after), entry in zip(run, entries, strict=True):
             size = len(op.envelope)
             if entry is None:
                 done.append((fut, None, UnknownMailbox("unknown mailbox"), after))
-            elif op.write_key is not None and op.write_key != entry[5]:
+                continue
+            old = known.get((entry[6], op.dkey))
+            if op.write_key is not None and op.write_key != entry[5]:
                 done.append((fut, None, NotAuthorized("the write key was rotated"), after))
             elif old is not None:
                 done.append((fut, (old, True), None, after))
@@ -516,11 +451,10 @@ class SqliteStorage(Storage):
             else:
                 seq = next_seq(entry[1], op.now)
                 expires = expiry_bucket(op.now, entry[0], lim.time_bucket)
-                entry[1:5] = [seq, entry[2] + 1, entry[3] + size, expires]
-                self._dirty.add(op.key)
+                entry[1:5] = [seq, entry[2] + 1, entry[3] + size, max(entry[4], expires)]
                 self.total += size
-                known[(op.key, op.dkey)] = seq
-                messages.append((op.key, seq, op.dkey, expires, op.envelope))
+                known[(entry[6], op.dkey)] = seq
+                messages.append((entry[6], seq, op.dkey, expires, op.envelope))
                 done.append((fut, (seq, False), None, after))
         if messages:
             db.executemany(
@@ -537,9 +471,12 @@ class SqliteStorage(Storage):
         self, key: bytes, from_seq: int, limit: int, max_bytes: int | None = None
     ) -> list[tuple[int, bytes]]:
         def op(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            entry = self._load(db, key)
+            if entry is None:
+                return []
             cursor = db.execute(
                 "SELECT seq, envelope FROM messages WHERE mbox=? AND seq>=? ORDER BY seq LIMIT ?",
-                (key, from_seq, limit),
+                (entry[6], from_seq, limit),
             )
             if max_bytes is None:
                 return cursor.fetchall()
@@ -561,68 +498,102 @@ class SqliteStorage(Storage):
             entry = self._load(db, key)
             if entry is None:
                 raise UnknownMailbox("unknown mailbox")
-            (mode,) = db.execute("SELECT mode FROM mailboxes WHERE key=?", (key,)).fetchone()
-            if mode == MODE_SHARED_LOG:
+            if entry[7] == MODE_SHARED_LOG:
                 return  # a shared log: the reader's cursor is its own (SPEC.md §7.7)
-            n, nbytes = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(length(envelope)), 0) FROM messages "
-                "WHERE mbox=? AND seq<=?",
-                (key, up_to_seq),
+            n, nbytes, latest = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(envelope)), 0), MAX(expires) "
+                "FROM messages WHERE mbox=? AND seq<=?",
+                (entry[6], up_to_seq),
             ).fetchone()
             if n:
+                if up_to_seq >= entry[1] or latest >= entry[4]:
+                    # the messages that told the head or the expiry go: the
+                    # row keeps them, so a seq is never reused (SPEC §7.7)
+                    self._save(db, entry)
                 # the dedup keys go with the rows (SPEC §7.12): once acked, a
                 # msg_id is not kept to link a later post to it
-                db.execute("DELETE FROM messages WHERE mbox=? AND seq<=?", (key, up_to_seq))
+                db.execute("DELETE FROM messages WHERE mbox=? AND seq<=?", (entry[6], up_to_seq))
                 entry[2] -= n
                 entry[3] -= nbytes
-                self._dirty.add(key)
                 self.total -= nbytes
 
         await self._call(op)
 
     async def expire(self, now: int) -> int:
+        """Delete what expired by ``now``: messages, idle mailboxes, blobs.
+
+        There is no expiry index (each post would write one more, scattered
+        index entry): the pass walks the mailboxes in key order,
+        :data:`SWEEP` at a time, each slice a request of its own so posts
+        are not held up behind the whole pass.  A mailbox's messages expire
+        in seq order (one TTL, expiry from the post's time), so a mailbox
+        has something to delete when its oldest message has expired."""
+        removed = 0
+        after = b""
+        while True:
+            n: int
+            n, after = await self._call(functools.partial(self._sweep, after=after, now=now))
+            removed += n
+            if not after:
+                break
         blob_files: list[Path] = []
 
-        def op(db: sqlite3.Connection) -> int:
-            self._flush(db)
-            self._mbx.clear()
-            removed = 0
-            for mbox, n, nbytes in db.execute(
-                "SELECT mbox, COUNT(*), SUM(length(envelope)) FROM messages WHERE expires<=? "
-                "GROUP BY mbox",
-                (now,),
-            ).fetchall():
-                db.execute(
-                    "UPDATE mailboxes SET count=count-?, bytes=bytes-? WHERE key=?",
-                    (n, nbytes, mbox),
-                )
-                self.total -= nbytes
-                removed += n
-            db.execute("DELETE FROM messages WHERE expires<=?", (now,))
-            dead = db.execute("SELECT key FROM mailboxes WHERE expires<=?", (now,)).fetchall()
-            for (mbox,) in dead:
-                (nbytes,) = db.execute(
-                    "SELECT COALESCE(SUM(length(envelope)), 0) FROM messages WHERE mbox=?",
-                    (mbox,),
-                ).fetchone()
-                self.total -= nbytes
-                db.execute("DELETE FROM messages WHERE mbox=?", (mbox,))
-                db.execute("DELETE FROM mailboxes WHERE key=?", (mbox,))
-            removed += len(dead)
-            self.mailboxes -= len(dead)
-            self.total -= len(dead) * MAILBOX_ROW_COST
+        def blobs(db: sqlite3.Connection) -> int:
+            n = 0
             for bkey, chunks in db.execute(
                 "SELECT key, chunks FROM blobs WHERE expires<=?", (now,)
             ).fetchall():
                 blob_files.extend(self._chunk_paths(bkey))
                 self.total -= chunks * BLOB_CHUNK_SIZE
-                removed += 1
+                n += 1
             db.execute("DELETE FROM blobs WHERE expires<=?", (now,))
-            return removed
+            return n
 
-        removed: int = await self._call(op)
+        expired_blobs: int = await self._call(blobs)
+        removed += expired_blobs
         await asyncio.to_thread(_unlink_all, blob_files)
         return removed
+
+    def _sweep(self, db: sqlite3.Connection, after: bytes, now: int) -> tuple[int, bytes]:
+        """Expire the messages and mailboxes of the next :data:`SWEEP`
+        mailboxes past key ``after``; the count and the last key (b"" at
+        the end)."""
+        rows = db.execute(
+            "SELECT key, id, expires, (SELECT expires FROM messages WHERE mbox=mailboxes.id "
+            "ORDER BY seq LIMIT 1) FROM mailboxes WHERE key>? ORDER BY key LIMIT ?",
+            (after, SWEEP),
+        ).fetchall()
+        removed = 0
+        for key, mid, expires, oldest in rows:
+            if oldest is not None and oldest <= now:
+                self._mbx.pop(key, None)
+                n, nbytes, last, latest = db.execute(
+                    "SELECT COUNT(*), SUM(length(envelope)), MAX(seq), MAX(expires) "
+                    "FROM messages WHERE mbox=? AND expires<=?",
+                    (mid, now),
+                ).fetchone()
+                # the row keeps the head and expiry these messages told
+                expires = max(expires, latest)
+                db.execute(
+                    "UPDATE mailboxes SET head_seq=MAX(head_seq, ?), expires=? WHERE id=?",
+                    (last, expires, mid),
+                )
+                db.execute("DELETE FROM messages WHERE mbox=? AND expires<=?", (mid, now))
+                self.total -= nbytes
+                removed += n
+            # a mailbox expires with its last message, or without one after
+            # its (re-)create's TTL: its row's expiry has passed and no
+            # message holds a later one
+            if (
+                expires <= now
+                and not db.execute("SELECT 1 FROM messages WHERE mbox=? LIMIT 1", (mid,)).fetchone()
+            ):
+                db.execute("DELETE FROM mailboxes WHERE id=?", (mid,))
+                self._mbx.pop(key, None)
+                self.mailboxes -= 1
+                self.total -= MAILBOX_ROW_COST
+                removed += 1
+        return removed, rows[-1][0] if len(rows) == SWEEP else b""
 
     # ------------------------------------------------------------ blobs
 
@@ -705,30 +676,6 @@ class SqliteStorage(Storage):
 
         await self._call(op)
         await asyncio.to_thread(_unlink_all, self._chunk_paths(bkey))
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring an existing database up to :data:`SCHEMA_VERSION`, keeping every
-    mailbox, message and blob (an operator's data dir opens after upgrade)."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "mailboxes" in tables:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(mailboxes)")}
-        if "mode" not in columns:  # a database from before mailbox modes: all queues
-            db.execute("ALTER TABLE mailboxes ADD COLUMN mode INTEGER NOT NULL DEFAULT 0")
-    if "messages" in tables:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-        script = None
-        if "dkey" not in columns:  # schema 1
-            script = MIGRATE_1_TO_3
-        elif "id" in columns:  # schema 2: the rowid log
-            script = MIGRATE_2_TO_3
-        if script is not None:
-            try:
-                db.executescript(script)
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
 
 
 def _complete(done: list[_Done]) -> None:
