@@ -20,12 +20,16 @@ WebSocket, measured before scenario (b) subscribes.
 
 Defaults: 20,000 posts per scenario, 3 repeats interleaved across servers,
 medians printed with the relay process tree's CPU per post (user + system,
-during the timed phase) and the ratio to the bare-aiohttp floor; about
-fifteen minutes on two cores.  Scale with --messages-a, --messages-b,
+during the timed phase; in brackets its main thread's, the event loop) and
+the ratio to the bare-aiohttp floor; about fifteen minutes on two cores.
+Scale with --messages-a, --messages-b,
 --readers, --mailboxes, --publishers, --repeats; ``--only`` picks servers,
 ``--scenarios`` picks a and/or b.
 Environment: ``RELAY_BENCH_SYNC=NORMAL`` runs SQLite with synchronous=NORMAL,
 ``RELAY_BENCH_PROFILE=file`` runs the Samizdat relay under cProfile,
+``RELAY_BENCH_PYSPY=file`` attaches ``py-spy record`` (250 Hz, every thread,
+raw folded stacks) to each Samizdat relay process, one numbered file per run
+(``file.1``, ``file.2``, ...), written when that relay exits;
 ``RELAY_BENCH_STDERR=1`` keeps its stderr.
 """
 
@@ -140,6 +144,16 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def loop_cpu(pid: int) -> float:
+    """CPU seconds used so far by the main thread of ``pid`` (its event loop,
+    for the relays here; storage threads and child processes excluded)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @dataclass
 class Server:
     name: str
@@ -147,6 +161,10 @@ class Server:
     pid: int
     kind: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # profilers attached to a process in procs: stopped after all of them,
+    # so they see the relay exit and write their file
+    watchers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -157,6 +175,36 @@ class Server:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
+        for p in self.watchers:
+            try:
+                p.wait(30)  # py-spy writes its file once its target is gone
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGINT)  # py-spy writes on Ctrl-C too
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+
+
+_PYSPY_RUNS = [0]
+
+
+def attach_pyspy(pid: int) -> list[subprocess.Popen[bytes]]:
+    """``RELAY_BENCH_PYSPY=file``: ``py-spy record`` on ``pid`` into ``file.N``."""
+    out = os.environ.get("RELAY_BENCH_PYSPY")
+    if not out:
+        return []
+    binary = str(Path(sys.executable).with_name("py-spy"))
+    if not Path(binary).exists():
+        binary = shutil.which("py-spy") or "py-spy"
+    _PYSPY_RUNS[0] += 1
+    path = f"{out}.{_PYSPY_RUNS[0]}"
+    cmd = [binary, "record", "--pid", str(pid), "-r", "250", "--threads"]
+    cmd += ["--format", "raw", "-o", path]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"py-spy: relay pid {pid} -> {path}", flush=True)
+    return [proc]
 
 
 RELAY_TOML = """
@@ -171,6 +219,8 @@ frame_burst = 10000000
 mailbox_max_messages = 1000000
 mailbox_create_rate = 1000000.0
 mailbox_create_burst = 1000000
+mailbox_post_rate = 1000000.0
+mailbox_post_burst = 1000000
 send_queue_frames = 65536
 send_queue_bytes = 268435456
 """
@@ -201,7 +251,10 @@ def start_samizdat(tmp: Path, backend: str, nats_url: str = "") -> Server:
     err = None if os.environ.get("RELAY_BENCH_STDERR") else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     wait_port(port, proc)
-    return Server(f"samizdat-{backend}", f"ws://127.0.0.1:{port}/ws", proc.pid, "samizdat", [proc])
+    server = Server(f"samizdat-{backend}", f"ws://127.0.0.1:{port}/ws", proc.pid, "samizdat")
+    server.procs = [proc]
+    server.watchers = attach_pyspy(proc.pid)
+    return server
 
 
 def start_nats(tmp: Path) -> subprocess.Popen[bytes]:
@@ -513,6 +566,7 @@ class Result:
     idle_conn_bytes: float | None = None
     posts: int = 0
     cpu_seconds: float = 0.0  # the relay process tree's CPU while timed
+    loop_seconds: float = 0.0  # of which its main thread's (the event loop)
 
     @property
     def rate(self) -> float:
@@ -521,6 +575,10 @@ class Result:
     @property
     def cpu_per_post_us(self) -> float:
         return self.cpu_seconds / self.posts * 1e6 if self.posts else float("nan")
+
+    @property
+    def loop_per_post_us(self) -> float:
+        return self.loop_seconds / self.posts * 1e6 if self.posts else float("nan")
 
     def pct(self, q: float) -> float:
         if not self.latencies:
@@ -608,7 +666,7 @@ async def run_scenario(
             await sem.acquire()
         ack_task.cancel()
 
-    cpu0 = tree_cpu(server.pid)
+    cpu0, loop0 = tree_cpu(server.pid), loop_cpu(server.pid)
     start = time.perf_counter()
     pub_tasks = [
         asyncio.create_task(publish(ws, g, p * per, per))
@@ -617,13 +675,13 @@ async def run_scenario(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done.wait(), timeout)
     elapsed = (last[0] or time.perf_counter()) - start
-    cpu = tree_cpu(server.pid) - cpu0
+    cpu, loop = tree_cpu(server.pid) - cpu0, loop_cpu(server.pid) - loop0
     for t in [*tasks, *pub_tasks]:
         t.cancel()
     await asyncio.gather(*tasks, *pub_tasks, return_exceptions=True)
     for ws in [*readers, *pubs]:
         await ws.close()
-    return Result(server.name, scenario, got, expected, elapsed, lat, idle, per * n_pub, cpu)
+    return Result(server.name, scenario, got, expected, elapsed, lat, idle, per * n_pub, cpu, loop)
 
 
 @contextlib.contextmanager
@@ -690,7 +748,8 @@ def fmt(r: Result) -> str:
     idle = f"{r.idle_conn_bytes / 1024:7.1f} KiB/conn" if r.idle_conn_bytes is not None else ""
     return (
         f"{r.server:16s} ({r.scenario}) {r.rate:10.0f} msg/s  p50 {r.pct(0.5):8.2f} ms  "
-        f"p99 {r.pct(0.99):8.2f} ms  cpu {r.cpu_per_post_us:7.1f} us/post  "
+        f"p99 {r.pct(0.99):8.2f} ms  cpu {r.cpu_per_post_us:7.1f} us/post "
+        f"(loop {r.loop_per_post_us:5.1f})  "
         f"idle {idle}{partial}"
     )
 
@@ -755,7 +814,8 @@ def main() -> None:
             f"{name:16s} ({sc}) {rates[(name, sc)]:10.0f} msg/s  "
             f"p50 {median([r.pct(0.5) for r in rs]):8.2f} ms  "
             f"p99 {median([r.pct(0.99) for r in rs]):8.2f} ms  "
-            f"relay cpu {median([r.cpu_per_post_us for r in rs]):7.1f} us/post  "
+            f"relay cpu {median([r.cpu_per_post_us for r in rs]):7.1f} us/post "
+            f"(loop {median([r.loop_per_post_us for r in rs]):5.1f})  "
             f"({sum(r.delivered < r.expected for r in rs)} partial)"
         )
     print("\nratios of median delivered msg/s (server / bare-aiohttp floor):")

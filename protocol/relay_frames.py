@@ -725,32 +725,41 @@ def _decode(data: bytes, registry: dict[int, type[Frame]], direction: str) -> Fr
 _POST_HEAD = 1 + 4 + MAILBOX_ID_LEN + MSG_ID_LEN
 
 
-def _decode_post_fast(data: bytes) -> Post | None:
-    """The common ``Post`` by slicing; None means "use the general decoder".
+def split_post(data: bytes) -> tuple[int, bytes, bytes, bytes] | None:
+    """The common ``Post`` by slicing, as ``(req_id, mailbox_id, msg_id,
+    envelope)`` without building the frame (the relay's hot path); None means
+    "use the general decoder" (another type, or a form it must judge).
 
     Accepts exactly what :meth:`Post._pull` accepts: the varint length must be
-    minimal and the envelope must end the frame.
+    minimal (RFC 9420 §2.1.2) and the envelope must end the frame.
     """
-    if len(data) < _POST_HEAD + 1:
+    size = len(data)
+    if size < _POST_HEAD + 1 or data[0] != Post.TYPE:
         return None
     first = data[_POST_HEAD]
     prefix = first >> 6
     if prefix == 0:
         n, start = first, _POST_HEAD + 1
-    elif prefix == 1 and len(data) >= _POST_HEAD + 2:
+    elif prefix == 1 and size >= _POST_HEAD + 2:
         n, start = ((first & 0x3F) << 8) | data[_POST_HEAD + 1], _POST_HEAD + 2
         if n < 64:
             return None
     else:
         return None
-    if len(data) - start != n:
+    if size - start != n:
         return None
-    return Post(
+    return (
         int.from_bytes(data[1:5], "big"),
         data[5 : 5 + MAILBOX_ID_LEN],
         data[5 + MAILBOX_ID_LEN : _POST_HEAD],
         data[start:],
     )
+
+
+def _decode_post_fast(data: bytes) -> Post | None:
+    """:func:`split_post` as a :class:`Post`."""
+    parts = split_post(data)
+    return None if parts is None else Post(*parts)
 
 
 def decode_client_frame(data: bytes) -> ClientFrame:

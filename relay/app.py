@@ -63,6 +63,9 @@ class RelayContext:
     uploads: Slots = field(init=False)
     connections: set[Connection] = field(default_factory=set)
     shutting_down: bool = False
+    # connections holding corked frames, written out together at the end of
+    # this loop iteration (one callback per iteration, not per connection)
+    corked: list[Connection] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         lim = self.config.limits
@@ -85,6 +88,17 @@ class RelayContext:
         if not self.mailbox_limiter.take(ip):
             self.metrics.inc("samizdat_relay_rate_limited_total")
             raise RateLimited("too many mailboxes created from this address")
+
+    def cork(self, conn: Connection) -> None:
+        """Have ``conn``'s corked frames written at the end of this iteration."""
+        if not self.corked:
+            asyncio.get_running_loop().call_soon(self._flush_corked)
+        self.corked.append(conn)
+
+    def _flush_corked(self) -> None:
+        conns, self.corked = self.corked, []
+        for conn in conns:
+            conn.flush_cork()
 
     def client_ip(self, request: web.Request) -> str:
         if self.config.forwarded_for:

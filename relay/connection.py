@@ -14,7 +14,11 @@ Frames are handled in arrival order.  Everything except ``Post`` and
 ``AuthWrite`` then ``Post`` sees its grant.  Posts are validated in order,
 submitted to storage in order (so their seqs follow arrival order), and
 answered when storage commits; at most ``MAX_INFLIGHT`` posts are pending
-per connection, after which reading pauses (TCP back-pressure).
+per connection, after which reading pauses (TCP back-pressure).  The
+common frame, a ``Post`` to a mailbox whose write key the connection proved,
+is handled in place by :meth:`Connection._post_fast` (the same checks in the
+same order, without a coroutine or a frame object); its storage key was
+hashed once, when the grant was made.
 
 Outbound frames keep one order: a frame goes straight towards the
 transport only while nothing is queued, no batch is being written and the
@@ -24,29 +28,13 @@ drained by one writer task.  Straight frames are *corked*: collected for the
 rest of the event-loop iteration and written in one ``transport.write``, so
 a storage batch that commits fifty posts of one publisher answers them in
 one socket write, not fifty (the writer task flushes the cork before it
-writes, so the order holds).  A peer that does not read therefore costs at
-most that buffer plus the queue's bounds, then is disconnected
-(``SlowConsumer``) instead of growing memory.
+writes, so the order holds); one callback per iteration
+(``RelayContext.cork``) flushes every corked connection.  A peer that does
+not read therefore costs at most that buffer plus the queue's bounds, then
+is disconnected (``SlowConsumer``) instead of growing memory.
 
-Deliveries are driven by the reader (SPEC.md §7.6, "Flow control"): the
-connection holds a byte *credit* (``INITIAL_CREDIT``, raised by ``Credit``
-frames, spent by each ``Deliver``'s encoded length) and sends a ``Deliver``
-only while the credit is positive and the send queue is under half full, so
-a backlog of any size never overflows the queue: it waits in the store.  A
-subscription is *live* (caught up: a new message is queued the moment
-storage publishes it) or *pending* (the store holds messages it has not been
-sent).  One pump task serves the pending subscriptions round-robin, at most
-``QUANTUM`` bytes per turn (always at least one message), fetching each turn
-from the store after the last seq sent.  The relay reads no content, so
-"conversation before bulk" goes by size: a mailbox whose next (else last)
-frame exceeds ``BULK_FRAME`` waits in a second class, served when no small
-one waits or every ``SMALL_TURNS + 1``-th turn, and a turn is bounded in
-bytes, so a mailbox of 256-byte messages moves up to 256 of them in a turn
-where a 64 KiB one moves one.  A live subscription that meets an
-exhausted credit or a half-full queue turns pending and resumes from the
-store.  Per mailbox, frames leave in seq order with no gap and no duplicate
-(``last_sent`` only grows; a message published while its subscription is
-pending is fetched, not buffered).
+Subscriptions, flow control and the backfill pump live in
+:mod:`relay.subscriptions` (a base class of :class:`Connection`).
 """
 
 from __future__ import annotations
@@ -58,7 +46,6 @@ import os
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import nacl.bindings
@@ -70,7 +57,6 @@ from protocol.padding import is_envelope_size
 from protocol.relay_frames import (
     CLIENT_FRAMES,
     INITIAL_CREDIT,
-    MAX_CREDIT,
     NONCE_LEN,
     PROTOCOL_VERSION,
     AccessDenied,
@@ -100,16 +86,16 @@ from protocol.relay_frames import (
     Subscribed,
     TooLarge,
     TooManyMailboxes,
-    Unavailable,
     UnknownMailbox,
     Unsubscribe,
     auth_message,
     decode_client_frame,
-    encode_deliver,
     post_message,
+    split_post,
 )
 from relay.limits import SendQueue, TokenBucket
-from relay.storage.base import MAX_DB_SEQ, Listener, dedup_key, mailbox_key
+from relay.storage.base import MAX_DB_SEQ, dedup_key, mailbox_key
+from relay.subscriptions import Subscription, Subscriptions
 
 if TYPE_CHECKING:
     from relay.app import RelayContext
@@ -123,6 +109,22 @@ _WS_BINARY = 0x82
 _WS_LEN1 = struct.Struct(">BB")
 _WS_LEN2 = struct.Struct(">BBH")
 _WS_LEN8 = struct.Struct(">BBQ")
+
+
+def _ws_header(n: int) -> bytes:
+    """The header of an unmasked binary frame of ``n`` bytes (RFC 6455 §5.2)."""
+    if n < 126:
+        header = _WS_LEN1.pack(_WS_BINARY, n)
+    elif n < 65536:
+        header = _WS_LEN2.pack(_WS_BINARY, 126, n)
+    else:
+        header = _WS_LEN8.pack(_WS_BINARY, 127, n)
+    if len(_WS_HEADERS) < 4096:  # frames come in a few padded sizes
+        _WS_HEADERS[n] = header
+    return header
+
+
+_WS_HEADERS: dict[int, bytes] = {}
 # Frames are written straight to the transport while its buffer holds less
 # than this; beyond it they wait in the bounded SendQueue for the writer task.
 DIRECT_WRITE_LIMIT = 64 * 1024
@@ -130,39 +132,12 @@ DIRECT_WRITE_LIMIT = 64 * 1024
 # written together at the end of the loop iteration; larger ones go at once.
 CORK_FRAME = 16 * 1024
 CORK_BYTES = 64 * 1024
-# One pump turn of a pending subscription: at most this many messages and,
-# past its first message, this many bytes (one largest frame).
-BACKFILL_PAGE = 256
-QUANTUM = 64 * 1024
-# A pending mailbox whose next message (else its last one) is a Deliver frame
-# longer than this waits in the bulk class: every fragment of an article or a
-# file takes the 64 KiB bucket (SPEC §8.4), a conversation line a small one.
-BULK_FRAME = 32 * 1024
-SMALL_TURNS = 4
-BACKFILL_RETRIES = 5
-
 # WebSocket close codes (RFC 6455 §7.4.1).
 CLOSE_CODES = {
     BadFrame.code: 1002,
     SlowConsumer.code: 1008,
     ShuttingDown.code: 1001,
 }
-
-
-@dataclass(slots=True, eq=False)  # identity: a replaced subscription is another one
-class Subscription:
-    mailbox_id: bytes
-    key: bytes
-    last_sent: int
-    # live: caught up, new messages are queued as storage publishes them;
-    # else pending: the pump fetches from the store after last_sent.
-    live: bool = False
-    # a message was published while pending, after the pump's last fetch began
-    dirty: bool = True
-    queued: bool = False  # in Connection.pending_small or pending_bulk
-    # its next (else last sent) frame exceeds BULK_FRAME: pending, it waits
-    # in the bulk class
-    bulk: bool = False
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
@@ -181,8 +156,16 @@ def valid_public_key(key: bytes) -> bool:
         return False
 
 
-class Connection:
+class Connection(Subscriptions):
     _tokens = 0
+    # slots: a relay holds thousands of idle connections, and past 30
+    # attributes an instance dict stops sharing its keys (+1.2 KiB each)
+    __slots__ = (
+        "ctx", "ws", "ip", "frames", "nonce", "queue", "read_grants", "write_grants",
+        "_wake", "_pumping", "inflight", "_slot_free", "pending", "_fast_posts", "_keys",
+        "close_code", "close_reason", "closing", "stopping", "_closer", "_writing",
+        "_direct", "_cork", "_corked", "_half_queue", "token",
+    )  # fmt: skip
 
     def __init__(self, ctx: RelayContext, ws: web.WebSocketResponse, ip: str, frames: TokenBucket):
         self.ctx = ctx
@@ -203,8 +186,16 @@ class Connection:
         self._small_turns = 0  # small turns in a row while bulk waits
         self._wake = asyncio.Event()
         self._pumping = True
-        self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
+        # posts submitted to storage and not yet answered (at most MAX_INFLIGHT)
+        self.inflight = 0
+        self._slot_free: asyncio.Future[None] | None = None
         self.pending: set[asyncio.Future[Any]] = set()
+        # Posts skip _handle() (see _post_fast) unless a subclass overrides it
+        # to watch every frame (an audit build that logs what a relay sees).
+        self._fast_posts = type(self)._handle is Connection._handle
+        # granted mailbox id -> (storage key, its hex for the post limiter):
+        # hashed once per grant, not once per frame
+        self._keys: dict[bytes, tuple[bytes, str]] = {}
         self.close_code = 1000
         self.close_reason = ""
         self.closing = False
@@ -219,6 +210,9 @@ class Connection:
         # corked frames (headers and payloads) and their payload bytes
         self._cork: list[bytes] = []
         self._corked = 0
+        # Deliver bytes the relay may queue while the send queue is empty
+        # (what _room() gives then)
+        self._half_queue = max(1, self.queue.max_bytes // 2)
         Connection._tokens += 1
         self.token = Connection._tokens
 
@@ -252,7 +246,7 @@ class Connection:
             except TimeoutError:
                 writer.cancel()
             if not self.ws.closed:
-                self._flush()  # corked frames before the close frame
+                self.flush_cork()  # corked frames before the close frame
                 await self.ws.close(code=self.close_code, message=self.close_reason.encode())
 
     def _winding_down(self) -> bool:
@@ -265,12 +259,23 @@ class Connection:
         return not self._pumping
 
     async def _reader(self) -> None:
-        async for msg in self.ws:
+        # ws.receive() rather than ``async for``: one coroutine layer less per
+        # frame; CLOSE, CLOSING and CLOSED end the loop as the iterator would.
+        receive = self.ws.receive
+        binary = WSMsgType.BINARY
+        while True:
+            msg = await receive()
             if self._winding_down():
                 break
-            if msg.type == WSMsgType.BINARY:
-                await self._handle(msg.data)
-            elif msg.type == WSMsgType.TEXT:
+            if msg.type is binary:
+                data = msg.data
+                if type(data) is not bytes:
+                    data = bytes(data)
+                # a granted Post is answered without a coroutine (the common
+                # frame); anything else, or a Post to judge, goes the long way
+                if not (self._fast_posts and self._post_fast(data)):
+                    await self._handle(data)
+            elif msg.type is WSMsgType.TEXT:
                 self.fail(0, BadFrame("text frames are not part of the protocol"))
             else:
                 break
@@ -285,7 +290,7 @@ class Connection:
                 if not batch:
                     break
                 self._writing = True
-                self._flush()  # corked frames go first: one order
+                self.flush_cork()  # corked frames go first: one order
                 for data in batch:
                     await ws.send_bytes(data)
                 self._writing = False
@@ -293,7 +298,7 @@ class Connection:
             self.closing = True
             return
         if not ws.closed:
-            self._flush()  # corked frames before the close frame
+            self.flush_cork()  # corked frames before the close frame
             await ws.close(code=self.close_code, message=self.close_reason.encode())
 
     def send(self, frame: Ok | Posted | Subscribed | Error | Challenge) -> None:
@@ -302,41 +307,37 @@ class Connection:
     def send_raw(self, data: bytes) -> None:
         """Cork if nothing is queued and the transport has room, else queue."""
         direct = self._direct
-        n = len(data)
-        if (
-            direct is not None
-            and not self.queue
-            and not self._writing
-            and not self.queue.closed
-            and direct.transport is not None
-        ):
-            if n > CORK_FRAME or self._corked + n > CORK_BYTES:
-                self._flush()  # in order, before this frame
-            if direct.transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT:
-                if not self.queue.put(data):
-                    self.slow_consumer()
-                return
-            if n > CORK_FRAME:  # a bulk frame fills a write by itself
-                try:
-                    direct._write_websocket_frame(data, WSMsgType.BINARY, 0)
-                except (ConnectionError, RuntimeError):
-                    self.closing = True
-                return
-            if not self._cork:
-                asyncio.get_running_loop().call_soon(self._flush)
-            if n < 126:
-                self._cork.append(_WS_LEN1.pack(_WS_BINARY, n))
-            elif n < 65536:
-                self._cork.append(_WS_LEN2.pack(_WS_BINARY, 126, n))
-            else:
-                self._cork.append(_WS_LEN8.pack(_WS_BINARY, 127, n))
-            self._cork.append(data)
-            self._corked += n
+        queue = self.queue
+        transport = direct.transport if direct is not None else None
+        if transport is None or len(queue) or self._writing or queue.closed:
+            if not queue.put(data):
+                self.slow_consumer()
             return
-        if not self.queue.put(data):
-            self.slow_consumer()
+        assert direct is not None
+        n = len(data)
+        if n > CORK_FRAME or self._corked + n > CORK_BYTES:
+            self.flush_cork()  # in order, before this frame
+        if transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT:
+            if not queue.put(data):
+                self.slow_consumer()
+            return
+        if n > CORK_FRAME:  # a bulk frame fills a write by itself
+            try:
+                direct._write_websocket_frame(data, WSMsgType.BINARY, 0)
+            except (ConnectionError, RuntimeError):
+                self.closing = True
+            return
+        cork = self._cork
+        if not cork:
+            self.ctx.cork(self)
+        header = _WS_HEADERS.get(n)
+        if header is None:
+            header = _ws_header(n)
+        cork.append(header)
+        cork.append(data)
+        self._corked += n
 
-    def _flush(self) -> None:
+    def flush_cork(self) -> None:
         """Write every corked frame in one ``transport.write``."""
         if not self._cork:
             return
@@ -472,7 +473,8 @@ class Connection:
 
     async def _auth(self, f: AuthRead | AuthWrite) -> None:
         self._grant_room(f.mailbox_id)
-        info = await self.ctx.storage.get_mailbox(mailbox_key(f.mailbox_id))
+        keys = self._keys.get(f.mailbox_id) or _keys_of(f.mailbox_id)
+        info = await self.ctx.storage.get_mailbox(keys[0])
         if info is None:
             raise UnknownMailbox("unknown mailbox")
         if isinstance(f, AuthRead):
@@ -485,6 +487,7 @@ class Connection:
             if not verify(info.write_key, f.signature, msg):
                 raise BadSignature("write-key signature does not verify")
             self.write_grants[f.mailbox_id] = info.write_key
+        self._keys[f.mailbox_id] = keys  # as many as grants (mailboxes_per_connection)
         if self.ctx.config.debug_log:  # what a compelled relay sees (SPEC.md §2)
             kind = "auth-read" if isinstance(f, AuthRead) else "auth-write"
             log.debug("%s of %s on connection %d", kind, f.mailbox_id.hex(), self.token)
@@ -517,25 +520,47 @@ class Connection:
             raise BadSignature("deletion not signed by the read key")
         await self.ctx.storage.delete_mailbox(key)
         self.write_grants.pop(f.mailbox_id, None)
+        if f.mailbox_id not in self.read_grants:
+            self._keys.pop(f.mailbox_id, None)
         sub = self.subs.get(f.mailbox_id)
         if sub is not None:
             self._drop_sub(sub)
         self.send(Ok(f.req_id))
 
+    def _post_fast(self, data: bytes) -> bool:
+        """A ``Post`` to a mailbox this connection proved the write key of,
+        with a slot free, handled in place (what :meth:`_handle` then
+        :meth:`_post` do, in the same order, without their coroutines).
+        False, having done nothing, for anything else."""
+        if self.inflight >= MAX_INFLIGHT:
+            return False
+        parts = split_post(data)
+        if parts is None:
+            return False
+        req_id, mailbox_id, msg_id, envelope = parts
+        write_key = self.write_grants.get(mailbox_id)
+        if write_key is None:
+            return False
+        keys = self._keys.get(mailbox_id) or _keys_of(mailbox_id)
+        self.ctx.metrics.labelled["samizdat_relay_frames_total"]["Post"] += 1
+        if not self.frames.take():
+            self.send_error(req_id, RateLimited("too many frames"))
+            return True
+        try:
+            self._submit_post(req_id, mailbox_id, msg_id, envelope, keys, write_key)
+        except RelayError as exc:
+            self.send_error(req_id, exc)
+        return True
+
     async def _post(self, f: Post | PostSigned) -> None:
-        lim = self.ctx.config.limits
-        size = len(f.envelope)
-        if size > lim.max_envelope_size:
-            raise TooLarge(f"envelope exceeds {lim.max_envelope_size} bytes")
-        if not is_envelope_size(size):
-            raise BadSize("envelope size is not a padding bucket")
-        key = mailbox_key(f.mailbox_id)
+        self._check_envelope(f.envelope)
+        keys = self._keys.get(f.mailbox_id) or _keys_of(f.mailbox_id)
         if isinstance(f, Post):
             write_key = self.write_grants.get(f.mailbox_id)
             if write_key is None:
                 raise NotAuthorized("prove the write key first (AuthWrite) or use PostSigned")
         else:
-            info = await self.ctx.storage.get_mailbox(key)
+            info = await self.ctx.storage.get_mailbox(keys[0])
             if info is None:
                 raise UnknownMailbox("unknown mailbox")
             if not verify(
@@ -543,20 +568,63 @@ class Connection:
             ):
                 raise BadSignature("post signature does not verify")
             write_key = info.write_key
-        if not self.ctx.post_limiter.take(key.hex()):
+        self._limit_post(f.mailbox_id, keys[1])
+        while self.inflight >= MAX_INFLIGHT:  # reading pauses: TCP back-pressure
+            self._slot_free = asyncio.get_running_loop().create_future()
+            await self._slot_free
+        self._store_post(f.req_id, f.mailbox_id, f.msg_id, f.envelope, keys[0], write_key)
+
+    def _check_envelope(self, envelope: bytes) -> None:
+        lim = self.ctx.config.limits
+        size = len(envelope)
+        if size > lim.max_envelope_size:
+            raise TooLarge(f"envelope exceeds {lim.max_envelope_size} bytes")
+        if not is_envelope_size(size):
+            raise BadSize("envelope size is not a padding bucket")
+
+    def _limit_post(self, mailbox_id: bytes, key_hex: str) -> None:
+        if not self.ctx.post_limiter.take(key_hex):
             raise RateLimited("too many posts to this mailbox")
         if self.ctx.config.debug_log:
-            log.debug("post to %s on connection %d", f.mailbox_id.hex(), self.token)
-        await self.inflight.acquire()
+            log.debug("post to %s on connection %d", mailbox_id.hex(), self.token)
+
+    def _submit_post(
+        self,
+        req_id: int,
+        mailbox_id: bytes,
+        msg_id: bytes,
+        envelope: bytes,
+        keys: tuple[bytes, str],
+        write_key: bytes,
+    ) -> None:
+        """Check, rate-limit and store a proven ``Post`` (a slot is free)."""
+        self._check_envelope(envelope)
+        self._limit_post(mailbox_id, keys[1])
+        self._store_post(req_id, mailbox_id, msg_id, envelope, keys[0], write_key)
+
+    def _store_post(
+        self,
+        req_id: int,
+        mailbox_id: bytes,
+        msg_id: bytes,
+        envelope: bytes,
+        key: bytes,
+        write_key: bytes,
+    ) -> None:
+        """Hand a checked post to storage; answer ``Posted`` once it commits."""
+        self.inflight += 1
         fut = self.ctx.storage.post_nowait(
-            key, dedup_key(f.mailbox_id, f.msg_id), f.envelope, int(time.time()), write_key
+            key, dedup_key(mailbox_id, msg_id), envelope, int(time.time()), write_key
         )
         self.pending.add(fut)
-        req_id = f.req_id
+        size = len(envelope)
 
         def done(fut: asyncio.Future[tuple[int, bool]]) -> None:
             self.pending.discard(fut)
-            self.inflight.release()
+            self.inflight -= 1
+            waiter = self._slot_free
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
             if fut.cancelled():
                 return
             exc = fut.exception()
@@ -565,12 +633,12 @@ class Connection:
                 self.send_error(req_id, err)
                 return
             seq, dup = fut.result()
-            m = self.ctx.metrics
+            values = self.ctx.metrics.values
             if dup:
-                m.inc("samizdat_relay_duplicate_posts_total")
+                values["samizdat_relay_duplicate_posts_total"] += 1
             else:
-                m.inc("samizdat_relay_posts_total")
-                m.inc("samizdat_relay_bytes_in_total", size)
+                values["samizdat_relay_posts_total"] += 1
+                values["samizdat_relay_bytes_in_total"] += size
             self.send_raw(_POSTED.pack(Posted.TYPE, req_id, seq, dup))
 
         fut.add_done_callback(done)
@@ -581,166 +649,10 @@ class Connection:
         await self.ctx.storage.ack(mailbox_key(f.mailbox_id), min(f.up_to_seq, MAX_DB_SEQ))
         self.send(Ok(f.req_id))
 
-    # ------------------------------------------------------------ subscriptions
 
-    async def _subscribe(self, f: Subscribe) -> None:
-        if f.mailbox_id not in self.read_grants:
-            raise NotAuthorized("prove the read key first (AuthRead)")
-        old = self.subs.get(f.mailbox_id)
-        if old is not None:
-            self._drop_sub(old)
-        from_seq = max(1, min(f.from_seq, MAX_DB_SEQ))
-        key = mailbox_key(f.mailbox_id)
-        sub = Subscription(f.mailbox_id, key, from_seq - 1)
-        self.subs[f.mailbox_id] = sub
-        self.ctx.storage.hub.subscribe(key, f.mailbox_id, self.token, self._listener(sub))
-        try:
-            info = await self.ctx.storage.get_mailbox(key)
-        except RelayError:
-            self._drop_sub(sub)
-            raise
-        if info is None:
-            self._drop_sub(sub)
-            raise UnknownMailbox("unknown mailbox")
-        self.send(Subscribed(f.req_id, info.head_seq))
-        if self.subs.get(f.mailbox_id) is sub:
-            self._make_pending(sub)
-
-    def _grant(self, amount: int) -> None:
-        self.credit = min(self.credit + amount, MAX_CREDIT)
-        if self.credit > 0 and (self.pending_small or self.pending_bulk):
-            self._wake.set()
-
-    def _room(self) -> int:
-        """Bytes of Deliver frames the relay may still queue: at most half the
-        send queue, so the other half stays free for replies."""
-        q = self.queue
-        if len(q) * 2 >= q.max_frames or q.nbytes * 2 >= q.max_bytes:
-            return 0  # SendQueue.wait_room() waits for exactly this to end
-        return max(1, q.max_bytes // 2 - q.nbytes)
-
-    def _make_pending(self, sub: Subscription) -> None:
-        sub.dirty = True
-        sub.live = False
-        self._enqueue(sub)
-
-    def _enqueue(self, sub: Subscription) -> None:
-        if not sub.queued:
-            sub.queued = True
-            (self.pending_bulk if sub.bulk else self.pending_small).append(sub)
-        self._wake.set()
-
-    def _deliver(self, sub: Subscription, seq: int, frame: bytes) -> None:
-        sub.last_sent = seq
-        sub.bulk = len(frame) > BULK_FRAME
-        self.credit -= len(frame)
-        self.send_raw(frame)
-
-    def _listener(self, sub: Subscription) -> Listener:
-        metrics = self.ctx.metrics
-
-        def on_message(seq: int, frame: bytes) -> None:
-            if seq <= sub.last_sent or self.closing:
-                return
-            if not sub.live:
-                sub.dirty = True  # the pump fetches it from the store
-                return
-            if self.credit <= 0 or len(frame) > self._room():
-                # the reader is behind: resume from the store when it catches up
-                sub.bulk = len(frame) > BULK_FRAME
-                self._make_pending(sub)
-                return
-            self._deliver(sub, seq, frame)
-            metrics.values["samizdat_relay_deliveries_total"] += 1
-
-        return on_message
-
-    async def _pump(self) -> None:
-        """Serve pending subscriptions round-robin while credit and room last."""
-        while self._pumping and not self.closing:
-            if not (self.pending_small or self.pending_bulk) or self.credit <= 0:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self._room() <= 0:
-                await self.queue.wait_room()
-                continue
-            sub = self._next_pending()
-            sub.queued = False
-            if self.subs.get(sub.mailbox_id) is not sub or sub.live:
-                continue
-            try:
-                await self._turn(sub)
-            except Unavailable as exc:
-                if self._pump_stopped():
-                    return
-                # storage stayed down through the retries: say so, try again later
-                self.send_error(0, exc)
-                if self.subs.get(sub.mailbox_id) is sub:
-                    self._enqueue(sub)
-
-    def _next_pending(self) -> Subscription:
-        """Small before bulk (by the size of a mailbox's next, else last, frame:
-        the only thing the relay can tell), yet a bulk turn at least every
-        ``SMALL_TURNS + 1`` turns so a flood of small messages starves nothing."""
-        if self.pending_small and (not self.pending_bulk or self._small_turns < SMALL_TURNS):
-            self._small_turns = self._small_turns + 1 if self.pending_bulk else 0
-            return self.pending_small.popleft()
-        self._small_turns = 0
-        return self.pending_bulk.popleft()
-
-    async def _turn(self, sub: Subscription) -> None:
-        """Send up to QUANTUM bytes (at least one message) of ``sub``'s backlog."""
-        budget = min(QUANTUM, self.credit, self._room())
-        failures = 0
-        while True:
-            sub.dirty = False
-            try:
-                rows = await self.ctx.storage.fetch(
-                    sub.key, sub.last_sent + 1, BACKFILL_PAGE, budget
-                )
-                break
-            except Unavailable:
-                failures += 1  # e.g. a NATS fail-over: back off and retry
-                if not self._pumping:
-                    return
-                if failures > BACKFILL_RETRIES:
-                    raise
-                await asyncio.sleep(0.1 * 2**failures)
-        if self.closing or not self._pumping or self.subs.get(sub.mailbox_id) is not sub:
-            return  # closing, or the subscription was dropped or replaced meanwhile
-        sent = nbytes = 0
-        more = False
-        for seq, envelope in rows:
-            nbytes += len(envelope)
-            if seq <= sub.last_sent:
-                continue
-            frame = encode_deliver(sub.mailbox_id, seq, envelope)
-            if self.credit <= 0 or (
-                # an empty queue always takes a turn's first frame (send_raw)
-                len(self.queue)
-                and (
-                    not self.queue.has_room_for(1, len(frame))
-                    or (sent and len(frame) > self._room())
-                )
-            ):
-                more = True  # live pushes or replies took it meanwhile: next turn
-                sub.bulk = len(frame) > BULK_FRAME  # the size of what it sends next
-                break
-            self._deliver(sub, seq, frame)
-            sent += 1
-        self.ctx.metrics.inc("samizdat_relay_deliveries_total", sent)
-        exhausted = len(rows) < BACKFILL_PAGE and nbytes < budget
-        if exhausted and not more and not sub.dirty:
-            sub.live = True  # caught up: live pushes from now on
-        else:
-            self._enqueue(sub)
-
-    def _drop_sub(self, sub: Subscription) -> None:
-        self.ctx.storage.hub.unsubscribe(sub.key, self.token)
-        if self.subs.get(sub.mailbox_id) is sub:
-            del self.subs[sub.mailbox_id]
-        sub.live = False
+def _keys_of(mailbox_id: bytes) -> tuple[bytes, str]:
+    key = mailbox_key(mailbox_id)
+    return key, key.hex()
 
 
 def _consteq(a: bytes, b: bytes) -> bool:

@@ -49,6 +49,7 @@ IMPORTANT = [
     "client/urls.py",
     "relay/app.py",
     "relay/connection.py",
+    "relay/subscriptions.py",
     "relay/config.py",
     "relay/limits.py",
     "relay/blobs.py",

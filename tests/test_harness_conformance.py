@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import relay.app
 import relay.connection
+import relay.subscriptions
 from harness.relay_conformance import Options, format_outcomes, run_suite
 from harness.relay_process import ROOT
 from harness.scenario.relays import LocalRelay, ProcessRelay
@@ -109,18 +111,23 @@ async def test_probe_resistance_catches_a_talkative_relay(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "detail"),
+    ("module", "name", "value", "detail"),
     [
         # a relay that ignores the reader's credit (sends all it has)
-        ("INITIAL_CREDIT", (1 << 32) - 1, "initial credit"),
+        (relay.connection, "INITIAL_CREDIT", (1 << 32) - 1, "initial credit"),
         # a relay that drains one mailbox's backlog before serving the next
-        ("QUANTUM", 1 << 30, "round-robin"),
+        (relay.subscriptions, "QUANTUM", 1 << 30, "round-robin"),
     ],
 )
 async def test_flow_control_catches_a_relay_without_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: int, detail: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: ModuleType,
+    name: str,
+    value: int,
+    detail: str,
 ) -> None:
-    monkeypatch.setattr(relay.connection, name, value)
+    monkeypatch.setattr(module, name, value)
     r = await LocalRelay(tmp_path / "r").start()
     try:
         out = await run_suite(Options(r.url), only=["flow-control"])

@@ -21,6 +21,7 @@ from protocol.relay_frames import (
     MailboxExists,
     NotAuthorized,
     Ok,
+    Post,
     Posted,
     Subscribed,
     TooLarge,
@@ -105,6 +106,36 @@ async def test_create_post_subscribe_roundtrip(relay: Any) -> None:
     got = await r.wait_delivered(5)
     assert [d.seq for d in got] == seqs
     assert got[0].envelope == envelope(b"one") and got[0].mailbox_id == mb.id
+
+
+async def test_pipelined_posts_past_the_in_flight_cap(relay: Any) -> None:
+    """More posts pipelined than MAX_INFLIGHT, one of them malformed: reading
+    pauses at the cap and resumes; every post is answered once, the bad one
+    with BadSize and nothing stored, the seqs follow arrival order and a reader
+    gets every stored one in that order."""
+    from relay.connection import MAX_INFLIGHT
+
+    tc = await relay()
+    w, r = await connect(tc), await connect(tc)
+    mb = Mailbox()
+    await w.create(mb)
+    await w.auth_write(mb)
+    await r.auth_read(mb)
+    assert isinstance(await r.subscribe(mb), Subscribed)
+    n, bad = 2 * MAX_INFLIGHT + 50, MAX_INFLIGHT + 7
+    rids = [w.rid() for _ in range(n)]
+    for i, rid in enumerate(rids):
+        env = b"x" * 100 if i == bad else envelope(b"%d" % i)  # 100 B is no bucket
+        await w.send(Post(rid, mb.id, os.urandom(16), env))
+    replies = [await w.reply(rid) for rid in rids]
+    assert code(replies[bad]) == BadSize.code
+    posted = replies[:bad] + replies[bad + 1 :]
+    assert all(isinstance(p, Posted) and not p.duplicate for p in posted)
+    seqs = [p.seq for p in posted]  # type: ignore[union-attr]
+    assert seqs == sorted(set(seqs))
+    got = await r.wait_delivered(n - 1)
+    assert [d.seq for d in got] == seqs
+    assert [d.envelope for d in got] == [envelope(b"%d" % i) for i in range(n) if i != bad]
 
 
 async def test_idempotent_post_returns_original_seq(relay: Any) -> None:

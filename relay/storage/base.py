@@ -138,7 +138,7 @@ class LiveHub:
         if entry is None:
             return
         frame = encode_deliver(entry[0], seq, envelope)
-        for listener in list(entry[1].values()):
+        for listener in tuple(entry[1].values()):
             listener(seq, frame)
         self.delivered += len(entry[1])
 
