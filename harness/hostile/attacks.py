@@ -35,6 +35,7 @@ from harness.scenario.checks import CheckResult
 from protocol.app.messages import AppMessage, Text
 from protocol.errors import SamizdatError
 from protocol.mls import group as group_module
+from protocol.mls import group_join
 from protocol.mls.group import Group
 from protocol.mls.key_package import SigningIdentity, sign_leaf_node
 from protocol.mls.key_schedule import confirmation_tag as real_confirmation_tag
@@ -343,7 +344,8 @@ class HostileMember:
         joiner = SigningIdentity.generate(group.suite, b"external-" + _rng(8), _rng)
         # A hostile client skips its own library's refusal to build this
         # commit (§12.4.3.2); receivers must refuse it on their own.
-        with mock.patch.object(group_module, "check_external_joiner", lambda *_: None):
+        # (the builder's check lives in group_join since group.py was split)
+        with mock.patch.object(group_join, "check_external_joiner", lambda *_: None):
             _, commit = Group.join_external(
                 info, joiner, _rng, int(time.time()), remove_prior=self._leaf_of(group, victim)
             )
