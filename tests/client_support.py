@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from client.engine import Engine
@@ -22,6 +24,7 @@ __all__ = [  # RelayProcess and free_port live in harness.relay_process
     "eventually",
     "free_port",
     "make_engine",
+    "run_cli",
     "scan_for",
 ]
 
@@ -99,3 +102,42 @@ def env_without_proxy() -> dict[str, str]:
     for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         env.pop(key, None)
     return env
+
+
+def run_cli(
+    home: Path | str,
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    ok: bool = False,
+    cwd: Path = ROOT,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``samizdat --home HOME ARGS`` as a child process run from ``cwd``: the
+    environment without proxies, this checkout on PYTHONPATH, then ``env`` on
+    top (a None value removes a variable).  ``stdin`` is the input, else
+    stdin is closed; ``ok`` asserts exit status 0."""
+    full = env_without_proxy() | {"PYTHONPATH": str(ROOT)}
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    cmd = [sys.executable, "-m", "client.cli", "--home", str(home), *args]
+    if stdin is None:
+        result = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    else:
+        result = subprocess.run(
+            cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout, input=stdin
+        )
+    if ok:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_support import ROOT, RelayProcess, env_without_proxy
+from tests.client_support import ROOT, RelayProcess, env_without_proxy, run_cli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,21 +26,8 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
 def run(
     home: Path, *args: str, ok: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = env_without_proxy()
-    env["SAMIZDAT_PASSPHRASE"] = "correct horse"
-    env["SAMIZDAT_BACKUP_PASSPHRASE"] = "backup battery"
-    result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=stdin,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    env = {"SAMIZDAT_PASSPHRASE": "correct horse", "SAMIZDAT_BACKUP_PASSPHRASE": "backup battery"}
+    return run_cli(home, *args, env=env, ok=ok, stdin=stdin)
 
 
 def test_two_people_chat_from_the_shell(tmp_path: Path, relay: RelayProcess) -> None:

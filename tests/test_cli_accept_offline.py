@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.client_support import ROOT, RelayProcess, cli_identity, env_without_proxy
+from tests.client_support import RelayProcess, cli_identity, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,20 +25,9 @@ DOWN_BOUND = 12.0
 
 
 def run(home: Path, *args: str, ok: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
-    env = env_without_proxy() | {"SAMIZDAT_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(ROOT)}
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    elapsed = time.monotonic() - start
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return elapsed, result
+    result = run_cli(home, *args, env={"SAMIZDAT_PASSPHRASE": PASSPHRASE}, ok=ok)
+    return time.monotonic() - start, result
 
 
 def contacts(home: Path) -> list[dict[str, object]]:

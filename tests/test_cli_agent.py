@@ -29,7 +29,7 @@ import pytest
 from client import agent
 from client.engine import Engine
 from client.store import Store
-from tests.client_support import ROOT, env_without_proxy, scan_for
+from tests.client_support import ROOT, env_without_proxy, run_cli, scan_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,22 +46,8 @@ def make_home(home: Path) -> None:
 def cli(
     home: Path, *args: str, passphrase: bool = True, setting: str = "on", ok: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = env_without_proxy() | {"PYTHONPATH": str(ROOT), "SAMIZDAT_AGENT": setting}
-    env.pop("SAMIZDAT_PASSPHRASE", None)
-    if passphrase:
-        env["SAMIZDAT_PASSPHRASE"] = PASSPHRASE
-    result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    env = {"SAMIZDAT_AGENT": setting, "SAMIZDAT_PASSPHRASE": PASSPHRASE if passphrase else None}
+    return run_cli(home, *args, env=env, ok=ok, timeout=60)
 
 
 def master_key(home: Path) -> bytes:

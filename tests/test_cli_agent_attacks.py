@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from client import agent
-from tests.client_support import ROOT, env_without_proxy
+from tests.client_support import run_cli as cli_process
 from tests.test_cli_agent import PASSPHRASE, alive, make_home, master_key, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,19 +41,9 @@ def run_cli(
     home: str, cwd: Path, *args: str, passphrase: bool = True, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
     """``samizdat --home HOME ARGS`` run from ``cwd`` (``home`` may be relative)."""
-    env = env_without_proxy() | {"PYTHONPATH": str(ROOT), "SAMIZDAT_AGENT": "on"} | extra_env
-    env.pop("SAMIZDAT_PASSPHRASE", None)
-    if passphrase:
-        env["SAMIZDAT_PASSPHRASE"] = PASSPHRASE
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", home, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    env: dict[str, str | None] = {"SAMIZDAT_AGENT": "on", **extra_env}
+    env["SAMIZDAT_PASSPHRASE"] = PASSPHRASE if passphrase else None
+    return cli_process(home, *args, env=env, cwd=cwd, timeout=60)
 
 
 @pytest.fixture

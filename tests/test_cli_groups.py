@@ -8,19 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from client.engine import Engine
 from tests.client_support import (
-    ROOT,
     RelayProcess,
     cli_identity,
-    env_without_proxy,
     eventually,
     make_engine,
+    run_cli,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,19 +29,8 @@ GROUP = "Book club"
 
 async def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     """The CLI in a child process (in a thread: this test's engines keep running)."""
-    env = env_without_proxy() | {"SAMIZDAT_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(ROOT)}
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    env = {"SAMIZDAT_PASSPHRASE": PASSPHRASE}
+    return await asyncio.to_thread(run_cli, home, *args, env=env, ok=ok)
 
 
 async def befriend_cli(alice: Path, other: Engine) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_support import ROOT, RelayProcess, env_without_proxy
+from tests.client_support import RelayProcess, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,20 +27,9 @@ DOWN_BOUND = 15.0
 
 
 def run(home: Path, *args: str, ok: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
-    env = env_without_proxy() | {"SAMIZDAT_PASSPHRASE": "correct horse", "PYTHONPATH": str(ROOT)}
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    elapsed = time.monotonic() - start
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return elapsed, result
+    result = run_cli(home, *args, env={"SAMIZDAT_PASSPHRASE": "correct horse"}, ok=ok)
+    return time.monotonic() - start, result
 
 
 class ConnectionRecorder:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,12 @@ import pytest
 from client.engine import Engine
 from protocol.app import attachments
 from protocol.app.messages import BlobRef, ChunkRef, File
-from tests.client_support import ROOT, RelayProcess, env_without_proxy, eventually, make_engine
+from tests.client_support import (
+    RelayProcess,
+    eventually,
+    make_engine,
+    run_cli,
+)
 from tests.hostile_blob import hostile_blob_server
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,21 +31,8 @@ async def run(
 ) -> subprocess.CompletedProcess[str]:
     """The CLI in a child process (in a thread, so this test's engine and
     servers keep running)."""
-    env = env_without_proxy()
-    env["SAMIZDAT_PASSPHRASE"] = "correct horse"
-    env["PYTHONPATH"] = str(ROOT)
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    env = {"SAMIZDAT_PASSPHRASE": "correct horse"}
+    return await asyncio.to_thread(run_cli, home, *args, env=env, ok=ok, cwd=cwd)
 
 
 async def send_file_named(alice: Engine, conv: bytes, name: str, data: bytes) -> None:

@@ -19,7 +19,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,13 @@ import pytest
 
 from client.engine import Engine, EngineError
 from protocol.app.messages import File
-from tests.client_support import ROOT, RelayProcess, befriend, env_without_proxy, eventually
+from tests.client_support import (
+    ROOT,
+    RelayProcess,
+    befriend,
+    eventually,
+    run_cli,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -261,21 +266,12 @@ asyncio.base_events.BaseEventLoop.getaddrinfo = _loop_getaddrinfo
 
 
 def _cli(home: Path, hook: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = env_without_proxy()
-    env["SAMIZDAT_PASSPHRASE"] = "correct horse"
-    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{hook}"
-    env["SAMIZDAT_TEST_DNS_LOG"] = str(hook / "lookups.txt")
-    result = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
+    env = {
+        "SAMIZDAT_PASSPHRASE": "correct horse",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{hook}",
+        "SAMIZDAT_TEST_DNS_LOG": str(hook / "lookups.txt"),
+    }
+    return run_cli(home, *args, env=env, ok=ok)
 
 
 async def test_cli_remembers_the_proxy(tmp_path: Path, relay: RelayProcess, proxy: Socks5) -> None:

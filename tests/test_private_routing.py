@@ -43,7 +43,7 @@ from protocol.relay_frames import (
 )
 from relay.config import ConfigError, load_config
 from relay.forward import load_relay_key
-from tests.client_support import ROOT, befriend, env_without_proxy, eventually, make_engine
+from tests.client_support import ROOT, befriend, eventually, make_engine, run_cli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -412,17 +412,7 @@ def test_check_config_validates_forwarding(tmp_path: Path) -> None:
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = env_without_proxy()
-    env["SAMIZDAT_PASSPHRASE"] = "correct horse"
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(home, *args, env={"SAMIZDAT_PASSPHRASE": "correct horse"})
 
 
 def test_cli_relays_forward(tmp_path: Path) -> None:
