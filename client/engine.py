@@ -66,7 +66,7 @@ from client.model import (
     Inbox,
     history_ns,
 )
-from client.relay_client import proxy_setting
+from client.relay_client import RelayUnavailable, proxy_setting
 from client.store import Store
 from client.suites import CLIENT_SUITES
 from protocol.app.group_meta import (
@@ -258,9 +258,14 @@ class Engine(Invites):
                 try:
                     invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
                     conv = await self._accept_invite(invite)
-                except (InviteUnreachable, RemoteError):  # unreachable (or closing): kept
+                except InviteUnreachable:  # its relay is still down: kept
                     continue
-                except EngineError as exc:
+                except RelayUnavailable:  # a relay of ours (e.g. closing): kept
+                    continue
+                except (EngineError, RemoteError) as exc:
+                    # RemoteError: the invite itself is bad (its KeyPackage
+                    # does not decode, RFC 9420 §10); kept, a crafted link
+                    # would be fetched again by every later sync, forever
                     text, warning = f"a queued invite link could not be accepted: {exc}", True
                 else:
                     text = (
