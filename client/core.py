@@ -191,9 +191,6 @@ class EngineCore(ABC):
         # leaves it to that task (it keeps its jittered time and its place)
         self._posting: dict[bytes, asyncio.Task[bool]] = {}
         self._post_turns: dict[str, asyncio.Event] = {}  # relay -> its latest post's turn
-        # posts issued while a batch is open go out concurrently, awaited once
-        # at its end (client.outbound._posting_together)
-        self._batch: list[asyncio.Task[bool]] | None = None
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),

@@ -6,12 +6,13 @@ the CLI's fail-fast timeouts."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from client.cli.common import CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT
-from client.engine import AcceptQueued
+from client.engine import AcceptQueued, Engine
 from protocol.app.invite import Invite
 from tests.client_support import RelayProcess, make_engine
 
@@ -60,3 +61,35 @@ async def test_a_kept_link_to_a_crafted_invite_is_dropped_not_kept_forever(
             if not engine.closed:
                 await engine.close()
         relay.stop()
+
+
+async def test_a_send_while_an_accept_posts_together_still_waits_for_its_posts(
+    trio: list[Engine],
+) -> None:
+    """An accept's batch is open in one task (the app accepting a link);
+    the user sends a message meanwhile from another.  That send must wait
+    for its own posts as any send does (up to its 3 s), not hand them to the
+    accept's batch and return with them unposted."""
+    _, bob, _ = trio
+    conv = await bob.create_group("notes")
+    release, opened = asyncio.Event(), asyncio.Event()
+
+    async def accepting() -> None:
+        async with bob._posting_together():
+            opened.set()
+            await release.wait()
+
+    holder = asyncio.get_running_loop().create_task(accepting())
+    try:
+        await asyncio.wait_for(opened.wait(), 30)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await bob.send_text(conv.group_id, "sent while an accept posts")
+        waited = loop.time() - started
+        pending = [i for i in bob.outbox() if i.conversation == conv.group_id]
+        assert not pending or waited >= 2.5, (
+            f"send returned after {waited:.2f} s with {len(pending)} post(s) not made"
+        )
+    finally:
+        release.set()
+        await asyncio.wait_for(holder, 30)
