@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from client.core import (
+    INVITE_LIFETIME_MS,
     KEY_PACKAGE_STOCK,
     MAX_CONVERSATION_RELAYS,
     SUITE,
@@ -96,6 +97,12 @@ SYNC_CATCH_UP = 30.0
 NS_ACCEPTS = "queued-accepts"
 #: First retry of queued accepts in a long-running client; doubles to 10 min.
 ACCEPT_RETRY = 30.0
+#: At most this many links are kept, each at most MAX_KEPT_LINK characters
+#: (a short link is ~70 plus its relay URL), for at most KEEP_ACCEPT_MS (the
+#: default lifetime of an invite): every kept link costs each sync a read.
+MAX_QUEUED_ACCEPTS = 16
+MAX_KEPT_LINK = 2048
+KEEP_ACCEPT_MS = INVITE_LIFETIME_MS
 
 
 class AcceptQueued(EngineError):
@@ -228,15 +235,24 @@ class Engine(Invites):
         try:
             invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
         except InviteUnreachable as exc:
-            self._queue_accept(link)
+            self._queue_accept(link, str(exc))
             raise AcceptQueued(str(exc)) from None
         conv = await self._accept_invite(invite)
         self.store.delete(NS_ACCEPTS, _accept_key(link))
         return conv
 
-    def _queue_accept(self, link: str) -> None:
+    def _queue_accept(self, link: str, reason: str) -> None:
         key = _accept_key(link)
         if self.store.get(NS_ACCEPTS, key) is None:
+            # each kept link costs every sync a read: a bounded number, of
+            # bounded size (a censor may hand over many links, or huge ones)
+            if len(link) > MAX_KEPT_LINK:
+                raise EngineError(f"{reason}; the link is too long to be kept ({len(link)} chars)")
+            if len(self.store.items(NS_ACCEPTS)) >= MAX_QUEUED_ACCEPTS:
+                raise EngineError(
+                    f"{reason}; the link is not kept: {MAX_QUEUED_ACCEPTS} accepted links "
+                    "already wait for their relays (run 'samizdat sync' later)"
+                )
             record = {"link": link, "queued_ms": now_ms()}
             self.store.put(NS_ACCEPTS, key, json.dumps(record).encode())
         self._schedule_accept_retry()
@@ -253,11 +269,33 @@ class Engine(Invites):
         A link whose relay still cannot be reached stays queued."""
         settled: list[str] = []
         async with self._accept_lock:
+            now = now_ms()
+            kept = []
             for key, raw in self.store.items(NS_ACCEPTS):
-                link = json.loads(raw)["link"]
+                record = json.loads(raw)
+                if now - record["queued_ms"] > KEEP_ACCEPT_MS:  # not forever: sync exits 3
+                    self.store.delete(NS_ACCEPTS, key)
+                    text = (
+                        "a queued invite link was given up: its relay has not "
+                        f"delivered the invite in {KEEP_ACCEPT_MS // 86_400_000} days"
+                    )
+                    self._notice(None, text, True)
+                    settled.append(text)
+                else:
+                    kept.append((key, record["link"]))
+            # every link's relay at once: one that answers but never delivers
+            # costs each sync one read's time, not one per link
+            reads = await asyncio.gather(
+                *(read_invite_link(link, now, self.proxy, self.relay_timeouts) for _, link in kept),
+                return_exceptions=True,
+            )
+            for (key, _), read in zip(kept, reads, strict=True):
+                if isinstance(read, BaseException) and not isinstance(read, Exception):
+                    raise read  # cancelled
                 try:
-                    invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
-                    conv = await self._accept_invite(invite)
+                    if isinstance(read, Exception):
+                        raise read
+                    conv = await self._accept_invite(read)
                 except InviteUnreachable:  # its relay is still down: kept
                     continue
                 except RelayUnavailable:  # a relay of ours (e.g. closing): kept

@@ -7,13 +7,16 @@ the CLI's fail-fast timeouts."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import pytest
 
 from client.cli.common import CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT
-from client.engine import AcceptQueued, Engine
-from protocol.app.invite import Invite
+from client.core import rng
+from client.engine import NS_ACCEPTS, AcceptQueued, Engine, EngineError
+from protocol.app.invite import Invite, invite_blob_keys, short_invite_link
 from tests.client_support import RelayProcess, make_engine
 
 pytestmark = pytest.mark.timeout(120)
@@ -93,3 +96,100 @@ async def test_a_send_while_an_accept_posts_together_still_waits_for_its_posts(
     finally:
         release.set()
         await asyncio.wait_for(holder, 30)
+
+
+async def _censor_links(tmp_path: Path, n: int) -> tuple[RelayProcess, Engine, list[str]]:
+    """``n`` links naming the censor's relay, each with an invite mailbox
+    that exists but is empty: the relay answers, and never delivers."""
+    relay = RelayProcess(tmp_path / "relay").start()
+    censor = make_engine(tmp_path / "censor", "Censor", [relay.url])
+    await censor.connect()
+    links = []
+    for _ in range(n):
+        secret = rng(16)
+        keys = invite_blob_keys(secret)
+        await censor._relay(relay.url).create_mailbox(keys.mailbox_id, keys.read_seed, rng(32))
+        links.append(short_invite_link(secret, relay.url))
+    await censor.close()
+    return relay, censor, links
+
+
+async def test_many_kept_links_to_a_silent_relay_do_not_add_up_in_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The censor hands over links whose relay answers but never delivers
+    (each read waits INVITE_FETCH_ATTEMPTS x INVITE_FETCH_TIMEOUT).  Kept
+    while the relay was down, they must not make every later sync wait that
+    long once per link: read one after another, 4 links cost 4 times."""
+    monkeypatch.setattr("client.invites.INVITE_FETCH_TIMEOUT", 2.0)
+    relay, _, links = await _censor_links(tmp_path, 4)
+    bob = make_engine(tmp_path / "bob", "Bob", [relay.url])
+    bob.relay_timeouts = (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
+    try:
+        relay.stop()
+        for link in links:
+            with pytest.raises(AcceptQueued):
+                await bob.accept(link)
+        relay = RelayProcess(relay.data_dir, port=relay.port).start()
+        started = time.monotonic()
+        assert await bob.accept_queued() == []
+        took = time.monotonic() - started
+        # one read: 4 attempts x 2 s; the 4 links one after another: 32 s
+        assert took < 20, f"the kept links cost {took:.0f} s, one after another"
+        assert sorted(bob.queued_accepts()) == sorted(links)
+    finally:
+        if not bob.closed:
+            await bob.close()
+        relay.stop()
+
+
+async def test_a_kept_link_is_given_up_after_an_invite_lifetime(tmp_path: Path) -> None:
+    """A link whose relay never serves it (down for good, or a censor's)
+    is not kept forever: that would make every 'sync' exit 3 forever."""
+    relay, _, links = await _censor_links(tmp_path, 1)
+    bob = make_engine(tmp_path / "bob", "Bob", [relay.url])
+    bob.relay_timeouts = (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
+    try:
+        relay.stop()
+        with pytest.raises(AcceptQueued):
+            await bob.accept(links[0])
+        [(key, raw)] = bob.store.items(NS_ACCEPTS)
+        record = json.loads(raw)
+        record["queued_ms"] -= 31 * 24 * 3600 * 1000
+        bob.store.put(NS_ACCEPTS, key, json.dumps(record).encode())
+        settled = await bob.accept_queued()
+        assert bob.queued_accepts() == [], "kept forever"
+        assert len(settled) == 1 and any(n.warning for n in bob.notices), settled
+    finally:
+        if not bob.closed:
+            await bob.close()
+        relay.stop()
+
+
+async def test_kept_links_are_bounded_in_number_and_size(tmp_path: Path) -> None:
+    """Links are kept only up to a bound (each costs every sync a read),
+    and a huge link is refused rather than kept."""
+    relay = RelayProcess(tmp_path / "relay").start()
+    url = relay.url
+    relay.stop()
+    bob = make_engine(tmp_path / "bob", "Bob", [url])
+    bob.relay_timeouts = (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
+    try:
+        huge = short_invite_link(rng(16), url) + "/" + "x" * 100_000
+        with pytest.raises(EngineError) as info:
+            await bob.accept(huge)
+        assert not isinstance(info.value, AcceptQueued)
+        assert bob.queued_accepts() == []
+        refused = 0
+        for _ in range(40):
+            try:
+                await bob.accept(short_invite_link(rng(16), url))
+            except AcceptQueued:
+                continue
+            except EngineError:
+                refused += 1
+        assert refused, "any number of links is kept"
+        assert len(bob.queued_accepts()) <= 40 - refused
+    finally:
+        if not bob.closed:
+            await bob.close()
