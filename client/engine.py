@@ -352,7 +352,13 @@ class Engine(Invites):
         }
 
     async def _accept_invite(self, invite: Invite) -> Conversation:
-        """Accept an invite already read and verified (see :meth:`accept`)."""
+        """Accept an invite already read and verified (see :meth:`accept`),
+        one at a time: the app's retry of a kept link and the user accepting
+        it again must not both pass the "already a contact" check below."""
+        async with self._accepting:
+            return await self._accept_invite_now(invite)
+
+    async def _accept_invite_now(self, invite: Invite) -> Conversation:
         if invite.identity_key == self.identity.signature_pub:
             raise EngineError("this is your own invite link")
         existing = self.contact(invite.identity_key)

@@ -193,3 +193,38 @@ async def test_kept_links_are_bounded_in_number_and_size(tmp_path: Path) -> None
     finally:
         if not bob.closed:
             await bob.close()
+
+
+async def test_a_kept_link_accepted_again_while_the_retry_runs_makes_one_contact(
+    tmp_path: Path,
+) -> None:
+    """The app's timer retries a kept link while the user, impatient,
+    accepts the same link again: one conversation, one contact request
+    (two would use up two of the invite's uses and send two Welcomes)."""
+    relay = RelayProcess(tmp_path / "relay").start()
+    alice = make_engine(tmp_path / "alice", "Alice", [relay.url])
+    bob = make_engine(tmp_path / "bob", "Bob", [relay.url])
+    bob.relay_timeouts = (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
+    try:
+        await alice.connect()
+        _, link = await alice.create_invite(uses=5)
+        await alice.close()
+        relay.stop()
+        with pytest.raises(AcceptQueued):
+            await bob.accept(link)
+        relay = RelayProcess(relay.data_dir, port=relay.port).start()
+
+        results = await asyncio.gather(
+            bob.accept_queued(), bob.accept(link), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, EngineError):
+                raise result
+        assert len(bob.conversations()) == 1, "one link accepted twice at once"
+        assert len(bob.contacts()) == 1
+        assert bob.queued_accepts() == []
+    finally:
+        for engine in (alice, bob):
+            if not engine.closed:
+                await engine.close()
+        relay.stop()
