@@ -76,6 +76,8 @@ from protocol.app.group_meta import (
 from protocol.app.invite import Invite, safety_number
 from protocol.app.messages import KeyPackages
 from protocol.errors import RemoteError
+from protocol.mls.crypto import get_suite
+from protocol.mls.key_package import validate_key_package
 from protocol.mls.messages import MLSMessage
 from protocol.relay_frames import BadSignature, NotAuthorized, UnknownMailbox
 
@@ -375,6 +377,9 @@ class Engine(Invites):
                 f"the invite asks for cipher suite {kp.cipher_suite:#06x}, which this client "
                 "does not offer; ask for an invite in another suite"
             )
+        # RFC 9420 §10.1 before anything is built: a KeyPackage the Add below
+        # would refuse must not leave a contact and an empty conversation
+        validate_key_package(get_suite(kp.cipher_suite), kp, int(time.time()))
         await self._check_invite_open(invite)
         contact = existing or Contact(invite.identity_key)
         contact.inboxes = [

@@ -22,8 +22,9 @@ from tests.client_support import RelayProcess, make_engine
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.parametrize("damage", ["undecodable", "bad signature"])
 async def test_a_kept_link_to_a_crafted_invite_is_dropped_not_kept_forever(
-    tmp_path: Path,
+    tmp_path: Path, damage: str
 ) -> None:
     """The censor's link first names a relay that is down, then serves a
     signed invite whose KeyPackage does not decode.  The retry must drop it
@@ -36,11 +37,12 @@ async def test_a_kept_link_to_a_crafted_invite_is_dropped_not_kept_forever(
     store_blob = censor._store_invite_blob
 
     async def crafted(record, invite, made, ttl_s):  # type: ignore[no-untyped-def]
+        # undecodable, or: decodes, its leaf is the censor's, its signature
+        # is wrong (RFC 9420 §10.1)
+        kp = invite.key_package
+        kp = b"\x00not a KeyPackage" if damage == "undecodable" else kp[:-1] + bytes([kp[-1] ^ 1])
         bad = Invite.create(
-            invite.inboxes,
-            censor.identity.signature_priv,
-            b"\x00not a KeyPackage",
-            invite.expires_at_ms,
+            invite.inboxes, censor.identity.signature_priv, kp, invite.expires_at_ms
         )
         return await store_blob(record, bad, made, ttl_s)
 
