@@ -41,7 +41,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import time
+import urllib.parse
 from pathlib import Path
 
 from client.core import (
@@ -70,10 +72,11 @@ from client.model import (
 from client.relay_client import RelayUnavailable, proxy_setting
 from client.store import Store
 from client.suites import CLIENT_SUITES
+from client.urls import check_relay_url
 from protocol.app.group_meta import (
     ConversationKind,
 )
-from protocol.app.invite import Invite, safety_number
+from protocol.app.invite import Invite, parse_short_invite_link, safety_number
 from protocol.app.messages import KeyPackages
 from protocol.errors import RemoteError
 from protocol.mls.crypto import get_suite
@@ -116,6 +119,18 @@ class AcceptQueued(EngineError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}; the link is kept and accepted once its relay answers")
         self.reason = reason
+
+
+def _reachable_url(url: str) -> bool:
+    """Whether a short link's relay URL could ever be connected to: a relay
+    URL (client.urls) whose host is a DNS name or an IP address."""
+    try:
+        check_relay_url(url)
+    except ValueError:
+        return False
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    return not parts.netloc.endswith(":") and re.fullmatch(r"[A-Za-z0-9.:-]+", host) is not None
 
 
 def _accept_key(link: str) -> bytes:
@@ -250,6 +265,9 @@ class Engine(Invites):
             # bounded size (a censor may hand over many links, or huge ones)
             if len(link) > MAX_KEPT_LINK:
                 raise EngineError(f"{reason}; the link is too long to be kept ({len(link)} chars)")
+            url, _ = parse_short_invite_link(link)  # read above: well formed
+            if not _reachable_url(url):  # would never answer: kept for nothing
+                raise EngineError(f"{reason}; the link is not kept: {url!r} is not a relay URL")
             if len(self.store.items(NS_ACCEPTS)) >= MAX_QUEUED_ACCEPTS:
                 raise EngineError(
                     f"{reason}; the link is not kept: {MAX_QUEUED_ACCEPTS} accepted links "

@@ -182,6 +182,19 @@ async def test_kept_links_are_bounded_in_number_and_size(tmp_path: Path) -> None
             await bob.accept(huge)
         assert not isinstance(info.value, AcceptQueued)
         assert bob.queued_accepts() == []
+        # links whose relay URL can never be reached are refused, not kept
+        secret = short_invite_link(rng(16), url).split("/")[1]
+        for where in [
+            "http://[::1",
+            "http://127.0.0.1:99999",
+            "ftp://x",
+            "http://%00",
+            "\u202ehttp://x",
+        ]:
+            with pytest.raises(EngineError) as info:
+                await bob.accept(f"samizdat:i/{secret}/{where}")
+            assert not isinstance(info.value, AcceptQueued), where
+        assert bob.queued_accepts() == []
         refused = 0
         for _ in range(40):
             try:
