@@ -498,12 +498,19 @@ class Engine(Invites):
         Returns the number of envelopes still queued."""
         await self.connect()
         deadline = time.monotonic() + wait
-        await self.accept_queued()  # links accepted while their relay was down
-        # every mailbox once, even those read by polls (SPEC.md §7.1), bounded
-        await asyncio.gather(
-            *(r.catch_up(SYNC_CATCH_UP) for r in list(self.relays.values())),
-            return_exceptions=True,
-        )
+        # links accepted while their relay was down, alongside reading mail:
+        # a kept link whose relay never delivers must not hold that up
+        accepting = asyncio.get_running_loop().create_task(self.accept_queued())
+        try:
+            # every mailbox once, even those read by polls (SPEC.md §7.1), bounded
+            await asyncio.gather(
+                *(r.catch_up(SYNC_CATCH_UP) for r in list(self.relays.values())),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled: so is the accepting
+            accepting.cancel()
+            raise
+        await accepting
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         await self._drain_held()

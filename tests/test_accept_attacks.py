@@ -243,3 +243,44 @@ async def test_a_kept_link_accepted_again_while_the_retry_runs_makes_one_contact
             if not engine.closed:
                 await engine.close()
         relay.stop()
+
+
+async def test_a_kept_link_to_a_silent_relay_does_not_hold_up_reading_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync with a kept link whose relay answers but never delivers must
+    read the user's mailboxes at once, not after that read gives up (a sync
+    cut short by a caller's time limit would then never read mail)."""
+    monkeypatch.setattr("client.invites.INVITE_FETCH_TIMEOUT", 5.0)  # 4 x 5 s
+    censor_relay, _, links = await _censor_links(tmp_path / "censor", 1)
+    own = RelayProcess(tmp_path / "own").start()
+    bob = make_engine(tmp_path / "bob", "Bob", [own.url])
+    bob.relay_timeouts = (CLI_CONNECT_TIMEOUT, CLI_REQUEST_TIMEOUT)
+    try:
+        censor_relay.stop()
+        with pytest.raises(AcceptQueued):
+            await bob.accept(links[0])
+        censor_relay = RelayProcess(censor_relay.data_dir, port=censor_relay.port).start()
+        await bob.connect()
+        loop = asyncio.get_running_loop()
+        read_at: list[float] = []
+        for relay in bob.relays.values():
+            catch_up = relay.catch_up
+
+            async def spy(limit: float, catch_up=catch_up) -> None:  # type: ignore[no-untyped-def]
+                read_at.append(loop.time())
+                await catch_up(limit)
+
+            relay.catch_up = spy  # type: ignore[method-assign]
+        started = loop.time()
+        await bob.sync(wait=0)
+        assert read_at, "no mailbox was read"
+        assert read_at[0] - started < 10, (
+            f"mail read {read_at[0] - started:.0f} s into the sync, after the kept link"
+        )
+        assert bob.queued_accepts() == links
+    finally:
+        if not bob.closed:
+            await bob.close()
+        censor_relay.stop()
+        own.stop()
