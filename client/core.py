@@ -178,6 +178,7 @@ class EngineCore(ABC):
         self._invite_task: asyncio.Task[None] | None = None
         self._invite_junk: dict[bytes, int] = {}  # invite id -> junk items read (§8.5)
         self._accept_lock = asyncio.Lock()  # one pass over the queued accepts at a time
+        self._accepting = asyncio.Lock()  # one invite accepted at a time (no twin contact)
         self._accept_task: asyncio.Task[None] | None = None
         self.accept_log: list[str] = []  # what became of queued accepts (shown by the CLI)
         self._hold_task: asyncio.Task[None] | None = None
@@ -191,9 +192,6 @@ class EngineCore(ABC):
         # leaves it to that task (it keeps its jittered time and its place)
         self._posting: dict[bytes, asyncio.Task[bool]] = {}
         self._post_turns: dict[str, asyncio.Event] = {}  # relay -> its latest post's turn
-        # posts issued while a batch is open go out concurrently, awaited once
-        # at its end (client.outbound._posting_together)
-        self._batch: list[asyncio.Task[bool]] | None = None
         self._closing = False
         self.signer = SigningIdentity(
             Credential.basic(identity.signature_pub),

@@ -41,10 +41,13 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import time
+import urllib.parse
 from pathlib import Path
 
 from client.core import (
+    INVITE_LIFETIME_MS,
     KEY_PACKAGE_STOCK,
     MAX_CONVERSATION_RELAYS,
     SUITE,
@@ -66,15 +69,18 @@ from client.model import (
     Inbox,
     history_ns,
 )
-from client.relay_client import proxy_setting
+from client.relay_client import RelayUnavailable, proxy_setting
 from client.store import Store
 from client.suites import CLIENT_SUITES
+from client.urls import check_relay_url
 from protocol.app.group_meta import (
     ConversationKind,
 )
-from protocol.app.invite import Invite, safety_number
+from protocol.app.invite import Invite, parse_short_invite_link, safety_number
 from protocol.app.messages import KeyPackages
 from protocol.errors import RemoteError
+from protocol.mls.crypto import get_suite
+from protocol.mls.key_package import validate_key_package
 from protocol.mls.messages import MLSMessage
 from protocol.relay_frames import BadSignature, NotAuthorized, UnknownMailbox
 
@@ -96,6 +102,12 @@ SYNC_CATCH_UP = 30.0
 NS_ACCEPTS = "queued-accepts"
 #: First retry of queued accepts in a long-running client; doubles to 10 min.
 ACCEPT_RETRY = 30.0
+#: At most this many links are kept, each at most MAX_KEPT_LINK characters
+#: (a short link is ~70 plus its relay URL), for at most KEEP_ACCEPT_MS (the
+#: default lifetime of an invite): every kept link costs each sync a read.
+MAX_QUEUED_ACCEPTS = 16
+MAX_KEPT_LINK = 2048
+KEEP_ACCEPT_MS = INVITE_LIFETIME_MS
 
 
 class AcceptQueued(EngineError):
@@ -107,6 +119,18 @@ class AcceptQueued(EngineError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}; the link is kept and accepted once its relay answers")
         self.reason = reason
+
+
+def _reachable_url(url: str) -> bool:
+    """Whether a short link's relay URL could ever be connected to: a relay
+    URL (client.urls) whose host is a DNS name or an IP address."""
+    try:
+        check_relay_url(url)
+    except ValueError:
+        return False
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    return not parts.netloc.endswith(":") and re.fullmatch(r"[A-Za-z0-9.:-]+", host) is not None
 
 
 def _accept_key(link: str) -> bytes:
@@ -228,15 +252,27 @@ class Engine(Invites):
         try:
             invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
         except InviteUnreachable as exc:
-            self._queue_accept(link)
+            self._queue_accept(link, str(exc))
             raise AcceptQueued(str(exc)) from None
         conv = await self._accept_invite(invite)
         self.store.delete(NS_ACCEPTS, _accept_key(link))
         return conv
 
-    def _queue_accept(self, link: str) -> None:
+    def _queue_accept(self, link: str, reason: str) -> None:
         key = _accept_key(link)
         if self.store.get(NS_ACCEPTS, key) is None:
+            # each kept link costs every sync a read: a bounded number, of
+            # bounded size (a censor may hand over many links, or huge ones)
+            if len(link) > MAX_KEPT_LINK:
+                raise EngineError(f"{reason}; the link is too long to be kept ({len(link)} chars)")
+            url, _ = parse_short_invite_link(link)  # read above: well formed
+            if not _reachable_url(url):  # would never answer: kept for nothing
+                raise EngineError(f"{reason}; the link is not kept: {url!r} is not a relay URL")
+            if len(self.store.items(NS_ACCEPTS)) >= MAX_QUEUED_ACCEPTS:
+                raise EngineError(
+                    f"{reason}; the link is not kept: {MAX_QUEUED_ACCEPTS} accepted links "
+                    "already wait for their relays (run 'samizdat sync' later)"
+                )
             record = {"link": link, "queued_ms": now_ms()}
             self.store.put(NS_ACCEPTS, key, json.dumps(record).encode())
         self._schedule_accept_retry()
@@ -253,14 +289,41 @@ class Engine(Invites):
         A link whose relay still cannot be reached stays queued."""
         settled: list[str] = []
         async with self._accept_lock:
+            now = now_ms()
+            kept = []
             for key, raw in self.store.items(NS_ACCEPTS):
-                link = json.loads(raw)["link"]
+                record = json.loads(raw)
+                if now - record["queued_ms"] > KEEP_ACCEPT_MS:  # not forever: sync exits 3
+                    self.store.delete(NS_ACCEPTS, key)
+                    text = (
+                        "a queued invite link was given up: its relay has not "
+                        f"delivered the invite in {KEEP_ACCEPT_MS // 86_400_000} days"
+                    )
+                    self._notice(None, text, True)
+                    settled.append(text)
+                else:
+                    kept.append((key, record["link"]))
+            # every link's relay at once: one that answers but never delivers
+            # costs each sync one read's time, not one per link
+            reads = await asyncio.gather(
+                *(read_invite_link(link, now, self.proxy, self.relay_timeouts) for _, link in kept),
+                return_exceptions=True,
+            )
+            for (key, _), read in zip(kept, reads, strict=True):
+                if isinstance(read, BaseException) and not isinstance(read, Exception):
+                    raise read  # cancelled
                 try:
-                    invite = await read_invite_link(link, now_ms(), self.proxy, self.relay_timeouts)
-                    conv = await self._accept_invite(invite)
-                except (InviteUnreachable, RemoteError):  # unreachable (or closing): kept
+                    if isinstance(read, Exception):
+                        raise read
+                    conv = await self._accept_invite(read)
+                except InviteUnreachable:  # its relay is still down: kept
                     continue
-                except EngineError as exc:
+                except RelayUnavailable:  # a relay of ours (e.g. closing): kept
+                    continue
+                except (EngineError, RemoteError) as exc:
+                    # RemoteError: the invite itself is bad (its KeyPackage
+                    # does not decode, RFC 9420 §10); kept, a crafted link
+                    # would be fetched again by every later sync, forever
                     text, warning = f"a queued invite link could not be accepted: {exc}", True
                 else:
                     text = (
@@ -309,7 +372,13 @@ class Engine(Invites):
         }
 
     async def _accept_invite(self, invite: Invite) -> Conversation:
-        """Accept an invite already read and verified (see :meth:`accept`)."""
+        """Accept an invite already read and verified (see :meth:`accept`),
+        one at a time: the app's retry of a kept link and the user accepting
+        it again must not both pass the "already a contact" check below."""
+        async with self._accepting:
+            return await self._accept_invite_now(invite)
+
+    async def _accept_invite_now(self, invite: Invite) -> Conversation:
         if invite.identity_key == self.identity.signature_pub:
             raise EngineError("this is your own invite link")
         existing = self.contact(invite.identity_key)
@@ -326,6 +395,9 @@ class Engine(Invites):
                 f"the invite asks for cipher suite {kp.cipher_suite:#06x}, which this client "
                 "does not offer; ask for an invite in another suite"
             )
+        # RFC 9420 §10.1 before anything is built: a KeyPackage the Add below
+        # would refuse must not leave a contact and an empty conversation
+        validate_key_package(get_suite(kp.cipher_suite), kp, int(time.time()))
         await self._check_invite_open(invite)
         contact = existing or Contact(invite.identity_key)
         contact.inboxes = [
@@ -426,12 +498,19 @@ class Engine(Invites):
         Returns the number of envelopes still queued."""
         await self.connect()
         deadline = time.monotonic() + wait
-        await self.accept_queued()  # links accepted while their relay was down
-        # every mailbox once, even those read by polls (SPEC.md §7.1), bounded
-        await asyncio.gather(
-            *(r.catch_up(SYNC_CATCH_UP) for r in list(self.relays.values())),
-            return_exceptions=True,
-        )
+        # links accepted while their relay was down, alongside reading mail:
+        # a kept link whose relay never delivers must not hold that up
+        accepting = asyncio.get_running_loop().create_task(self.accept_queued())
+        try:
+            # every mailbox once, even those read by polls (SPEC.md §7.1), bounded
+            await asyncio.gather(
+                *(r.catch_up(SYNC_CATCH_UP) for r in list(self.relays.values())),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled: so is the accepting
+            accepting.cancel()
+            raise
+        await accepting
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         await self._drain_held()

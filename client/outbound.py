@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -288,8 +289,9 @@ class Outbound(Files):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             tasks.append(task)
-        if self._batch is not None:
-            self._batch.extend(tasks)  # awaited once, when the batch ends
+        batch = _POST_BATCH.get()
+        if batch is not None and batch.open and batch.owner is self:
+            batch.tasks.extend(tasks)  # awaited once, when the batch ends
         elif tasks:
             await asyncio.wait(tasks, timeout=wait)
 
@@ -304,18 +306,24 @@ class Outbound(Files):
         order issued), and the block's end waits for all of them at once
         (``wait`` seconds at most; what fails stays queued).  Several sends
         in a row (an accept's Welcome, profile and KeyPackages) then cost one
-        jitter window instead of one each."""
-        if self._batch is not None:  # already inside one: the outer end waits
-            yield
+        jitter window instead of one each.
+
+        The batch belongs to the task that opened it (a context variable):
+        sends of other tasks of this engine meanwhile (the app sending a
+        message during an accept) wait for their own posts as ever."""
+        outer = _POST_BATCH.get()
+        if outer is not None and outer.open and outer.owner is self:
+            yield  # already inside one: the outer end waits
             return
-        batch: list[asyncio.Task[bool]] = []
-        self._batch = batch
+        batch = _PostBatch(self)
+        token = _POST_BATCH.set(batch)
         try:
             yield
         finally:
-            self._batch = None
-        if batch:
-            await asyncio.wait(batch, timeout=wait)
+            batch.open = False  # tasks started inside keep a copy of the variable
+            _POST_BATCH.reset(token)
+        if batch.tasks:
+            await asyncio.wait(batch.tasks, timeout=wait)
 
     async def _post_after(
         self, item: OutboxItem, start: float, previous: asyncio.Event | None, turn: asyncio.Event
@@ -550,6 +558,21 @@ class Outbound(Files):
     def status(self, message_id: bytes) -> MessageStatus | None:
         raw = self.store.get(NS_STATUS, message_id)
         return MessageStatus.from_json(raw) if raw else None
+
+
+class _PostBatch:
+    """The posts of one :meth:`Outbound._posting_together` block."""
+
+    def __init__(self, owner: Outbound) -> None:
+        self.owner = owner
+        self.tasks: list[asyncio.Task[bool]] = []
+        self.open = True
+
+
+# the batch open in the current task (its context), if any
+_POST_BATCH: contextvars.ContextVar[_PostBatch | None] = contextvars.ContextVar(
+    "samizdat_post_batch", default=None
+)
 
 
 def _set_turn(turn: asyncio.Event, _task: asyncio.Task[bool]) -> None:
