@@ -174,7 +174,17 @@ def analyse(
 ) -> dict[str, Any]:
     """Every inference, classed, with ground-truth scores when given."""
     conns = logs.conns
-    posts = [(c, p) for c in conns for p in c.posts]
+    frames = [(c, p) for c in conns for p in c.posts]
+    # A retry of a post whose answer the client did not get (same msg_id, so
+    # the relay stores it once) is one post, not two, in every inference.
+    seen: set[tuple[int, str]] = set()
+    posts = []
+    for c, p in frames:
+        key = (c.relay, p.get("msg_id", ""))
+        if key[1] and key in seen:
+            continue
+        seen.add(key)
+        posts.append((c, p))
     findings = [
         _co_read(conns, truth),
         _attribution(posts, truth),
@@ -188,6 +198,7 @@ def analyse(
         "relays": len({c.relay for c in conns} | {ch["relay"] for ch in logs.chunks}),
         "connections": len(conns),
         "posts": len(posts),
+        "post_frames": len(frames),
         "chunks": len(logs.chunks),
         "malformed_frames": logs.malformed,
         "findings": findings,
