@@ -362,19 +362,38 @@ def test_a_passphrase_change_stops_the_agent(home: Path) -> None:
     assert agent.agent_pid(home) is None
 
 
+class InProcessAgent:
+    """An :class:`agent.Agent` serving in a thread of this process, on a socket
+    in a private directory under ``tmp``, for a home holding an empty
+    store file; ``holding`` gives it a random key and salt at once."""
+
+    def __init__(self, tmp: Path, *, lifetime: float, holding: bool = True) -> None:
+        self.home = tmp / "h"
+        self.home.mkdir()
+        (self.home / "store.db").write_bytes(b"")
+        self.path = tmp / "s" / "sock"
+        self.path.parent.mkdir(mode=0o700)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(8)
+        self.salt, self.key = os.urandom(16), os.urandom(32)
+        self.server = agent.Agent(self.listener, self.home, self.path, idle=60, lifetime=lifetime)
+        if holding:
+            self.server.key[:] = self.key
+            self.server.store_id = self.salt
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(10)
+        self.listener.close()
+
+
 def test_the_lifetime_bound_ends_a_busy_agent_and_its_key_is_overwritten(tmp_path: Path) -> None:
-    home = tmp_path / "h"
-    home.mkdir()
-    (home / "store.db").write_bytes(b"")
-    path = tmp_path / "s" / "sock"
-    path.parent.mkdir(mode=0o700)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    salt, key = os.urandom(16), os.urandom(32)
-    server = agent.Agent(listener, home, path, idle=60, lifetime=1.5)
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    running = InProcessAgent(tmp_path, lifetime=1.5, holding=False)
+    home, path, salt, key = running.home, running.path, running.salt, running.key
+    server, thread = running.server, running.thread
     try:
         assert agent.request_key(path, home, salt) is None  # nothing handed yet
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -392,6 +411,4 @@ def test_the_lifetime_bound_ends_a_busy_agent_and_its_key_is_overwritten(tmp_pat
         assert server.key == bytearray(32) and server.store_id is None
         assert not path.exists()
     finally:
-        server.close()
-        thread.join(10)
-        listener.close()
+        running.close()

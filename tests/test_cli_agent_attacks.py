@@ -24,7 +24,14 @@ import pytest
 
 from client import agent
 from tests.client_support import run_cli as cli_process
-from tests.test_cli_agent import PASSPHRASE, alive, make_home, master_key, wait_for
+from tests.test_cli_agent import (
+    PASSPHRASE,
+    InProcessAgent,
+    alive,
+    make_home,
+    master_key,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -224,20 +231,9 @@ def test_trickling_connections_neither_block_requests_nor_outlive_the_lifetime(
     reading it, past its idle timeout and lifetime, with the key in memory,
     while ``lock`` and every command got no answer (``lock`` then reported
     that no agent was running)."""
-    home = tmp_path / "h"
-    home.mkdir()
-    (home / "store.db").write_bytes(b"")
-    path = tmp_path / "s" / "sock"
-    path.parent.mkdir(mode=0o700)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    salt, key = os.urandom(16), os.urandom(32)
-    server = agent.Agent(listener, home, path, idle=60, lifetime=3.0)
-    server.key[:] = key
-    server.store_id = salt
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    running = InProcessAgent(tmp_path, lifetime=3.0)
+    home, path, salt, key = running.home, running.path, running.salt, running.key
+    server, thread = running.server, running.thread
     stop = threading.Event()
     tricklers = [threading.Thread(target=_trickle, args=(path, stop)) for _ in range(3)]
     try:
@@ -254,9 +250,7 @@ def test_trickling_connections_neither_block_requests_nor_outlive_the_lifetime(
         stop.set()
         for t in tricklers:
             t.join(10)
-        server.close()
-        thread.join(10)
-        listener.close()
+        running.close()
 
 
 # -- attacks that fail (kept so that they keep failing) ----------------------------
@@ -348,20 +342,9 @@ def test_another_user_planting_the_runtime_dir_gets_nothing_and_feeds_nothing(
 def test_malformed_requests_get_no_key_and_do_not_stop_the_agent(tmp_path: Path) -> None:
     """The agent's parser against truncated, oversized, wrongly typed and
     padded requests: none is answered with the key, none ends or wedges it."""
-    home = tmp_path / "h"
-    home.mkdir()
-    (home / "store.db").write_bytes(b"")
-    path = tmp_path / "s" / "sock"
-    path.parent.mkdir(mode=0o700)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    salt, key = os.urandom(16), os.urandom(32)
-    server = agent.Agent(listener, home, path, idle=60, lifetime=60)
-    server.key[:] = key
-    server.store_id = salt
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    running = InProcessAgent(tmp_path, lifetime=60)
+    home, path, salt, key = running.home, running.path, running.salt, running.key
+    server, thread = running.server, running.thread
     good = agent.encode_request(agent.OP_GET, home, salt)
     name = agent.home_id(home)
     bad = [
@@ -398,6 +381,4 @@ def test_malformed_requests_get_no_key_and_do_not_stop_the_agent(tmp_path: Path)
         assert agent.request_key(path, home, salt) == key
         assert server.key == bytearray(key)
     finally:
-        server.close()
-        thread.join(10)
-        listener.close()
+        running.close()
